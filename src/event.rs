@@ -1,0 +1,209 @@
+//! The one event type every source produces and the ledger records.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+
+/// How urgently an event must be vectorized and shipped to replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Numeric rank (0 = low … 3 = critical), as stored in the index.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_rank(rank: u8) -> Option<Self> {
+        Self::ALL.get(rank as usize).copied()
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = EventError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| EventError(format!("unknown priority {s:?} (expected low, medium, high or critical)")))
+    }
+}
+
+/// A validation failure of an event's fields; the message says which field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EventError(pub String);
+
+/// Limits that keep one event from bloating the ledger or the embedder.
+pub const MAX_ELEMENT_ID_BYTES: usize = 256;
+pub const MAX_NAME_BYTES: usize = 64;
+pub const MAX_SUMMARY_BYTES: usize = 1024;
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+
+/// An event before the ledger gives it a place in the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub source: String,
+    pub element_id: String,
+    pub element_type: String,
+    pub action: String,
+    pub priority: Priority,
+    pub summary: String,
+    pub details: Value,
+    /// UTC nanoseconds; `None` means "now", stamped by the ledger.
+    pub ts: Option<i64>,
+}
+
+impl NewEvent {
+    /// An event with the element type taken from the element id's prefix
+    /// (`interface:eth0` → `interface`) and an empty summary filled in later.
+    pub fn new(source: &str, element_id: &str, action: &str, priority: Priority, details: Value) -> Self {
+        Self {
+            source: source.to_owned(),
+            element_id: element_id.to_owned(),
+            element_type: element_type_of(element_id).to_owned(),
+            action: action.to_owned(),
+            priority,
+            summary: String::new(),
+            details,
+            ts: None,
+        }
+    }
+
+    pub fn with_summary(mut self, summary: impl Into<String>) -> Self {
+        self.summary = summary.into();
+        self
+    }
+
+    /// Checks every field against the limits above; the ledger refuses what fails.
+    pub fn validate(&self) -> Result<(), EventError> {
+        check_identifier("element_id", &self.element_id, MAX_ELEMENT_ID_BYTES, true)?;
+        check_identifier("element_type", &self.element_type, MAX_NAME_BYTES, false)?;
+        check_identifier("action", &self.action, MAX_NAME_BYTES, false)?;
+        check_identifier("source", &self.source, MAX_NAME_BYTES, false)?;
+        if self.summary.len() > MAX_SUMMARY_BYTES {
+            return Err(EventError(format!(
+                "summary is {} bytes, more than the limit of {MAX_SUMMARY_BYTES}",
+                self.summary.len()
+            )));
+        }
+        if self.summary.chars().any(char::is_control) {
+            return Err(EventError("summary contains control characters".into()));
+        }
+        let details_len = serde_json::to_vec(&self.details).map(|v| v.len()).unwrap_or(usize::MAX);
+        if details_len > MAX_DETAILS_BYTES {
+            return Err(EventError(format!(
+                "details are {details_len} bytes of JSON, more than the limit of {MAX_DETAILS_BYTES}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The summary, or a generated one when a caller gave none.
+    pub fn summary_or_default(&self) -> String {
+        if self.summary.is_empty() {
+            format!("{} {}", self.element_id, self.action)
+        } else {
+            self.summary.clone()
+        }
+    }
+}
+
+/// `interface:eth0` → `interface`; an id without a prefix is of type `element`.
+pub fn element_type_of(element_id: &str) -> &str {
+    match element_id.split_once(':') {
+        Some((kind, _)) if !kind.is_empty() => kind,
+        _ => "element",
+    }
+}
+
+fn check_identifier(field: &str, value: &str, max: usize, allow_free_text: bool) -> Result<(), EventError> {
+    if value.is_empty() {
+        return Err(EventError(format!("{field} must not be empty")));
+    }
+    if value.len() > max {
+        return Err(EventError(format!("{field} is {} bytes, more than the limit of {max}", value.len())));
+    }
+    if value.chars().any(|c| c.is_control() || (!allow_free_text && c.is_whitespace())) {
+        return Err(EventError(format!("{field} {value:?} contains control characters or spaces")));
+    }
+    if !allow_free_text
+        && !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
+    {
+        return Err(EventError(format!(
+            "{field} {value:?} may only contain ASCII letters, digits and . _ - : /"
+        )));
+    }
+    Ok(())
+}
+
+/// Current UTC time in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn element_type_comes_from_prefix() {
+        assert_eq!(element_type_of("interface:eth0"), "interface");
+        assert_eq!(element_type_of("connection:1234-5678"), "connection");
+        assert_eq!(element_type_of("eth0"), "element");
+        assert_eq!(element_type_of(":x"), "element");
+    }
+
+    #[test]
+    fn priorities_parse_and_order() {
+        assert_eq!("critical".parse::<Priority>().unwrap(), Priority::Critical);
+        assert!("urgent".parse::<Priority>().is_err());
+        assert!(Priority::Critical > Priority::High && Priority::Medium > Priority::Low);
+        for p in Priority::ALL {
+            assert_eq!(Priority::from_rank(p.rank()), Some(p));
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = NewEvent::new("test", "interface:eth0", "link.down", Priority::High, json!({}));
+        assert!(ok.validate().is_ok());
+        let mut bad = ok.clone();
+        bad.action = "link down".into();
+        assert!(bad.validate().unwrap_err().0.contains("action"));
+        let mut bad = ok.clone();
+        bad.element_id = "x".repeat(300);
+        assert!(bad.validate().unwrap_err().0.contains("element_id"));
+        let mut bad = ok;
+        bad.details = json!({"blob": "y".repeat(70_000)});
+        assert!(bad.validate().unwrap_err().0.contains("details"));
+    }
+}

@@ -1,0 +1,291 @@
+//! The SQLite index: a derived, rebuildable view of the ledger (events, elements' current
+//! state, vectors) that records the `seq` it covers and catches up from the ledger on open.
+
+use crate::event::Priority;
+use crate::ledger::{LedgerCursor, Record};
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    element_id TEXT NOT NULL,
+    element_type TEXT NOT NULL,
+    action TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_element ON events(element_id, seq);
+CREATE INDEX IF NOT EXISTS events_by_ts ON events(ts);
+CREATE TABLE IF NOT EXISTS elements (
+    element_id TEXT PRIMARY KEY,
+    element_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    last_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+";
+
+/// One event row as the index returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub seq: u64,
+    pub ts: i64,
+    pub element_id: String,
+    pub element_type: String,
+    pub action: String,
+    pub priority: Priority,
+    pub source: String,
+    pub hash: String,
+    pub summary: String,
+    pub details: Value,
+}
+
+/// An element's current state as the index derives it from its events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElementRow {
+    pub element_id: String,
+    pub element_type: String,
+    pub state: Value,
+    pub last_seq: u64,
+    pub height: u64,
+    pub last_hash: String,
+}
+
+pub struct Index {
+    conn: Connection,
+}
+
+const EVENT_COLUMNS: &str = "seq, ts, element_id, element_type, action, priority, source, hash, summary, details";
+
+impl Index {
+    /// Opens (creating) the index for writing.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).with_context(|| format!("opening index {}", path.display()))?;
+        // The index is derived from the ledger and rebuilt from it, so NORMAL sync (durable
+        // at WAL checkpoints) is enough: a lost tail is caught up from the ledger on open.
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")?;
+        conn.execute_batch(SCHEMA).context("creating the index schema")?;
+        Ok(Self { conn })
+    }
+
+    /// Opens an index inside a read-only snapshot. `immutable=1` makes SQLite ignore any WAL,
+    /// so only what was checkpointed into the main file is seen.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let uri = format!("file:{}?immutable=1", path.display());
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening index {} read-only", path.display()))?;
+        Ok(Self { conn })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        set_meta(&self.conn, key, value)
+    }
+
+    /// The highest `seq` whose event is in the index.
+    pub fn covered_seq(&self) -> Result<u64> {
+        Ok(self.meta("covered_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Adds records (which must follow `covered_seq` in order) in one transaction.
+    pub fn apply(&mut self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for record in records {
+            insert_record(&tx, record)?;
+        }
+        set_meta(&tx, "covered_seq", &records.last().expect("not empty").seq.to_string())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reads the ledger from the covered `seq` through `through_seq` into the index.
+    pub fn catch_up(&mut self, ledger_dir: &Path, through_seq: u64) -> Result<u64> {
+        let covered = self.covered_seq()?;
+        if covered >= through_seq {
+            return Ok(0);
+        }
+        let mut cursor = LedgerCursor::new(ledger_dir, covered + 1);
+        let mut batch = Vec::with_capacity(2048);
+        let mut added = 0u64;
+        cursor.read_through(through_seq, |record| {
+            batch.push(record);
+            if batch.len() == 2048 {
+                self.apply(&batch)?;
+                added += batch.len() as u64;
+                batch.clear();
+            }
+            Ok(())
+        })?;
+        self.apply(&batch)?;
+        added += batch.len() as u64;
+        Ok(added)
+    }
+
+    /// Drops every derived row (events, elements, vectors, meta) so the index can be rebuilt.
+    pub fn clear(&mut self) -> Result<()> {
+        self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM vectors; DELETE FROM meta;")?;
+        Ok(())
+    }
+
+    pub fn event(&self, seq: u64) -> Result<Option<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
+        Ok(self.conn.query_row(&sql, [seq as i64], event_row).optional()?)
+    }
+
+    /// One element's events, newest first.
+    pub fn history(&self, element_id: &str, limit: usize) -> Result<Vec<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE element_id = ?1 ORDER BY seq DESC LIMIT ?2");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![element_id, limit as i64], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest events, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?1");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![limit as i64], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events with `seq` above `after`, oldest first.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn element(&self, element_id: &str) -> Result<Option<ElementRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT element_id, element_type, state, last_seq, height, last_hash FROM elements WHERE element_id = ?1",
+        )?;
+        Ok(stmt
+            .query_row([element_id], |r| {
+                Ok(ElementRow {
+                    element_id: r.get(0)?,
+                    element_type: r.get(1)?,
+                    state: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
+                    last_seq: r.get::<_, i64>(3)? as u64,
+                    height: r.get::<_, i64>(4)? as u64,
+                    last_hash: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Counts of events and elements.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let events: i64 = self.conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        let elements: i64 = self.conn.query_row("SELECT count(*) FROM elements", [], |r| r.get(0))?;
+        Ok((events as u64, elements as u64))
+    }
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+        .execute([key, value])?;
+    Ok(())
+}
+
+fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
+    let details = serde_json::to_string(&record.details)?;
+    let hash = record.hash_hex();
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO events (seq, ts, element_id, element_type, action, priority, source, hash, summary, details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        record.seq as i64,
+        record.ts,
+        record.element_id,
+        record.element_type,
+        record.action,
+        record.priority.rank(),
+        record.source,
+        hash,
+        record.summary,
+        details
+    ])?;
+    let previous: Option<(String, i64)> = tx
+        .prepare_cached("SELECT state, height FROM elements WHERE element_id = ?1")?
+        .query_row([&record.element_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (state, height) = match previous {
+        Some((state, height)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height),
+        None => (Value::Object(Map::new()), 0),
+    };
+    let state = next_state(state, record);
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![record.element_id, record.element_type, serde_json::to_string(&state)?, record.seq as i64, height + 1, hash])?;
+    Ok(())
+}
+
+/// An element's state after one of its events: the event's `after` values (or, for events
+/// without before/after, its plain detail fields) merged over the previous state.
+pub fn next_state(state: Value, record: &Record) -> Value {
+    let mut state = match state {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let updates = match &record.details {
+        Value::Object(details) => match details.get("after") {
+            Some(Value::Object(after)) => after.clone(),
+            _ => details
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "before" | "after" | "changed"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        },
+        _ => Map::new(),
+    };
+    for (key, value) in updates {
+        state.insert(key, value);
+    }
+    let removed = record.action.ends_with("removed") || record.action.ends_with("deleted");
+    state.insert("present".into(), Value::Bool(!removed));
+    Value::Object(state)
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    let rank: u8 = r.get(5)?;
+    Ok(EventRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        ts: r.get(1)?,
+        element_id: r.get(2)?,
+        element_type: r.get(3)?,
+        action: r.get(4)?,
+        priority: Priority::from_rank(rank).unwrap_or(Priority::Low),
+        source: r.get(6)?,
+        hash: r.get(7)?,
+        summary: r.get(8)?,
+        details: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or(Value::Null),
+    })
+}

@@ -1,0 +1,146 @@
+//! Group commit: one thread owns the ledger, gathers whatever appends are waiting into one
+//! batch, makes the batch durable with one fsync, then answers every caller.
+
+use super::{Hash, Ledger, LedgerError, Record};
+use crate::event::NewEvent;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use tokio::sync::{oneshot, watch};
+
+type Reply = oneshot::Sender<Result<Vec<Record>, LedgerError>>;
+
+struct Request {
+    events: Vec<NewEvent>,
+    reply: Reply,
+}
+
+/// Counters of the writer, read by `GetBlockchainStats`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    pub failed_batches: AtomicU64,
+    /// Requests waiting in the queue right now.
+    pub queued: AtomicU64,
+}
+
+/// A cheap handle to the writer thread. Cloned freely; the thread stops when every handle
+/// is gone and hands its ledger back through [`LedgerWriter::join`].
+#[derive(Clone)]
+pub struct LedgerWriter {
+    tx: SyncSender<Request>,
+    head: watch::Receiver<(u64, Hash)>,
+    stats: Arc<WriterStats>,
+}
+
+/// Owns the writer thread; joining it returns the ledger.
+pub struct WriterThread(JoinHandle<Ledger>);
+
+impl WriterThread {
+    pub fn join(self) -> Ledger {
+        self.0.join().expect("ledger writer thread panicked")
+    }
+}
+
+impl LedgerWriter {
+    /// Starts the writer. `queue_capacity` bounds waiting requests: when it is full, callers
+    /// wait (backpressure), they are never dropped. `max_batch` bounds one fsync's records.
+    pub fn spawn(ledger: Ledger, queue_capacity: usize, max_batch: usize) -> (Self, WriterThread) {
+        let (tx, rx) = sync_channel(queue_capacity.max(1));
+        let (head_tx, head) = watch::channel((ledger.head_seq(), ledger.head_hash()));
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || run(ledger, rx, head_tx, thread_stats, max_batch.max(1)))
+            .expect("spawning the ledger writer thread");
+        (Self { tx, head, stats }, WriterThread(handle))
+    }
+
+    /// Appends events and waits (asynchronously) until they are durable.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Record>, LedgerError> {
+        let rx = self.submit(events)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Appends events and blocks the calling thread until they are durable.
+    pub fn append_blocking(&self, events: Vec<NewEvent>) -> Result<Vec<Record>, LedgerError> {
+        let rx = self.submit(events)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    fn submit(&self, events: Vec<NewEvent>) -> Result<oneshot::Receiver<Result<Vec<Record>, LedgerError>>, LedgerError> {
+        for event in &events {
+            event.validate()?;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let request = Request { events, reply };
+        // Try first so a full queue is visible in the stats before we block on it.
+        let sent = match self.tx.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(request)) => self.tx.send(request).map_err(|_| ()),
+            Err(TrySendError::Disconnected(_)) => Err(()),
+        };
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(LedgerError::Closed);
+        }
+        Ok(rx)
+    }
+
+    /// The durable head `(seq, hash)`, updated after every commit.
+    pub fn head(&self) -> watch::Receiver<(u64, Hash)> {
+        self.head.clone()
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+fn run(
+    mut ledger: Ledger,
+    rx: Receiver<Request>,
+    head_tx: watch::Sender<(u64, Hash)>,
+    stats: Arc<WriterStats>,
+    max_batch: usize,
+) -> Ledger {
+    while let Ok(first) = rx.recv() {
+        let mut requests = vec![first];
+        let mut total = requests[0].events.len();
+        while total < max_batch {
+            match rx.try_recv() {
+                Ok(request) => {
+                    total += request.events.len();
+                    requests.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        stats.queued.fetch_sub(requests.len() as u64, Ordering::Relaxed);
+        let sizes: Vec<usize> = requests.iter().map(|r| r.events.len()).collect();
+        let events: Vec<NewEvent> = requests.iter_mut().flat_map(|r| std::mem::take(&mut r.events)).collect();
+        match ledger.append_batch(&events) {
+            Ok(records) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                head_tx.send_replace((ledger.head_seq(), ledger.head_hash()));
+                let mut records = records.into_iter();
+                for (request, size) in requests.into_iter().zip(sizes) {
+                    let _ = request.reply.send(Ok(records.by_ref().take(size).collect()));
+                }
+            }
+            Err(error) => {
+                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, records = events.len(), "ledger append failed; batch rolled back");
+                for request in requests {
+                    let _ = request.reply.send(Err(error.duplicate()));
+                }
+            }
+        }
+    }
+    ledger
+}
