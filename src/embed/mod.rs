@@ -1,0 +1,8 @@
+//! Vectorize at creation: a local ONNX sentence model behind a prioritised worker pool.
+
+mod model;
+mod pool;
+pub mod text;
+
+pub use model::{DIMENSION, MODEL_NAME, ModelFiles, SentenceModel, init_runtime, normalize};
+pub use pool::{EmbedPool, Embedded, PoolStats};

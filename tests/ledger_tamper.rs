@@ -1,0 +1,235 @@
+//! Tampering with a ledger on disk is caught at the right `seq` and named.
+
+mod common;
+
+use common::{agent, sample_event};
+use ovs_port_agent::ledger::record::{Body, encode_line, decode_line};
+use ovs_port_agent::ledger::{DamageKind, Ledger, LedgerOptions, Record, scan};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::path::{Path, PathBuf};
+
+const RECORDS: usize = 1200;
+
+/// A ledger of `RECORDS` varied records spread over several small segments.
+fn build_ledger(dir: &Path) -> PathBuf {
+    let ledger_dir = dir.join("data/ledger");
+    let options = LedgerOptions { host: "test-host".into(), segment_max_bytes: 64 * 1024 };
+    let (mut ledger, _) = Ledger::open(&ledger_dir, options).unwrap();
+    let events: Vec<_> = (0..RECORDS).map(sample_event).collect();
+    for chunk in events.chunks(100) {
+        ledger.append_batch(chunk).unwrap();
+    }
+    ledger_dir
+}
+
+/// Every line of the ledger with the segment it is in, in order.
+fn lines(ledger_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for seg in ovs_port_agent::ledger::segment::list_segments(ledger_dir).unwrap() {
+        let bytes = std::fs::read(&seg.path).unwrap();
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            out.push((seg.path.clone(), line.to_vec()));
+        }
+    }
+    out
+}
+
+fn write_lines(lines: &[(PathBuf, Vec<u8>)]) {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for (path, line) in lines {
+        match files.last_mut() {
+            Some((p, bytes)) if p == path => bytes.extend_from_slice(line),
+            _ => files.push((path.clone(), line.clone())),
+        }
+    }
+    for (path, bytes) in files {
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The seq the scanner names as the first bad one (damage or torn tail).
+fn first_bad_seq(ledger_dir: &Path) -> Option<u64> {
+    let outcome = scan(ledger_dir, |_| {}).unwrap();
+    outcome.damage.map(|d| d.seq).or(outcome.torn.map(|t| t.seq))
+}
+
+#[test]
+fn every_flipped_byte_is_caught_at_its_seq() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = build_ledger(tmp.path());
+    assert!(scan(&pristine, |_| {}).unwrap().is_intact());
+    let original = lines(&pristine);
+    assert!(original.iter().map(|(p, _)| p).collect::<std::collections::HashSet<_>>().len() > 3, "several segments");
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let work = tmp.path().join("work");
+    for round in 0..200 {
+        let record = rng.gen_range(0..RECORDS);
+        let mut tampered = original.clone();
+        let line = &mut tampered[record].1;
+        let at = rng.gen_range(0..line.len());
+        line[at] ^= rng.gen_range(1..=255u8);
+        let _ = std::fs::remove_dir_all(&work);
+        copy_dir(&pristine, &work);
+        for entry in std::fs::read_dir(&work).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let relocated: Vec<_> = tampered.iter().map(|(p, l)| (work.join(p.file_name().unwrap()), l.clone())).collect();
+        write_lines(&relocated);
+        assert_eq!(
+            first_bad_seq(&work),
+            Some(record as u64 + 1),
+            "round {round}: flipping byte {at} of seq {} was not caught there",
+            record + 1
+        );
+    }
+}
+
+fn tamper(original: &[(PathBuf, Vec<u8>)], edit: impl FnOnce(&mut Vec<(PathBuf, Vec<u8>)>)) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut edited = original.to_vec();
+    edit(&mut edited);
+    let relocated: Vec<_> = edited.iter().map(|(p, l)| (tmp.path().join(p.file_name().unwrap()), l.clone())).collect();
+    // Keep empty segments too (a deleted last line may empty one).
+    for (p, _) in original {
+        std::fs::write(tmp.path().join(p.file_name().unwrap()), b"").unwrap();
+    }
+    write_lines(&relocated);
+    tmp
+}
+
+fn damage_of(dir: &Path) -> (u64, DamageKind) {
+    let d = scan(dir, |_| {}).unwrap().damage.expect("damage expected");
+    (d.seq, d.kind)
+}
+
+#[test]
+fn deleted_swapped_and_edited_lines_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = lines(&build_ledger(tmp.path()));
+
+    let deleted = tamper(&original, |l| {
+        l.remove(499);
+    });
+    assert_eq!(damage_of(deleted.path()), (500, DamageKind::SeqMismatch { found: 501 }));
+
+    let swapped = tamper(&original, |l| {
+        let a = l[700].1.clone();
+        l[700].1 = l[701].1.clone();
+        l[701].1 = a;
+    });
+    assert_eq!(damage_of(swapped.path()), (701, DamageKind::SeqMismatch { found: 702 }));
+
+    // A value changed so that the JSON stays valid: "MTU raised to 9000" → "… 1500".
+    let target = original.iter().position(|(_, l)| String::from_utf8_lossy(l).contains("MTU raised to 9000")).unwrap();
+    let edited = tamper(&original, |l| {
+        l[target].1 = String::from_utf8(l[target].1.clone()).unwrap().replace("MTU raised to 9000", "MTU raised to 1500").into_bytes();
+    });
+    let (seq, kind) = damage_of(edited.path());
+    assert_eq!(seq, target as u64 + 1);
+    assert!(matches!(kind, DamageKind::HashMismatch { .. }), "{kind:?}");
+}
+
+/// Re-encodes records from `from` on, as a forger with the code would, so every hash and
+/// `prev` link is valid again: only the element chain can still tell.
+fn reseal(records: &mut [Record], from: usize) {
+    for i in from..records.len() {
+        if i > 0 {
+            records[i].prev = records[i - 1].hash;
+        }
+        let r = &records[i];
+        let body = Body {
+            seq: r.seq,
+            ts: r.ts,
+            host: &r.host,
+            source: &r.source,
+            element_id: &r.element_id,
+            element_type: &r.element_type,
+            action: &r.action,
+            priority: r.priority,
+            summary: &r.summary,
+            details: &r.details,
+            prev: &r.prev,
+            element_prev: &r.element_prev,
+        };
+        let (_, hash) = encode_line(&body);
+        records[i].hash = hash;
+    }
+}
+
+#[test]
+fn a_broken_element_chain_is_named_even_when_the_global_chain_is_resealed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = lines(&build_ledger(tmp.path()));
+    let mut records: Vec<Record> = original.iter().map(|(_, l)| decode_line(&l[..l.len() - 1]).unwrap()).collect();
+    // Point seq 900's element_prev at another record of the same element (skipping one).
+    let victim = 899;
+    let element = records[victim].element_id.clone();
+    let older: Vec<usize> = (0..victim).filter(|&i| records[i].element_id == element).collect();
+    records[victim].element_prev = records[older[older.len() - 2]].hash;
+    reseal(&mut records, victim);
+    let tampered = tamper(&original, |l| {
+        for (i, (_, line)) in l.iter_mut().enumerate() {
+            let r = &records[i];
+            let body = Body {
+                seq: r.seq,
+                ts: r.ts,
+                host: &r.host,
+                source: &r.source,
+                element_id: &r.element_id,
+                element_type: &r.element_type,
+                action: &r.action,
+                priority: r.priority,
+                summary: &r.summary,
+                details: &r.details,
+                prev: &r.prev,
+                element_prev: &r.element_prev,
+            };
+            *line = encode_line(&body).0;
+        }
+    });
+    let (seq, kind) = damage_of(tampered.path());
+    assert_eq!(seq, 900);
+    assert!(matches!(kind, DamageKind::ElementChainBroken { ref element_id, .. } if *element_id == element), "{kind:?}");
+}
+
+#[test]
+fn damage_stops_appends_and_verify_exits_1_naming_the_seq() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger_dir = build_ledger(tmp.path());
+    let (code, out, _) = agent(&["verify", "--data-dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("head seq {RECORDS}")), "{out}");
+
+    let original = lines(&ledger_dir);
+    let seg = &original[300].0;
+    let mut bytes = std::fs::read(seg).unwrap();
+    let text = String::from_utf8_lossy(&original[300].1).into_owned();
+    let pos = bytes.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
+    let flip = pos + text.find("\"action\":\"").unwrap() + 10;
+    bytes[flip] = b'X';
+    std::fs::write(seg, bytes).unwrap();
+
+    let (code, out, _) = agent(&["verify", "--json", "--data-dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["damage"]["seq"], 301);
+    assert_eq!(report["damage"]["kind"], "hash_mismatch");
+
+    let options = LedgerOptions { host: "test-host".into(), segment_max_bytes: 64 * 1024 };
+    let (mut ledger, report) = Ledger::open(&ledger_dir, options).unwrap();
+    assert_eq!(report.damage.as_ref().map(|d| d.seq), Some(301));
+    let err = ledger.append_batch(&[sample_event(1)]).unwrap_err().to_string();
+    assert!(err.contains("seq 301"), "{err}");
+
+    let (code, _, err) = agent(&["verify", "--data-dir", "/nonexistent/dir"]);
+    assert_eq!(code, 2, "{err}");
+}
