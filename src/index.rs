@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use crate::vector::{from_blob, to_blob};
 use std::path::Path;
+use std::sync::Arc;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,9 +74,9 @@ impl Index {
     /// Opens (creating) the index for writing.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).with_context(|| format!("opening index {}", path.display()))?;
-        // The index is derived from the ledger and rebuilt from it, so NORMAL sync (durable
-        // at WAL checkpoints) is enough: a lost tail is caught up from the ledger on open.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")?;
+        // FULL: a committed batch of vectors is durable before the HNSW checkpoint that
+        // includes it, so the graph never holds vectors the index lost. Commits are batched.
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")?;
         conn.execute_batch(SCHEMA).context("creating the index schema")?;
         Ok(Self { conn })
     }
@@ -145,10 +147,45 @@ impl Index {
         Ok(added)
     }
 
-    /// Drops every derived row (events, elements, vectors, meta) so the index can be rebuilt.
-    pub fn clear(&mut self) -> Result<()> {
+    /// Drops the events and elements so they can be rebuilt from the ledger; vectors (keyed
+    /// by `seq`, and expensive to make) stay.
+    pub fn clear_events(&mut self) -> Result<()> {
+        self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM meta WHERE key = 'covered_seq';")?;
+        Ok(())
+    }
+
+    /// Drops every derived row, vectors included (the ledger was replaced).
+    pub fn clear_all(&mut self) -> Result<()> {
         self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM vectors; DELETE FROM meta;")?;
         Ok(())
+    }
+
+    /// Events without a vector, above `after`, most urgent first, skipping `exclude`.
+    pub fn unvectorized(&self, after: u64, limit: usize, exclude: &std::collections::HashSet<u64>) -> Result<Vec<EventRow>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq > ?1 AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.seq = e.seq)
+             ORDER BY e.priority DESC, e.seq LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![after as i64, (limit + exclude.len()) as i64], event_row)?;
+        let mut out = Vec::with_capacity(limit);
+        for row in rows {
+            let row = row?;
+            if !exclude.contains(&row.seq) {
+                out.push(row);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `seq`s above `after` that already have vectors (embedded out of order).
+    pub fn vector_seqs_after(&self, after: u64) -> Result<Vec<u64>> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq FROM vectors WHERE seq > ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([after as i64], |r| Ok(r.get::<_, i64>(0)? as u64))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn event(&self, seq: u64) -> Result<Option<EventRow>> {
@@ -196,6 +233,78 @@ impl Index {
                 })
             })
             .optional()?)
+    }
+
+    /// Stores vectors and advances `vectorized_seq` in one transaction.
+    pub fn put_vectors(&mut self, items: &[(u64, Arc<[f32]>)], vectorized_seq: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO vectors (seq, vector) VALUES (?1, ?2)")?;
+            for (seq, v) in items {
+                stmt.execute(params![*seq as i64, to_blob(v)])?;
+            }
+        }
+        set_meta(&tx, "vectorized_seq", &vectorized_seq.to_string())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every `seq` up to this one has its vector (or a recorded embedding failure).
+    pub fn vectorized_seq(&self) -> Result<u64> {
+        Ok(self.meta("vectorized_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Vectors with `seq` above `after`, in order, at most `limit`.
+    pub fn vectors_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq, vector FROM vectors WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| Ok((r.get::<_, i64>(0)? as u64, from_blob(&r.get::<_, Vec<u8>>(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The vectors of the given events (those that have one).
+    pub fn vectors_for(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT vector FROM vectors WHERE seq = ?1")?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            if let Some(blob) = stmt.query_row([seq as i64], |r| r.get::<_, Vec<u8>>(0)).optional()? {
+                out.push((seq, from_blob(&blob)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f(seq, ts, element_id, element_type, action, source, priority)` for every
+    /// event, in order (to fill the search filter catalog).
+    pub fn for_each_event_meta(&self, mut f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT seq, ts, element_id, element_type, action, source, priority FROM events ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let priority = Priority::from_rank(r.get::<_, u8>(6)?).unwrap_or(Priority::Low);
+            f(r.get::<_, i64>(0)? as u64, r.get(1)?, r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?, r.get_ref(4)?.as_str()?, r.get_ref(5)?.as_str()?, priority);
+        }
+        Ok(())
+    }
+
+    /// Drops every vector (for `reembed`).
+    pub fn clear_vectors(&mut self) -> Result<()> {
+        self.conn.execute_batch("DELETE FROM vectors; DELETE FROM meta WHERE key IN ('vectorized_seq', 'model_id', 'model_sha256');")?;
+        Ok(())
+    }
+
+    /// Checks that stored vectors come from this model, recording it when there are none
+    /// yet. A different model is refused: its vectors must never mix with the old ones.
+    pub fn bind_model(&self, model_id: &str, model_sha256: &str) -> Result<()> {
+        match self.meta("model_sha256")? {
+            Some(stored) if stored == model_sha256 => Ok(()),
+            Some(stored) => anyhow::bail!(
+                "the index holds vectors of model {} (sha256 {stored}), but the configured model is {model_id} (sha256 {model_sha256}); run `ovs-port-agent reembed` to re-embed the history with the new model",
+                self.meta("model_id")?.unwrap_or_default()
+            ),
+            None => {
+                self.set_meta("model_id", model_id)?;
+                self.set_meta("model_sha256", model_sha256)
+            }
+        }
     }
 
     /// Counts of events and elements.

@@ -34,7 +34,7 @@ impl Store {
             // The index claims events the ledger lacks (the ledger was replaced or truncated):
             // the ledger is the truth, so the index is rebuilt from it.
             tracing::warn!(index = index.covered_seq()?, ledger = ledger.head_seq(), "index is ahead of the ledger; rebuilding it");
-            index.clear()?;
+            index.clear_all()?;
         }
         let added = index.catch_up(&layout.ledger_dir(), ledger.head_seq())?;
         if added > 0 {

@@ -139,7 +139,7 @@ pub fn rebuild(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode>
     let layout = Layout::detect(data_dir);
     let mut store = Store::open(&layout, config)?;
     let started = std::time::Instant::now();
-    store.index.clear()?;
+    store.index.clear_events()?;
     let events = store.index.catch_up(&layout.ledger_dir(), store.ledger.head_seq())?;
     let (_, elements) = store.index.counts()?;
     let secs = started.elapsed().as_secs_f64();

@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -78,7 +77,7 @@ struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
     cache: Mutex<TextCache>,
-    results: Mutex<Sender<Embedded>>,
+    results: Box<dyn Fn(Embedded) + Send + Sync>,
     event_capacity: usize,
     stats: PoolStats,
     event_latency: LatencyRing,
@@ -93,15 +92,15 @@ pub struct EmbedPool {
 }
 
 impl EmbedPool {
-    /// Loads one model per worker (all must load) and starts the workers. Event results
-    /// go to `results`.
-    pub fn start(files: &ModelFiles, workers: usize, max_length: usize, event_capacity: usize, cache_entries: usize, results: Sender<Embedded>) -> Result<Self> {
+    /// Loads one model per worker (all must load) and starts the workers. Each finished
+    /// event embedding is handed to `results`.
+    pub fn start(files: &ModelFiles, workers: usize, max_length: usize, event_capacity: usize, cache_entries: usize, results: Box<dyn Fn(Embedded) + Send + Sync>) -> Result<Self> {
         let workers = if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             cache: Mutex::new(TextCache::new(cache_entries)),
-            results: Mutex::new(results),
+            results,
             event_capacity,
             stats: PoolStats::default(),
             event_latency: LatencyRing::new(4096),
@@ -161,8 +160,9 @@ impl EmbedPool {
         self.shared.queue.lock().expect("queue lock").events
     }
 
-    pub fn has_room(&self) -> bool {
-        self.queued_events() < self.shared.event_capacity
+    /// How many more events the queue takes now.
+    pub fn room(&self) -> usize {
+        self.shared.event_capacity.saturating_sub(self.queued_events())
     }
 
     /// Embeds a query ahead of every queued event.
@@ -264,7 +264,7 @@ fn work(mut model: SentenceModel, shared: &Shared) {
             }
             Work::Event { seq } => {
                 shared.event_latency.record(started.elapsed());
-                let _ = shared.results.lock().expect("results lock").send(Embedded { seq, vector });
+                (shared.results)(Embedded { seq, vector });
             }
         }
     }

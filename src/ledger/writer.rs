@@ -9,11 +9,20 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 
+/// Called with each durable batch.
+pub type CommitHook = Box<dyn Fn(&[Record]) + Send>;
+
 type Reply = oneshot::Sender<Result<Vec<Record>, LedgerError>>;
 
 struct Request {
     events: Vec<NewEvent>,
     reply: Reply,
+}
+
+enum Msg {
+    Append(Request),
+    /// Stop after what is queued before it.
+    Close,
 }
 
 /// Counters of the writer, read by `GetBlockchainStats`.
@@ -30,7 +39,7 @@ pub struct WriterStats {
 /// is gone and hands its ledger back through [`LedgerWriter::join`].
 #[derive(Clone)]
 pub struct LedgerWriter {
-    tx: SyncSender<Request>,
+    tx: SyncSender<Msg>,
     head: watch::Receiver<(u64, Hash)>,
     stats: Arc<WriterStats>,
 }
@@ -48,13 +57,19 @@ impl LedgerWriter {
     /// Starts the writer. `queue_capacity` bounds waiting requests: when it is full, callers
     /// wait (backpressure), they are never dropped. `max_batch` bounds one fsync's records.
     pub fn spawn(ledger: Ledger, queue_capacity: usize, max_batch: usize) -> (Self, WriterThread) {
+        Self::spawn_with_hook(ledger, queue_capacity, max_batch, Box::new(|_| {}))
+    }
+
+    /// Like [`spawn`](Self::spawn), calling `on_commit` with every batch once it is durable
+    /// (before its callers are answered), on the writer thread: keep it quick.
+    pub fn spawn_with_hook(ledger: Ledger, queue_capacity: usize, max_batch: usize, on_commit: CommitHook) -> (Self, WriterThread) {
         let (tx, rx) = sync_channel(queue_capacity.max(1));
         let (head_tx, head) = watch::channel((ledger.head_seq(), ledger.head_hash()));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(ledger, rx, head_tx, thread_stats, max_batch.max(1)))
+            .spawn(move || run(ledger, rx, head_tx, thread_stats, max_batch.max(1), on_commit))
             .expect("spawning the ledger writer thread");
         (Self { tx, head, stats }, WriterThread(handle))
     }
@@ -79,9 +94,9 @@ impl LedgerWriter {
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         let request = Request { events, reply };
         // Try first so a full queue is visible in the stats before we block on it.
-        let sent = match self.tx.try_send(request) {
+        let sent = match self.tx.try_send(Msg::Append(request)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(request)) => self.tx.send(request).map_err(|_| ()),
+            Err(TrySendError::Full(msg)) => self.tx.send(msg).map_err(|_| ()),
             Err(TrySendError::Disconnected(_)) => Err(()),
         };
         if sent.is_err() {
@@ -89,6 +104,12 @@ impl LedgerWriter {
             return Err(LedgerError::Closed);
         }
         Ok(rx)
+    }
+
+    /// Stops the writer once what is already queued is written; later appends fail with
+    /// [`LedgerError::Closed`].
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Close);
     }
 
     /// The durable head `(seq, hash)`, updated after every commit.
@@ -103,19 +124,26 @@ impl LedgerWriter {
 
 fn run(
     mut ledger: Ledger,
-    rx: Receiver<Request>,
+    rx: Receiver<Msg>,
     head_tx: watch::Sender<(u64, Hash)>,
     stats: Arc<WriterStats>,
     max_batch: usize,
+    on_commit: CommitHook,
 ) -> Ledger {
-    while let Ok(first) = rx.recv() {
+    let mut closing = false;
+    while !closing {
+        let Ok(Msg::Append(first)) = rx.recv() else { break };
         let mut requests = vec![first];
         let mut total = requests[0].events.len();
         while total < max_batch {
             match rx.try_recv() {
-                Ok(request) => {
+                Ok(Msg::Append(request)) => {
                     total += request.events.len();
                     requests.push(request);
+                }
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
                 }
                 Err(_) => break,
             }
@@ -128,6 +156,7 @@ fn run(
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
                 head_tx.send_replace((ledger.head_seq(), ledger.head_hash()));
+                on_commit(&records);
                 let mut records = records.into_iter();
                 for (request, size) in requests.into_iter().zip(sizes) {
                     let _ = request.reply.send(Ok(records.by_ref().take(size).collect()));

@@ -1,0 +1,117 @@
+//! Semantic search over the vectors: k-NN in the HNSW graph with filters applied during
+//! traversal, or an exact scan when the filters leave few candidates (where a filtered
+//! graph walk would miss them), then the hits' rows from the index.
+
+use crate::event::Priority;
+use crate::index::Index;
+use crate::vector::{Catalog, Filters, VectorIndex, dot};
+use anyhow::Result;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// At most this many candidates are scored exactly; beyond it the graph is searched.
+const EXACT_SCAN_LIMIT: usize = 4096;
+
+/// One search result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hit {
+    pub score: f32,
+    pub seq: u64,
+    pub ts: i64,
+    pub element_id: String,
+    pub element_type: String,
+    pub action: String,
+    pub priority: Priority,
+    pub source: String,
+    pub summary: String,
+    pub hash: String,
+}
+
+/// Read-only SQLite connections, reused across searches.
+pub struct Readers {
+    path: PathBuf,
+    immutable: bool,
+    idle: Mutex<Vec<Index>>,
+}
+
+impl Readers {
+    pub fn new(path: &Path, immutable: bool) -> Self {
+        Self { path: path.to_owned(), immutable, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `f` with a connection, opening one when none is idle.
+    pub fn with<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
+        let reader = self.idle.lock().expect("readers lock").pop();
+        let reader = match reader {
+            Some(r) => r,
+            None if self.immutable => Index::open_read_only(&self.path)?,
+            None => Index::open(&self.path)?,
+        };
+        let result = f(&reader);
+        let mut idle = self.idle.lock().expect("readers lock");
+        if idle.len() < 8 {
+            idle.push(reader);
+        }
+        result
+    }
+}
+
+/// Everything a search needs besides the query vector.
+pub struct SearchState {
+    pub graph: RwLock<Arc<VectorIndex>>,
+    pub catalog: RwLock<Catalog>,
+    pub readers: Readers,
+    pub ef_search: usize,
+}
+
+impl SearchState {
+    /// The `limit` events closest to `query` that pass `filters`, best first.
+    pub fn search(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<Hit>> {
+        let scored = self.nearest(query, limit, filters)?;
+        self.readers.with(|index| {
+            let mut hits = Vec::with_capacity(scored.len());
+            for (seq, score) in scored {
+                if let Some(e) = index.event(seq)? {
+                    hits.push(Hit {
+                        score,
+                        seq,
+                        ts: e.ts,
+                        element_id: e.element_id,
+                        element_type: e.element_type,
+                        action: e.action,
+                        priority: e.priority,
+                        source: e.source,
+                        summary: e.summary,
+                        hash: e.hash,
+                    });
+                }
+            }
+            Ok(hits)
+        })
+    }
+
+    /// `(seq, score)` of the nearest vectors passing the filters.
+    pub fn nearest(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
+        let graph = self.graph.read().expect("graph lock").clone();
+        if filters.is_empty() {
+            return Ok(graph.search(query, limit, self.ef_search, None));
+        }
+        let catalog = self.catalog.read().expect("catalog lock");
+        let compiled = catalog.compile(filters);
+        match compiled.matching(EXACT_SCAN_LIMIT) {
+            Some(candidates) => {
+                drop(catalog);
+                let vectors = self.readers.with(|index| index.vectors_for(&candidates))?;
+                let mut scored: Vec<(u64, f32)> = vectors.iter().map(|(seq, v)| (*seq, dot(query, v))).collect();
+                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                scored.truncate(limit);
+                Ok(scored)
+            }
+            None => {
+                let accept = |id: &usize| compiled.accepts(*id as u64);
+                Ok(graph.search(query, limit, self.ef_search.max(limit * 2), Some(&accept)))
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What search filters look at, kept in memory beside the graph: per `seq`, the event's
+//! time, priority and interned element, type, action and source. About 24 bytes an event.
+
+use crate::event::Priority;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    ts: i64,
+    element: u32,
+    element_type: u32,
+    action: u32,
+    source: u32,
+    priority: u8,
+}
+
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.ids.len() as u32;
+        self.ids.insert(s.to_owned(), id);
+        id
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// The filters of a search; `None` accepts everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    pub element_id: Option<String>,
+    pub element_type: Option<String>,
+    pub action: Option<String>,
+    pub source: Option<String>,
+    pub min_priority: Option<Priority>,
+    /// Unix nanoseconds, inclusive.
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Filters translated to interned ids; a name never seen matches nothing.
+pub struct CompiledFilter<'a> {
+    catalog: &'a Catalog,
+    element: Option<Option<u32>>,
+    element_type: Option<Option<u32>>,
+    action: Option<Option<u32>>,
+    source: Option<Option<u32>>,
+    min_priority: u8,
+    since: i64,
+    until: i64,
+}
+
+impl CompiledFilter<'_> {
+    pub fn accepts(&self, seq: u64) -> bool {
+        let Some(Some(e)) = self.catalog.entries.get(seq as usize) else { return false };
+        let matches = |want: Option<Option<u32>>, have: u32| want.is_none_or(|w| w == Some(have));
+        e.priority >= self.min_priority
+            && e.ts >= self.since
+            && e.ts <= self.until
+            && matches(self.element, e.element)
+            && matches(self.element_type, e.element_type)
+            && matches(self.action, e.action)
+            && matches(self.source, e.source)
+    }
+
+    /// Every accepted `seq`, up to `cap` of them (None when there are more).
+    pub fn matching(&self, cap: usize) -> Option<Vec<u64>> {
+        let mut out = Vec::new();
+        for seq in 1..self.catalog.entries.len() as u64 {
+            if self.accepts(seq) {
+                if out.len() == cap {
+                    return None;
+                }
+                out.push(seq);
+            }
+        }
+        Some(out)
+    }
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    entries: Vec<Option<Entry>>,
+    elements: Interner,
+    types: Interner,
+    actions: Interner,
+    sources: Interner,
+}
+
+impl Catalog {
+    pub fn insert(&mut self, seq: u64, ts: i64, element_id: &str, element_type: &str, action: &str, source: &str, priority: Priority) {
+        let entry = Entry {
+            ts,
+            element: self.elements.intern(element_id),
+            element_type: self.types.intern(element_type),
+            action: self.actions.intern(action),
+            source: self.sources.intern(source),
+            priority: priority.rank(),
+        };
+        let at = seq as usize;
+        if self.entries.len() <= at {
+            self.entries.resize(at + 1, None);
+        }
+        self.entries[at] = Some(entry);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn compile(&self, f: &Filters) -> CompiledFilter<'_> {
+        CompiledFilter {
+            catalog: self,
+            element: f.element_id.as_deref().map(|s| self.elements.get(s)),
+            element_type: f.element_type.as_deref().map(|s| self.types.get(s)),
+            action: f.action.as_deref().map(|s| self.actions.get(s)),
+            source: f.source.as_deref().map(|s| self.sources.get(s)),
+            min_priority: f.min_priority.map(Priority::rank).unwrap_or(0),
+            since: f.since_ns.unwrap_or(i64::MIN),
+            until: f.until_ns.unwrap_or(i64::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_combine() {
+        let mut c = Catalog::default();
+        c.insert(1, 100, "interface:eth0", "interface", "link.down", "nm", Priority::High);
+        c.insert(2, 200, "interface:eth1", "interface", "link.down", "nm", Priority::Low);
+        c.insert(3, 300, "bridge:br0", "bridge", "port.added", "ovsdb", Priority::Medium);
+        let f = Filters { element_type: Some("interface".into()), min_priority: Some(Priority::Medium), ..Default::default() };
+        assert_eq!(c.compile(&f).matching(10), Some(vec![1]));
+        let f = Filters { since_ns: Some(150), ..Default::default() };
+        assert_eq!(c.compile(&f).matching(10), Some(vec![2, 3]));
+        assert_eq!(c.compile(&f).matching(1), None);
+        let f = Filters { action: Some("never.seen".into()), ..Default::default() };
+        assert_eq!(c.compile(&f).matching(10), Some(vec![]));
+    }
+}

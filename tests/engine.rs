@@ -1,0 +1,147 @@
+//! The pipeline on the real model: events are vectorized at creation and searchable; a
+//! restart (checkpoint + tail), a lost or corrupt checkpoint and a model change behave.
+
+mod common;
+
+use common::{model_config, plain_config, sample_event};
+use ovs_port_agent::config::Config;
+use ovs_port_agent::engine::Engine;
+use ovs_port_agent::event::{NewEvent, Priority};
+use ovs_port_agent::layout::Layout;
+use ovs_port_agent::vector::Filters;
+use serde_json::json;
+
+fn config() -> Config {
+    let mut config = plain_config();
+    config.embedding = model_config();
+    config.vector.checkpoint_min_vectors = 50;
+    config
+}
+
+const QUERIES: [&str; 4] = ["link went down", "port added to an OVS bridge", "MTU change on a connection", "connectivity lost"];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The top-5 scores per query (rounded): the sample stream repeats texts, so equal-score
+/// ties may come back in either order, but the scores themselves must not change.
+fn top_results(rt: &tokio::runtime::Runtime, engine: &Engine) -> Vec<Vec<i64>> {
+    QUERIES
+        .iter()
+        .map(|q| {
+            rt.block_on(engine.semantic_search(q, 5, Filters::default())).unwrap().iter().map(|h| (h.score * 1e5).round() as i64).collect()
+        })
+        .collect()
+}
+
+fn fill(rt: &tokio::runtime::Runtime, engine: &Engine, n: usize) -> u64 {
+    let events: Vec<NewEvent> = (0..n).map(sample_event).collect();
+    let records = rt.block_on(engine.record(events)).unwrap();
+    let last = records.last().unwrap().seq;
+    rt.block_on(engine.wait_vectorized(last)).unwrap();
+    last
+}
+
+#[test]
+fn recorded_events_are_vectorized_and_found() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::state(tmp.path());
+    let engine = Engine::open(&layout, &config()).unwrap();
+    let event = NewEvent::new("test", "bridge:br-ext", "port.error", Priority::Critical, json!({"after": {"error": "could not open network device tap9 (No such device)"}}))
+        .with_summary("OVS port tap9 on br-ext reports an error: no such device");
+    fill(&rt, &engine, 40);
+    let recorded = rt.block_on(engine.record(vec![event])).unwrap();
+    let seq = recorded[0].seq;
+    rt.block_on(engine.wait_vectorized(seq)).unwrap();
+    let hits = rt.block_on(engine.semantic_search("bridge port broken, device missing", 3, Filters::default())).unwrap();
+    assert_eq!(hits[0].seq, seq, "{hits:#?}");
+    assert_eq!(hits[0].hash, recorded[0].hash_hex());
+    // Filters during the search: only bridges, only critical.
+    let filters = Filters { element_type: Some("bridge".into()), ..Default::default() };
+    let hits = rt.block_on(engine.semantic_search("link down", 10, filters)).unwrap();
+    assert!(!hits.is_empty() && hits.iter().all(|h| h.element_type == "bridge"));
+    let filters = Filters { min_priority: Some(Priority::Critical), ..Default::default() };
+    let hits = rt.block_on(engine.semantic_search("anything", 50, filters)).unwrap();
+    assert!(hits.iter().all(|h| h.priority == Priority::Critical));
+    assert!(hits.iter().any(|h| h.seq == seq));
+}
+
+#[test]
+fn restart_with_checkpoint_and_tail_gives_the_same_results() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::state(tmp.path());
+    let config = config();
+    let before = {
+        let engine = Engine::open(&layout, &config).unwrap();
+        fill(&rt, &engine, 120);
+        engine.request_checkpoint();
+        // A tail after the checkpoint: written to SQLite, not yet in a checkpoint.
+        let events: Vec<NewEvent> = (120..150).map(sample_event).collect();
+        let last = rt.block_on(engine.record(events)).unwrap().last().unwrap().seq;
+        rt.block_on(engine.wait_vectorized(last)).unwrap();
+        let results = top_results(&rt, &engine);
+        // Simulate a crash after the tail: no shutdown checkpoint.
+        std::mem::forget(engine);
+        results
+    };
+    // The forgotten engine still holds the lock inside this process; a real crash releases
+    // it. Copy the state to a fresh directory, as a restart would find it.
+    let restarted = tempfile::tempdir().unwrap();
+    copy_tree(tmp.path(), restarted.path());
+    let layout2 = Layout::state(restarted.path());
+    let checkpoint = std::fs::read_to_string(layout2.hnsw_dir().join("CHECKPOINT")).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&checkpoint).unwrap();
+    assert!(info["seq"].as_u64().unwrap() < 150, "the checkpoint does not cover the tail: {info}");
+    let engine = Engine::open(&layout2, &config).unwrap();
+    assert_eq!(engine.search_state().graph.read().unwrap().len(), 150);
+    assert_eq!(top_results(&rt, &engine), before);
+    drop(engine);
+
+    // A deleted checkpoint is rebuilt from the stored vectors.
+    std::fs::remove_dir_all(layout2.hnsw_dir()).unwrap();
+    let engine = Engine::open(&layout2, &config).unwrap();
+    assert_eq!(engine.search_state().graph.read().unwrap().len(), 150);
+    assert_eq!(top_results(&rt, &engine), before);
+    drop(engine); // shutdown writes a checkpoint again
+
+    // A corrupted checkpoint too.
+    let graph_file = std::fs::read_dir(layout2.hnsw_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".hnsw.graph"))
+        .expect("shutdown wrote a checkpoint");
+    let mut bytes = std::fs::read(&graph_file).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    std::fs::write(&graph_file, bytes).unwrap();
+    let engine = Engine::open(&layout2, &config).unwrap();
+    assert_eq!(engine.search_state().graph.read().unwrap().len(), 150);
+    assert_eq!(top_results(&rt, &engine), before);
+}
+
+#[test]
+fn a_different_model_is_refused_with_reembed_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::state(tmp.path());
+    drop(Engine::open(&layout, &config()).unwrap());
+    let conn = rusqlite::Connection::open(layout.index_path()).unwrap();
+    conn.execute("UPDATE meta SET value = 'feedface' WHERE key = 'model_sha256'", []).unwrap();
+    drop(conn);
+    let err = Engine::open(&layout, &config()).err().expect("a model mismatch must be refused").to_string();
+    assert!(err.contains("reembed") && err.contains("feedface"), "{err}");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "agent.lock" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
