@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NUL
 ";
 
 /// One event row as the index returns it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EventRow {
     pub seq: u64,
     pub ts: i64,

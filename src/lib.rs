@@ -4,6 +4,8 @@
 pub mod btrfs;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod dbus;
 pub mod embed;
 pub mod engine;
 pub mod event;
@@ -13,6 +15,7 @@ pub mod layout;
 pub mod ledger;
 pub mod lock;
 pub mod metrics;
+pub mod reader;
 pub mod search;
 pub mod store;
 pub mod vector;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 const EXACT_SCAN_LIMIT: usize = 4096;
 
 /// One search result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Hit {
     pub score: f32,
     pub seq: u64,

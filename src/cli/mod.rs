@@ -1,5 +1,6 @@
 //! The command line: arguments (clap), then one function per sub-command.
 
+mod client;
 mod offline;
 mod output;
 
@@ -35,6 +36,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: record, vectorize and serve dev.ovs.PortAgent1 on the bus.
+    Daemon,
+    /// Natural-language search over all events.
+    Search {
+        /// What to look for, e.g. "bridge configuration problems last night".
+        query: String,
+        /// How many results (1 to 1000).
+        #[arg(short = 'n', long, default_value_t = 10)]
+        limit: u32,
+        #[command(flatten)]
+        filters: FilterArgs,
+    },
+    /// Counts, head, vectorized seq, model, queues and latencies of the running daemon.
+    Status,
     /// Append events from JSON lines (FILE, or - for stdin), or an old ledger.jsonl.
     /// Offline: refuses while a daemon holds the data directory.
     Import {
@@ -61,6 +76,32 @@ pub enum Command {
     },
     /// Regenerate the index (events, elements) from the ledger alone.
     Rebuild,
+}
+
+/// Filters for `search`.
+#[derive(Debug, clap::Args, Default)]
+pub struct FilterArgs {
+    /// Only this element (e.g. interface:eth0).
+    #[arg(long)]
+    pub element: Option<String>,
+    /// Only this element type (interface, bridge, connection, ovs-port, …).
+    #[arg(long = "type")]
+    pub element_type: Option<String>,
+    /// Only this action (e.g. state.changed).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only this source (nm, ovsdb, dbus, import, agent).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events at least this urgent: low, medium, high, critical.
+    #[arg(long)]
+    pub min_priority: Option<String>,
+    /// Not before this time: RFC 3339 ("2026-11-24T01:00:00Z") or an age ("2h", "30min").
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Not after this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
@@ -96,12 +137,85 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(&cli)?;
+    let bus = cli.bus.clone().unwrap_or_else(|| config.agent.bus.clone());
     let data_dir = cli.data_dir.clone().unwrap_or_else(|| config.agent.data_dir.clone());
+    // Inspecting commands work offline with --data-dir, else they ask the daemon.
+    let offline = cli.data_dir.as_deref();
     match &cli.command {
+        Command::Daemon => {
+            let layout = crate::layout::Layout::state(&data_dir);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(crate::daemon::run(config, layout, bus))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import { file } => offline::import(&config, &data_dir, file, cli.json),
-        Command::Verify => offline::verify(&data_dir, cli.json),
-        Command::History { element, limit } => offline::history(&config, &data_dir, element, *limit, cli.json),
-        Command::Tail { limit, follow } => offline::tail(&config, &data_dir, *limit, *follow, cli.json),
+        Command::Verify => match offline {
+            Some(dir) => offline::verify(dir, cli.json),
+            None => client::verify(&bus, cli.json),
+        },
+        Command::Search { query, limit, filters } => match offline {
+            Some(dir) => offline::search(&config, dir, query, *limit, &filter_values(filters)?, cli.json),
+            None => client::search(&bus, query, search_options(*limit, filters)?, cli.json),
+        },
+        Command::History { element, limit } => match offline {
+            Some(dir) => offline::history(&config, dir, element, *limit, cli.json),
+            None => client::history(&bus, element, (*limit).min(1000) as u32, cli.json),
+        },
+        Command::Tail { limit, follow } => match offline {
+            Some(dir) => offline::tail(&config, dir, *limit, *follow, cli.json),
+            None if *follow => client::follow(&bus, cli.json),
+            None => anyhow::bail!("tail without --follow needs --data-dir (the daemon streams new events with --follow)"),
+        },
+        Command::Status => match offline {
+            Some(dir) => offline::status(dir, cli.json),
+            None => client::status(&bus, cli.json),
+        },
         Command::Rebuild => offline::rebuild(&config, &data_dir, cli.json),
     }
+}
+
+/// Parsed filter values shared by the offline and D-Bus paths.
+fn filter_values(f: &FilterArgs) -> anyhow::Result<crate::vector::Filters> {
+    Ok(crate::vector::Filters {
+        element_id: f.element.clone(),
+        element_type: f.element_type.clone(),
+        action: f.action.clone(),
+        source: f.source.clone(),
+        min_priority: f.min_priority.as_deref().map(str::parse).transpose()?,
+        since_ns: f.since.as_deref().map(parse_time).transpose()?,
+        until_ns: f.until.as_deref().map(parse_time).transpose()?,
+    })
+}
+
+/// The `Search` D-Bus options for the same filters.
+fn search_options(limit: u32, f: &FilterArgs) -> anyhow::Result<std::collections::HashMap<&'static str, zbus::zvariant::Value<'static>>> {
+    use zbus::zvariant::Value;
+    let parsed = filter_values(f)?;
+    let mut options = std::collections::HashMap::new();
+    options.insert("limit", Value::U32(limit));
+    let strings = [("element_id", parsed.element_id), ("element_type", parsed.element_type), ("action", parsed.action), ("source", parsed.source)];
+    for (key, value) in strings {
+        if let Some(v) = value {
+            options.insert(key, Value::from(v));
+        }
+    }
+    if let Some(p) = parsed.min_priority {
+        options.insert("min_priority", Value::from(p.as_str().to_owned()));
+    }
+    if let Some(ns) = parsed.since_ns {
+        options.insert("since_unix_ms", Value::I64(ns / 1_000_000));
+    }
+    if let Some(ns) = parsed.until_ns {
+        options.insert("until_unix_ms", Value::I64(ns / 1_000_000));
+    }
+    Ok(options)
+}
+
+/// RFC 3339, or an age such as "2h" meaning that long ago; nanoseconds since the epoch.
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    if let Ok(age) = humantime::parse_duration(text) {
+        return Ok(crate::event::now_ns() - i64::try_from(age.as_nanos())?);
+    }
+    crate::import::parse_ts(&serde_json::Value::String(text.to_owned()))
+        .map_err(|_| anyhow::anyhow!("{text:?} is neither an RFC 3339 time nor an age like 2h"))
 }

@@ -1,6 +1,6 @@
 //! Sub-commands that work on a data directory (or snapshot) directly, without the daemon.
 
-use super::output::{event_line, print_events};
+use super::output::{event_line, print_events, print_hits};
 use crate::config::Config;
 use crate::import::parse_input;
 use crate::index::Index;
@@ -147,6 +147,39 @@ pub fn rebuild(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode>
         println!("{}", json!({"events": events, "elements": elements, "seconds": secs}));
     } else {
         println!("rebuilt the index from the ledger: {events} events, {elements} elements in {secs:.2} s");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn search(config: &Config, data_dir: &Path, query: &str, limit: u32, filters: &crate::vector::Filters, json: bool) -> Result<ExitCode> {
+    if query.trim().is_empty() || !(1..=1000).contains(&limit) {
+        bail!("the query must not be empty and -n must be between 1 and 1000");
+    }
+    let reader = crate::reader::OfflineReader::open(&Layout::detect(data_dir), config)?;
+    let hits = reader.search(query, limit as usize, filters)?;
+    print_hits(&hits, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let layout = Layout::detect(data_dir);
+    let index = crate::reader::open_index(&layout)?;
+    let (events, elements) = index.counts()?;
+    let manifest = std::fs::read_to_string(layout.manifest_path()).ok().and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok());
+    let status = json!({
+        "data_dir": layout.root,
+        "snapshot": layout.read_only,
+        "events": events,
+        "elements": elements,
+        "indexed_seq": index.covered_seq()?,
+        "vectorized_seq": index.vectorized_seq()?,
+        "model_id": index.meta("model_id")?,
+        "manifest": manifest,
+    });
+    if json {
+        println!("{status}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&status)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,7 @@ use crate::ledger::{LedgerCursor, LedgerError, LedgerWriter, Record, WriterThrea
 use crate::lock::DataDirLock;
 use crate::search::{Hit, Readers, SearchState};
 use crate::store::Store;
-use crate::vector::{Catalog, Filters, VectorIndex};
+use crate::vector::{Catalog, Filters, load_graph};
 use anyhow::{Context, Result, anyhow};
 use indexer::{CheckpointPolicy, Indexer, IndexerMsg};
 use std::collections::{BTreeSet, HashSet};
@@ -70,7 +70,7 @@ impl Engine {
         let mut catalog = Catalog::default();
         index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| catalog.insert(seq, ts, element, kind, action, source, priority))?;
         let vectorized_seq = index.vectorized_seq()?;
-        let (graph, checkpoint_count, since_checkpoint) = load_graph(&layout, config, &index, &files.model_sha256)?;
+        let (graph, checkpoint_count, since_checkpoint) = load_graph(&layout.hnsw_dir(), &config.vector, &index, &files.model_sha256)?;
         tracing::info!(events = catalog.len(), vectors = graph.len(), vectorized_seq, ms = started.elapsed().as_millis() as u64, "vector index ready");
         let search = Arc::new(SearchState {
             graph: RwLock::new(Arc::new(graph)),
@@ -237,37 +237,4 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Loads the graph checkpoint and inserts the vectors after it, or rebuilds the graph from
-/// the stored vectors when the checkpoint is missing, corrupt or inconsistent. Returns the
-/// graph, the size of the checkpoint used, and how many vectors were inserted after it.
-fn load_graph(layout: &Layout, config: &Config, index: &Index, model_sha256: &str) -> Result<(VectorIndex, u64, u64)> {
-    let vectorized_seq = index.vectorized_seq()?;
-    let (graph, after, skip, count) = match VectorIndex::load(&layout.hnsw_dir(), model_sha256) {
-        Ok(Some((graph, info))) if info.seq <= vectorized_seq => {
-            let count = info.count;
-            (graph, info.seq, info.extra.into_iter().collect::<HashSet<u64>>(), count)
-        }
-        Ok(Some((_, info))) => {
-            tracing::warn!(checkpoint_seq = info.seq, vectorized_seq, "HNSW checkpoint is ahead of the stored vectors; rebuilding the graph");
-            (VectorIndex::new(&config.vector, 0), 0, HashSet::new(), 0)
-        }
-        Ok(None) => (VectorIndex::new(&config.vector, 0), 0, HashSet::new(), 0),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "HNSW checkpoint unusable; rebuilding the graph from stored vectors");
-            (VectorIndex::new(&config.vector, 0), 0, HashSet::new(), 0)
-        }
-    };
-    let mut cursor = after;
-    let mut inserted = 0u64;
-    loop {
-        let chunk = index.vectors_after(cursor, 20_000)?;
-        let Some(last) = chunk.last().map(|(s, _)| *s) else { break };
-        let fresh: Vec<(u64, Vec<f32>)> = chunk.into_iter().filter(|(s, _)| !skip.contains(s)).collect();
-        graph.insert_many(&fresh);
-        inserted += fresh.len() as u64;
-        cursor = last;
-    }
-    Ok((graph, count, inserted))
 }

@@ -2,9 +2,11 @@
 
 mod catalog;
 mod hnsw;
+mod load;
 
 pub use catalog::{Catalog, CompiledFilter, Filters};
 pub use hnsw::{CheckpointInfo, VectorIndex};
+pub use load::load_graph;
 
 /// Little-endian f32 bytes, as vectors are stored in SQLite.
 pub fn to_blob(v: &[f32]) -> Vec<u8> {

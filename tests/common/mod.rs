@@ -138,3 +138,178 @@ pub fn model_config() -> ovs_port_agent::config::EmbeddingConfig {
     config.workers = 2;
     config
 }
+
+/// A private `dbus-daemon` started by the test and killed on drop.
+pub struct PrivateBus {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    pub address: String,
+}
+
+impl PrivateBus {
+    /// A session-type bus where everyone may do everything.
+    pub fn open() -> Self {
+        Self::start("session", "<policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>")
+    }
+
+    /// A system-type bus with the system bus's default-deny policy and the shipped
+    /// `dbus/dev.ovs.PortAgent1.conf` included.
+    pub fn system_with_shipped_policy() -> Self {
+        let policy_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/dev.ovs.PortAgent1.conf");
+        let policy = format!(
+            r#"<policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>{}</include>"#,
+            policy_file.display()
+        );
+        Self::start("system", &policy)
+    }
+
+    fn start(kind: &str, policy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Other users (the policy tests run clients as nobody) must reach the socket.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("bus.sock");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig>\n  <type>{kind}</type>\n  <listen>unix:path={}</listen>\n  <auth>EXTERNAL</auth>\n  {policy}\n</busconfig>\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting dbus-daemon");
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(socket.exists(), "dbus-daemon did not create its socket");
+        Self { dir, child, address: format!("unix:path={}", socket.display()) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A dev config file for a daemon under test (no Btrfs needed unless `require_btrfs`).
+pub fn write_daemon_config(dir: &Path, extra: &str) -> PathBuf {
+    let model = model_config();
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\nrequire_btrfs = false\nhost = \"test-host\"\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\nworkers = 2\n\n[vector]\ncheckpoint_min_vectors = 200\n{extra}",
+            model.model_dir.display(),
+            model.runtime_library.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `ovs-port-agent daemon` running against a private bus; SIGTERMed on drop.
+pub struct AgentDaemon {
+    pub child: std::process::Child,
+    pub bus: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl AgentDaemon {
+    pub fn start(bus: &str, data_dir: &Path, config: &Path) -> Self {
+        let child = Command::new(agent_bin())
+            .args(["--config"])
+            .arg(config)
+            .args(["daemon", "--bus", bus, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting the daemon");
+        let daemon = Self { child, bus: bus.to_owned(), data_dir: data_dir.to_owned(), config: config.to_owned() };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..600 {
+            if self.busctl(&["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Ping"]).0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the daemon did not own dev.ovs.PortAgent1 within 60 s");
+    }
+
+    /// `busctl --address=BUS ARGS…` → (success, stdout, stderr).
+    pub fn busctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("busctl").arg(format!("--address={}", self.bus)).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// `gdbus call --address BUS --dest … --object-path … --method dev.ovs.PortAgent1.METHOD ARGS…`.
+    pub fn gdbus_call(&self, method: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("gdbus")
+            .args(["call", "--address", &self.bus, "--dest", "dev.ovs.PortAgent1", "--object-path", "/dev/ovs/PortAgent1", "--method"])
+            .arg(format!("dev.ovs.PortAgent1.{method}"))
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// SIGTERM, then wait; returns how long the daemon took to exit and its status.
+    pub fn stop(&mut self) -> (std::time::Duration, std::process::ExitStatus) {
+        let started = std::time::Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        (started.elapsed(), status)
+    }
+}
+
+impl Drop for AgentDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The string inside gdbus's `('…',)` output.
+pub fn gdbus_string(out: &str) -> String {
+    let t = out.trim();
+    let inner = t.strip_prefix("('").and_then(|s| s.strip_suffix("',)")).unwrap_or_else(|| panic!("unexpected gdbus output {t}"));
+    inner.replace("\\'", "'").replace("\\\\", "\\")
+}

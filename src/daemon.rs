@@ -1,0 +1,104 @@
+//! `ovs-port-agent daemon`: opens the engine, serves `dev.ovs.PortAgent1`, forwards
+//! signals, and shuts down cleanly on SIGTERM/SIGINT. The name is owned only once
+//! everything is ready, so systemd's Type=dbus readiness means "ready".
+
+use crate::config::{Config, Role};
+use crate::dbus::{self, BUS_NAME, OBJECT_PATH, PortAgent};
+use crate::engine::Engine;
+use crate::layout::Layout;
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
+    if config.agent.role == Role::Replica {
+        bail!("role = \"replica\" is not implemented yet: run the daemon as primary");
+    }
+    let started = std::time::Instant::now();
+    let engine = {
+        let (config, layout) = (config.clone(), layout.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Engine::open(&layout, &config)).await??)
+    };
+    let conn = dbus::connect(&bus).await?;
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(engine.clone(), config.agent.role)).await?;
+    let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
+    let forwarders = spawn_signal_forwarders(engine.clone(), iface);
+
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+        .with_context(|| format!("requesting the bus name {BUS_NAME} (the bus policy lets only root own it)"))?;
+    if reply != RequestNameReply::PrimaryOwner {
+        bail!("{BUS_NAME} is already owned on this bus: another ovs-port-agent is running");
+    }
+    tracing::info!(
+        name = BUS_NAME,
+        bus = %bus,
+        data_dir = %layout.root.display(),
+        head_seq = engine.writer().head().borrow().0,
+        ready_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutting down");
+    // Stop taking calls first, then flush and checkpoint.
+    let _ = conn.release_name(BUS_NAME).await;
+    let _ = conn.object_server().remove::<PortAgent, _>(OBJECT_PATH).await;
+    for f in forwarders {
+        f.abort();
+    }
+    let shutdown = tokio::task::spawn_blocking(move || engine.shutdown());
+    if tokio::time::timeout(Duration::from_secs(20), shutdown).await.is_err() {
+        tracing::error!("shutdown took longer than 20 s; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Emits `EventRecorded` per record and `BatchVectorized` as vectors land, with the
+/// matching `PropertiesChanged` (coalesced per burst).
+fn spawn_signal_forwarders(engine: Arc<Engine>, iface: zbus::object_server::InterfaceRef<PortAgent>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut records = engine.subscribe();
+    let recorded_iface = iface.clone();
+    let recorded = tokio::spawn(async move {
+        loop {
+            let first = match records.recv().await {
+                Ok(r) => Some(r),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "EventRecorded signals skipped (a burst outran the bus)");
+                    None
+                }
+                Err(_) => return,
+            };
+            let emitter = recorded_iface.signal_emitter();
+            let mut batch: Vec<_> = first.into_iter().collect();
+            while let Ok(r) = records.try_recv() {
+                batch.push(r);
+            }
+            for r in &batch {
+                let _ = PortAgent::event_recorded(emitter, r.seq, &r.element_id, &r.action, &r.hash_hex()).await;
+            }
+            let agent = recorded_iface.get().await;
+            let _ = agent.head_seq_changed(emitter).await;
+            let _ = agent.head_hash_changed(emitter).await;
+        }
+    });
+    let mut vectorized = engine.vectorized();
+    let vectorized_task = tokio::spawn(async move {
+        while vectorized.changed().await.is_ok() {
+            let through = *vectorized.borrow_and_update();
+            let emitter = iface.signal_emitter();
+            let _ = PortAgent::batch_vectorized(emitter, through).await;
+            let _ = iface.get().await.vectorized_seq_changed(emitter).await;
+        }
+    });
+    vec![recorded, vectorized_task]
+}

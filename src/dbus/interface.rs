@@ -1,0 +1,203 @@
+//! The `dev.ovs.PortAgent1` object: checks arguments, calls the engine, maps errors.
+//! Heavy work (embedding, search, verification) runs off the executor inside the engine.
+
+use super::args;
+use super::error::AgentError;
+use crate::config::Role;
+use crate::engine::Engine;
+use crate::event::{NewEvent, element_type_of};
+use crate::metrics::LatencyRing;
+use crate::vector::Filters;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::OwnedValue;
+use zbus::{Connection, interface};
+
+pub const BUS_NAME: &str = "dev.ovs.PortAgent1";
+pub const OBJECT_PATH: &str = "/dev/ovs/PortAgent1";
+
+pub struct PortAgent {
+    engine: Arc<Engine>,
+    role: Role,
+    model_id: String,
+    model_sha256: String,
+    search_latency: LatencyRing,
+    record_latency: LatencyRing,
+}
+
+impl PortAgent {
+    pub fn new(engine: Arc<Engine>, role: Role) -> Self {
+        let model_id = engine.pool().model_id().to_owned();
+        let model_sha256 = engine.pool().model_sha256().to_owned();
+        Self { engine, role, model_id, model_sha256, search_latency: LatencyRing::new(4096), record_latency: LatencyRing::new(4096) }
+    }
+
+    async fn run_search(&self, query: &str, limit: usize, filters: Filters) -> Result<String, AgentError> {
+        let started = Instant::now();
+        let hits = self.engine.semantic_search(query, limit, filters).await?;
+        self.search_latency.record(started.elapsed());
+        Ok(serde_json::to_string(&hits).map_err(AgentError::internal)?)
+    }
+}
+
+/// Privileged members are root-only by bus policy; the daemon checks again, so that a
+/// permissive bus configuration does not open them up.
+async fn require_root(conn: &Connection, header: &Header<'_>) -> Result<(), AgentError> {
+    let sender = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(AgentError::internal)?;
+    let uid = dbus.get_connection_unix_user(sender.clone().into()).await.map_err(AgentError::internal)?;
+    if uid != 0 {
+        return Err(AgentError::AccessDenied(format!("only root may call this member (caller uid {uid})")));
+    }
+    Ok(())
+}
+
+#[interface(name = "dev.ovs.PortAgent1")]
+impl PortAgent {
+    /// Liveness: answers "pong".
+    async fn ping(&self) -> String {
+        "pong".into()
+    }
+
+    /// Natural-language search over all events; a JSON array of hits, best first.
+    async fn semantic_search(&self, query: &str, limit: u32) -> Result<String, AgentError> {
+        let query = args::query(query)?;
+        let limit = args::limit(limit)?;
+        self.run_search(query, limit, Filters::default()).await
+    }
+
+    /// Search with filters: limit (u), element_id, element_type, action, source,
+    /// min_priority (s), since_unix_ms, until_unix_ms (x).
+    async fn search(&self, query: &str, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
+        let query = args::query(query)?;
+        let (filters, limit) = args::search_options(&options)?;
+        self.run_search(query, limit, filters).await
+    }
+
+    /// One element's events, newest first, with their details (before/after, changed).
+    async fn get_element_history(&self, element_id: &str, limit: u32) -> Result<String, AgentError> {
+        let element_id = args::element_id(element_id)?.to_owned();
+        let limit = args::limit(limit)?;
+        let events = self.engine.history(element_id, limit).await?;
+        serde_json::to_string(&events).map_err(AgentError::internal)
+    }
+
+    /// Counts, head, vectorized seq, model, queue depths, latencies, uptime.
+    async fn get_blockchain_stats(&self) -> Result<String, AgentError> {
+        let engine = &self.engine;
+        let (events, elements) = engine.read_index(|index| index.counts()).await?;
+        let (head_seq, head_hash) = *engine.writer().head().borrow();
+        let writer = engine.writer().stats();
+        let pool = engine.pool().stats();
+        let indexer = engine.indexer_stats();
+        let stats = json!({
+            "role": self.role.as_str(),
+            "uptime_s": engine.uptime().as_secs(),
+            "events": events,
+            "elements": elements,
+            "head_seq": head_seq,
+            "head_hash": hex::encode(head_hash),
+            "indexed_seq": indexer.indexed_seq.load(Ordering::Relaxed),
+            "vectorized_seq": *engine.vectorized().borrow(),
+            "vectors": engine.search_state().graph.read().expect("graph lock").len(),
+            "checkpoint_seq": indexer.checkpoint_seq.load(Ordering::Relaxed),
+            "model": {"id": self.model_id, "sha256": self.model_sha256},
+            "queues": {
+                "ledger_appends": writer.queued.load(Ordering::Relaxed),
+                "embedding": engine.pool().queued_events(),
+                "embedding_backlog": indexer.backlog.load(Ordering::Relaxed),
+            },
+            "ledger": {
+                "batches": writer.batches.load(Ordering::Relaxed),
+                "records": writer.records.load(Ordering::Relaxed),
+                "failed_batches": writer.failed_batches.load(Ordering::Relaxed),
+            },
+            "embedding": {
+                "embedded": pool.embedded.load(Ordering::Relaxed),
+                "cache_hits": pool.cache_hits.load(Ordering::Relaxed),
+                "failures": indexer.embed_failures.load(Ordering::Relaxed),
+                "event_latency": engine.pool().event_latency().percentiles(),
+                "query_latency": engine.pool().query_latency().percentiles(),
+            },
+            "search_latency": self.search_latency.percentiles(),
+            "record_latency": self.record_latency.percentiles(),
+        });
+        Ok(stats.to_string())
+    }
+
+    /// Verifies the whole ledger: (intact, JSON report).
+    #[zbus(out_args("intact", "report"))]
+    async fn verify_chain(&self) -> Result<(bool, String), AgentError> {
+        let outcome = self.engine.verify().await?;
+        let report = json!({
+            "intact": outcome.damage.is_none(),
+            "head_seq": outcome.state.head_seq,
+            "head_hash": hex::encode(outcome.state.head_hash),
+            "segments": outcome.segments,
+            "damage": outcome.damage,
+        });
+        // A partial last line under the running writer is a write in flight, not damage.
+        Ok((outcome.damage.is_none(), report.to_string()))
+    }
+
+    /// Records a manual event (root only); returns its hash once it is durable.
+    async fn record_event(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        element_id: &str,
+        action: &str,
+        details_json: &str,
+        priority: &str,
+    ) -> Result<String, AgentError> {
+        if self.role == Role::Replica {
+            return Err(AgentError::ReadOnly("this daemon is a replica; record events on the primary".into()));
+        }
+        let element_id = args::element_id(element_id)?;
+        let priority = args::priority(priority)?;
+        let details = args::details(details_json)?;
+        require_root(conn, &header).await?;
+        let summary = details.get("summary").and_then(|s| s.as_str()).map(str::to_owned);
+        let mut event = NewEvent::new("dbus", element_id, action, priority, details);
+        event.element_type = element_type_of(element_id).to_owned();
+        if let Some(summary) = summary {
+            event.summary = summary.chars().take(crate::event::MAX_SUMMARY_BYTES / 4).collect();
+        }
+        event.validate().map_err(|e| AgentError::invalid(e.0))?;
+        let started = Instant::now();
+        let records = self.engine.record(vec![event]).await?;
+        self.record_latency.record(started.elapsed());
+        Ok(records[0].hash_hex())
+    }
+
+    #[zbus(signal)]
+    pub async fn event_recorded(emitter: &SignalEmitter<'_>, seq: u64, element_id: &str, action: &str, hash: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn batch_vectorized(emitter: &SignalEmitter<'_>, through_seq: u64) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    async fn head_seq(&self) -> u64 {
+        self.engine.writer().head().borrow().0
+    }
+
+    #[zbus(property)]
+    async fn head_hash(&self) -> String {
+        hex::encode(self.engine.writer().head().borrow().1)
+    }
+
+    #[zbus(property)]
+    async fn vectorized_seq(&self) -> u64 {
+        *self.engine.vectorized().borrow()
+    }
+
+    #[zbus(property)]
+    async fn role(&self) -> String {
+        self.role.as_str().to_owned()
+    }
+}

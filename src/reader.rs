@@ -1,0 +1,63 @@
+//! Read-only access to a data set without the daemon: a live state directory, a snapshot
+//! or a replica's received copy. Loads the graph and a model for queries only; nothing is
+//! written and nothing is re-embedded.
+
+use crate::config::Config;
+use crate::embed::{ModelFiles, SentenceModel};
+use crate::index::Index;
+use crate::layout::Layout;
+use crate::search::{Hit, Readers, SearchState};
+use crate::vector::{Catalog, Filters, load_graph};
+use anyhow::{Result, anyhow, bail};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub struct OfflineReader {
+    pub search: SearchState,
+    model: Mutex<SentenceModel>,
+    pub vectorized_seq: u64,
+}
+
+/// Opens the index of a data set for reading (immutable for snapshots).
+pub fn open_index(layout: &Layout) -> Result<Index> {
+    let path = layout.index_path();
+    if !path.is_file() {
+        bail!("no index at {} (run `ovs-port-agent rebuild --data-dir {}`)", path.display(), layout.root.display());
+    }
+    if layout.read_only { Index::open_read_only(&path) } else { Index::open(&path) }
+}
+
+impl OfflineReader {
+    pub fn open(layout: &Layout, config: &Config) -> Result<Self> {
+        let index = open_index(layout)?;
+        let files = ModelFiles::locate(&config.embedding)?;
+        if let Some(stored) = index.meta("model_sha256")? {
+            if stored != files.model_sha256 {
+                bail!(
+                    "the vectors in {} come from model sha256 {stored}, but the configured model is {}; configure that model to search them",
+                    layout.index_path().display(),
+                    files.model_sha256
+                );
+            }
+        }
+        let mut catalog = Catalog::default();
+        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| catalog.insert(seq, ts, element, kind, action, source, priority))?;
+        let (graph, _, _) = load_graph(&layout.hnsw_dir(), &config.vector, &index, &files.model_sha256)?;
+        let vectorized_seq = index.vectorized_seq()?;
+        let model = SentenceModel::load(&files, config.embedding.max_length)?;
+        Ok(Self {
+            search: SearchState {
+                graph: RwLock::new(Arc::new(graph)),
+                catalog: RwLock::new(catalog),
+                readers: Readers::new(&layout.index_path(), layout.read_only),
+                ef_search: config.vector.ef_search,
+            },
+            model: Mutex::new(model),
+            vectorized_seq,
+        })
+    }
+
+    pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Vec<Hit>> {
+        let vector = self.model.lock().expect("model lock").embed(&[query])?.pop().ok_or_else(|| anyhow!("no embedding"))?;
+        self.search.search(&vector, limit, filters)
+    }
+}
