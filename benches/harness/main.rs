@@ -1,0 +1,70 @@
+//! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
+//! `ledger`, `embed`, `search`, `dbus` (default: all but the 1M search). Prints a table per
+//! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
+//! goes (default: a fresh loop-mounted Btrfs image, as in production).
+
+mod embed;
+mod ledger;
+mod report;
+mod search;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let sections: Vec<&str> = if args.is_empty() { vec!["ledger", "embed", "search"] } else { args.iter().map(String::as_str).collect() };
+    let (dir, _mount) = bench_dir();
+    for section in sections {
+        println!("\n== {section} ==");
+        match section {
+            "ledger" => ledger::run(&dir),
+            "embed" => embed::run(),
+            "search" => search::run(&dir, &[100_000]),
+            "search-1m" => search::run(&dir, &[1_000_000]),
+            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m)"),
+        }
+    }
+}
+
+/// A loop-mounted Btrfs for the data (unmounted at the end), unless BENCH_DIR says otherwise.
+fn bench_dir() -> (PathBuf, Option<Mount>) {
+    if let Ok(dir) = std::env::var("BENCH_DIR") {
+        std::fs::create_dir_all(&dir).unwrap();
+        return (PathBuf::from(dir), None);
+    }
+    let base = std::env::temp_dir().join(format!("ovs-port-agent-bench-{}", std::process::id()));
+    std::fs::create_dir_all(base.join("mnt")).unwrap();
+    let image = base.join("fs.img");
+    std::fs::File::create(&image).unwrap().set_len(8 << 30).unwrap();
+    let ok = Command::new("mkfs.btrfs").arg("-q").arg(&image).status().map(|s| s.success()).unwrap_or(false)
+        && Command::new("mount").args(["-o", "loop"]).arg(&image).arg(base.join("mnt")).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        eprintln!("could not mount a Btrfs image; using {}", base.display());
+        return (base, None);
+    }
+    (base.join("mnt"), Some(Mount(base)))
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.join("mnt")).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn fs_type(dir: &Path) -> String {
+    let out = Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Embedding settings: the project's provisioned model.
+pub fn model_config() -> ovs_port_agent::config::EmbeddingConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut c = ovs_port_agent::config::EmbeddingConfig::default();
+    c.model_dir = std::env::var_os("OVS_PORT_AGENT_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| root.join(".dev/model"));
+    c.runtime_library = std::env::var_os("OVS_PORT_AGENT_RUNTIME_LIBRARY").map(PathBuf::from).unwrap_or_else(|| root.join(".dev/lib/libonnxruntime.so.1.24.4"));
+    c
+}
