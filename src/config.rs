@@ -133,7 +133,7 @@ pub struct VectorConfig {
 
 impl Default for VectorConfig {
     fn default() -> Self {
-        Self { max_connections: 16, ef_construction: 100, ef_search: 64, checkpoint_fraction: 0.25, checkpoint_min_vectors: 1000 }
+        Self { max_connections: 16, ef_construction: 100, ef_search: 128, checkpoint_fraction: 0.25, checkpoint_min_vectors: 1000 }
     }
 }
 

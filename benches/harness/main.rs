@@ -7,6 +7,7 @@ mod embed;
 mod ledger;
 mod report;
 mod search;
+mod texts;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
