@@ -16,6 +16,7 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub embedding: EmbeddingConfig,
     pub vector: VectorConfig,
+    pub sources: SourcesConfig,
 }
 
 /// Whether this host records events (`primary`) or serves a received copy (`replica`).
@@ -137,6 +138,55 @@ impl Default for VectorConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Watch Open vSwitch through its OVSDB socket.
+    pub ovsdb: bool,
+    /// OVSDB unix socket; empty means $OVS_RUNDIR/db.sock when OVS_RUNDIR is set (as
+    /// ovs-vsctl does), else /run/openvswitch/db.sock.
+    pub ovsdb_socket: PathBuf,
+    /// Watch NetworkManager on the bus.
+    pub networkmanager: bool,
+    /// The bus NetworkManager is on: empty means agent.bus.
+    pub nm_bus: String,
+    /// Events waiting to be recorded; a burst beyond this is counted, recorded as a
+    /// queue.overflow event and made up by reconciliation.
+    pub queue_capacity: usize,
+    /// PropertiesChanged bursts for one object within this many milliseconds are merged
+    /// into one event (state transitions are never merged).
+    pub coalesce_ms: u64,
+    /// Priority overrides by action, e.g. { "link.down" = "critical" }.
+    pub priorities: std::collections::HashMap<String, crate::event::Priority>,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        Self {
+            ovsdb: true,
+            ovsdb_socket: PathBuf::new(),
+            networkmanager: true,
+            nm_bus: String::new(),
+            queue_capacity: 10_000,
+            coalesce_ms: 100,
+            priorities: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl SourcesConfig {
+    /// The OVSDB socket to use.
+    pub fn ovsdb_socket(&self) -> PathBuf {
+        if !self.ovsdb_socket.as_os_str().is_empty() {
+            return self.ovsdb_socket.clone();
+        }
+        match std::env::var_os("OVS_RUNDIR") {
+            Some(dir) => PathBuf::from(dir).join("db.sock"),
+            None => PathBuf::from("/run/openvswitch/db.sock"),
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file. A missing file is an error only when `required`
     /// (the user named it); the default path may be absent and then defaults apply.
@@ -194,6 +244,12 @@ impl Config {
         if !(self.vector.checkpoint_fraction > 0.0 && self.vector.checkpoint_fraction <= 10.0) {
             bail!("vector.checkpoint_fraction must be above 0 and at most 10, not {}", self.vector.checkpoint_fraction);
         }
+        if self.sources.queue_capacity < 16 {
+            bail!("sources.queue_capacity must be at least 16, not {}", self.sources.queue_capacity);
+        }
+        if self.sources.coalesce_ms > 10_000 {
+            bail!("sources.coalesce_ms must be at most 10000, not {}", self.sources.coalesce_ms);
+        }
         if self.agent.bus.is_empty() {
             bail!("agent.bus must be system, session or a D-Bus address");
         }
@@ -237,7 +293,7 @@ mod tests {
         // must parse and give exactly the defaults.
         let uncommented: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|rest| rest.contains(" = ")).unwrap_or(l))
+            .map(|l| l.strip_prefix("# ").filter(|rest| rest.contains(" = ") && rest.starts_with(|c: char| c.is_ascii_lowercase())).unwrap_or(l))
             .collect::<Vec<_>>()
             .join("\n");
         let parsed: Config = toml::from_str(&uncommented).unwrap();

@@ -6,6 +6,7 @@ use crate::config::{Config, Role};
 use crate::dbus::{self, BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
 use crate::layout::Layout;
+use crate::sources::Recorder;
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,8 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
     let conn = dbus::connect(&bus).await?;
     conn.object_server().at(OBJECT_PATH, PortAgent::new(engine.clone(), config.agent.role)).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
-    let forwarders = spawn_signal_forwarders(engine.clone(), iface);
+    let mut tasks = spawn_signal_forwarders(engine.clone(), iface);
+    tasks.extend(spawn_sources(&config, &bus, engine.clone()));
 
     let reply = conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
@@ -52,8 +54,8 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
     // Stop taking calls first, then flush and checkpoint.
     let _ = conn.release_name(BUS_NAME).await;
     let _ = conn.object_server().remove::<PortAgent, _>(OBJECT_PATH).await;
-    for f in forwarders {
-        f.abort();
+    for task in tasks {
+        task.abort();
     }
     let shutdown = tokio::task::spawn_blocking(move || engine.shutdown());
     if tokio::time::timeout(Duration::from_secs(20), shutdown).await.is_err() {
@@ -101,4 +103,22 @@ fn spawn_signal_forwarders(engine: Arc<Engine>, iface: zbus::object_server::Inte
         }
     });
     vec![recorded, vectorized_task]
+}
+
+/// Starts the configured sources and the recorder that feeds their events to the ledger.
+fn spawn_sources(config: &Config, bus: &str, engine: Arc<Engine>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut recorder = Recorder::new(&config.sources);
+    let mut tasks = Vec::new();
+    if config.sources.ovsdb {
+        let sink = recorder.sink("ovsdb");
+        tasks.push(tokio::spawn(crate::sources::ovsdb::run(config.sources.ovsdb_socket(), sink, engine.clone())));
+    }
+    if config.sources.networkmanager {
+        let sink = recorder.sink("nm");
+        let nm_bus = if config.sources.nm_bus.is_empty() { bus.to_owned() } else { config.sources.nm_bus.clone() };
+        let coalesce = Duration::from_millis(config.sources.coalesce_ms);
+        tasks.push(tokio::spawn(crate::sources::nm::run(nm_bus, coalesce, sink, engine.clone())));
+    }
+    tasks.push(tokio::spawn(recorder.run(engine)));
+    tasks
 }

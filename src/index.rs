@@ -307,6 +307,21 @@ impl Index {
         }
     }
 
+    /// Every element of the given types (a source's last known view of its world).
+    pub fn elements_of_types(&self, types: &[&str]) -> Result<Vec<ElementRow>> {
+        let mut out = Vec::new();
+        let mut stmt = self.conn.prepare_cached("SELECT element_id FROM elements WHERE element_type = ?1")?;
+        for t in types {
+            let ids: Vec<String> = stmt.query_map([t], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            for id in ids {
+                if let Some(e) = self.element(&id)? {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Counts of events and elements.
     pub fn counts(&self) -> Result<(u64, u64)> {
         let events: i64 = self.conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
@@ -358,7 +373,8 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
 }
 
 /// An element's state after one of its events: the event's `after` values (or, for events
-/// without before/after, its plain detail fields) merged over the previous state.
+/// without before/after, its plain detail fields) merged over the previous state. An event
+/// with `before` and no `after` removed the element (`present: false`).
 pub fn next_state(state: Value, record: &Record) -> Value {
     let mut state = match state {
         Value::Object(map) => map,
@@ -378,7 +394,8 @@ pub fn next_state(state: Value, record: &Record) -> Value {
     for (key, value) in updates {
         state.insert(key, value);
     }
-    let removed = record.action.ends_with("removed") || record.action.ends_with("deleted");
+    // An event that says what was before and nothing after removed its element.
+    let removed = record.details.get("before").is_some() && record.details.get("after").is_none_or(Value::is_null);
     state.insert("present".into(), Value::Bool(!removed));
     Value::Object(state)
 }

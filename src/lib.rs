@@ -17,5 +17,6 @@ pub mod lock;
 pub mod metrics;
 pub mod reader;
 pub mod search;
+pub mod sources;
 pub mod store;
 pub mod vector;
