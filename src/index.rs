@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS elements (
     state TEXT NOT NULL,
     last_seq INTEGER NOT NULL,
     height INTEGER NOT NULL,
-    last_hash TEXT NOT NULL
+    last_hash TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 ";
@@ -307,16 +308,14 @@ impl Index {
         }
     }
 
-    /// Every element of the given types (a source's last known view of its world).
-    pub fn elements_of_types(&self, types: &[&str]) -> Result<Vec<ElementRow>> {
+    /// Every element whose last event came from `source` (a source's last known view of
+    /// its world).
+    pub fn elements_of_source(&self, source: &str) -> Result<Vec<ElementRow>> {
         let mut out = Vec::new();
-        let mut stmt = self.conn.prepare_cached("SELECT element_id FROM elements WHERE element_type = ?1")?;
-        for t in types {
-            let ids: Vec<String> = stmt.query_map([t], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            for id in ids {
-                if let Some(e) = self.element(&id)? {
-                    out.push(e);
-                }
+        let ids: Vec<String> = self.conn.prepare_cached("SELECT element_id FROM elements WHERE source = ?1")?.query_map([source], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        for id in ids {
+            if let Some(e) = self.element(&id)? {
+                out.push(e);
             }
         }
         Ok(out)
@@ -365,10 +364,10 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
     };
     let state = next_state(state, record);
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![record.element_id, record.element_type, serde_json::to_string(&state)?, record.seq as i64, height + 1, hash])?;
+    .execute(params![record.element_id, record.element_type, serde_json::to_string(&state)?, record.seq as i64, height + 1, hash, record.source])?;
     Ok(())
 }
 

@@ -128,3 +128,52 @@ pub fn backoff(attempt: u32) -> Duration {
     let jitter = rand::random::<u64>() % (base / 4 + 1);
     Duration::from_millis(base + jitter)
 }
+
+/// One element as a source sees it now.
+pub struct LiveElement {
+    pub element_id: String,
+    /// How summaries name it, e.g. "OVS bridge br0", "device eth0".
+    pub label: String,
+    pub state: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Compares what a source sees now with what the index last knew from it: the first time
+/// every element gets a `baseline`; later, only differences are recorded, as `reconciled`,
+/// `reconciled.added` and `reconciled.removed` events.
+pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &Sink, engine: &Arc<Engine>) -> anyhow::Result<()> {
+    use serde_json::Value;
+    let known = engine.read_index(move |index| index.elements_of_source(source)).await?;
+    let first_time = known.is_empty();
+    let mut known_map: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
+    for e in known {
+        if let Value::Object(mut state) = e.state {
+            if state.remove("present") != Some(Value::Bool(false)) {
+                known_map.insert(e.element_id, state);
+            }
+        }
+    }
+    live.sort_by(|a, b| a.element_id.cmp(&b.element_id));
+    for element in live {
+        let LiveElement { element_id: id, label, state } = element;
+        let event = match known_map.remove(&id) {
+            None if first_time => NewEvent::new(source, &id, "baseline", Priority::Low, json!({"after": state})).with_summary(format!("baseline: {label}")),
+            None => NewEvent::new(source, &id, "reconciled.added", Priority::Medium, json!({"after": state}))
+                .with_summary(format!("{label} appeared while the agent was not watching")),
+            Some(old) => {
+                let d = diff(&old, &state);
+                if d.is_empty() {
+                    continue;
+                }
+                let summary = format!("{label} changed while the agent was not watching: {}", d.changed.join(", "));
+                NewEvent::new(source, &id, "reconciled", Priority::Medium, d.into_details()).with_summary(summary)
+            }
+        };
+        sink.emit(event);
+    }
+    let mut gone: Vec<(String, serde_json::Map<String, Value>)> = known_map.into_iter().collect();
+    gone.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, old) in gone {
+        sink.emit(NewEvent::new(source, &id, "reconciled.removed", Priority::Medium, json!({"before": old})).with_summary(format!("{id} disappeared while the agent was not watching")));
+    }
+    Ok(())
+}

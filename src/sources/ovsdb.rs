@@ -3,7 +3,7 @@
 //! baseline the first time, reconciles against the index after every (re)connect, and
 //! reconnects with backoff when ovsdb-server restarts.
 
-use super::{Diff, Sink, backoff, diff};
+use super::{Diff, LiveElement, Sink, backoff, diff, reconcile};
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::{Context, Result, bail};
@@ -23,9 +23,6 @@ const TABLES: &[(&str, &str, &[&str])] = &[
     ("Port", "ovs-port", &["name", "interfaces", "tag", "trunks", "vlan_mode", "bond_mode", "external_ids"]),
     ("Interface", "ovs-interface", &["name", "type", "admin_state", "link_state", "ofport", "error", "mtu", "mac_in_use", "options", "external_ids"]),
 ];
-
-/// Element types this source owns in the index.
-pub const ELEMENT_TYPES: [&str; 4] = ["ovs", "bridge", "ovs-port", "ovs-interface"];
 
 /// Runs forever: connect, monitor, reconnect.
 pub async fn run(socket: PathBuf, sink: Sink, engine: Arc<Engine>) {
@@ -174,7 +171,7 @@ async fn session(socket: &Path, sink: &Sink, engine: &Arc<Engine>, attempt: &mut
             apply_updates(&mut rows, &msg["result"], None);
             *attempt = 0;
             tracing::info!(socket = %socket.display(), "OVS source connected");
-            reconcile(&rows, sink, engine).await?;
+            reconcile(SOURCE, live_elements(&rows), sink, engine).await?;
             break;
         }
         answer_echo(&mut stream, &msg).await?;
@@ -184,7 +181,7 @@ async fn session(socket: &Path, sink: &Sink, engine: &Arc<Engine>, attempt: &mut
         let msg = tokio::select! {
             msg = reader.next(&mut stream) => msg?,
             _ = resync.notified() => {
-                reconcile(&rows, sink, engine).await?;
+                reconcile(SOURCE, live_elements(&rows), sink, engine).await?;
                 continue;
             }
         };
@@ -325,44 +322,15 @@ fn modification_events(table: &str, element_id: &str, name: &str, kind: &str, ol
     out
 }
 
-/// Compares the live rows with what the index last knew: the first time every element gets
-/// a `baseline`; later, differences become `reconciled` events.
-async fn reconcile(rows: &Rows, sink: &Sink, engine: &Arc<Engine>) -> Result<()> {
-    let known = engine.read_index(|index| index.elements_of_types(&ELEMENT_TYPES)).await?;
-    let first_time = known.is_empty();
-    let live = rows.elements();
-    let mut known_map: HashMap<String, Map<String, Value>> = HashMap::new();
-    for e in known {
-        if let Value::Object(mut state) = e.state {
-            if state.remove("present") == Some(Value::Bool(false)) {
-                continue;
-            }
-            known_map.insert(e.element_id, state);
-        }
-    }
-    let mut ids: Vec<&String> = live.keys().collect();
-    ids.sort();
-    for id in ids {
-        let (table, state) = &live[id];
-        let name = id.split_once(':').map(|(_, n)| n).unwrap_or(id);
-        match known_map.remove(id) {
-            None if first_time => sink.emit(event(id, "baseline", Priority::Low, json!({"after": state}), format!("baseline: OVS {} {name}", short(table)))),
-            None => sink.emit(event(id, "reconciled.added", Priority::Medium, json!({"after": state}), format!("OVS {} {name} appeared while the agent was not watching", short(table)))),
-            Some(old) => {
-                let d = diff(&old, state);
-                if !d.is_empty() {
-                    let summary = format!("OVS {} {name} changed while the agent was not watching: {}", short(table), d.changed.join(", "));
-                    sink.emit(event(id, "reconciled", Priority::Medium, d.into_details(), summary));
-                }
-            }
-        }
-    }
-    let mut gone: Vec<(String, Map<String, Value>)> = known_map.into_iter().collect();
-    gone.sort_by(|a, b| a.0.cmp(&b.0));
-    for (id, old) in gone {
-        sink.emit(event(&id, "reconciled.removed", Priority::Medium, json!({"before": old}), format!("{id} disappeared while the agent was not watching")));
-    }
-    Ok(())
+/// The live elements as `reconcile` wants them.
+fn live_elements(rows: &Rows) -> Vec<LiveElement> {
+    rows.elements()
+        .into_iter()
+        .map(|(id, (table, state))| {
+            let name = id.split_once(':').map(|(_, n)| n.to_owned()).unwrap_or_else(|| id.clone());
+            LiveElement { label: format!("OVS {} {name}", short(&table)), element_id: id, state }
+        })
+        .collect()
 }
 
 /// Splits a byte stream into the JSON values OVSDB sends back to back.
