@@ -17,6 +17,7 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     pub vector: VectorConfig,
     pub sources: SourcesConfig,
+    pub stream: StreamConfig,
 }
 
 /// Whether this host records events (`primary`) or serves a received copy (`replica`).
@@ -187,6 +188,64 @@ impl SourcesConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Take snapshots and stream them (needs the data directory on Btrfs).
+    pub enabled: bool,
+    /// How long after a vectorized event of each priority a snapshot is taken.
+    pub critical_delay_ms: u64,
+    pub high_delay_ms: u64,
+    pub medium_delay_ms: u64,
+    pub low_delay_ms: u64,
+    /// … or as soon as this many new events are vectorized.
+    pub batch_events: u64,
+    /// The replicas to stream to.
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self { enabled: true, critical_delay_ms: 0, high_delay_ms: 1000, medium_delay_ms: 10_000, low_delay_ms: 30_000, batch_events: 1000, replicas: Vec::new() }
+    }
+}
+
+/// How a replica is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `ssh DESTINATION … replica-receive --dir REMOTE_DIR` (one long-lived session).
+    Ssh,
+    /// `ovs-port-agent replica-receive --dir REMOTE_DIR` on this host (tests, local backups).
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// A short name (letters, digits, - and _), used in logs, stats and state files.
+    pub name: String,
+    pub transport: Transport,
+    /// `user@host` for ssh.
+    #[serde(default)]
+    pub destination: String,
+    /// Where the replica keeps its received snapshots.
+    pub remote_dir: PathBuf,
+    /// The ssh private key (pinned to replica-receive on the far side).
+    #[serde(default)]
+    pub identity: PathBuf,
+    /// Extra ssh options, e.g. ["-o", "UserKnownHostsFile=/etc/ovs-port-agent/known_hosts"].
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// The agent binary on the far side (ignored when the key forces the command).
+    #[serde(default = "default_remote_command")]
+    pub remote_command: String,
+}
+
+fn default_remote_command() -> String {
+    "ovs-port-agent".into()
+}
+
 impl Config {
     /// Reads and validates a config file. A missing file is an error only when `required`
     /// (the user named it); the default path may be absent and then defaults apply.
@@ -249,6 +308,17 @@ impl Config {
         }
         if self.sources.coalesce_ms > 10_000 {
             bail!("sources.coalesce_ms must be at most 10000, not {}", self.sources.coalesce_ms);
+        }
+        for r in &self.stream.replicas {
+            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+                bail!("stream.replicas: name {:?} must be letters, digits, - or _", r.name);
+            }
+            if r.transport == Transport::Ssh && (r.destination.is_empty() || r.destination.starts_with('-')) {
+                bail!("stream.replicas {}: ssh needs a destination like root@replica1", r.name);
+            }
+            if !r.remote_dir.is_absolute() {
+                bail!("stream.replicas {}: remote_dir must be an absolute path", r.name);
+            }
         }
         if self.agent.bus.is_empty() {
             bail!("agent.bus must be system, session or a D-Bus address");

@@ -7,6 +7,7 @@ use crate::dbus::{self, BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
 use crate::layout::Layout;
 use crate::sources::Recorder;
+use crate::stream::streamer::{ReplicaNotice, StreamHandle};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +23,14 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
         let (config, layout) = (config.clone(), layout.clone());
         Arc::new(tokio::task::spawn_blocking(move || Engine::open(&layout, &config)).await??)
     };
+    let (stream, mut tasks) = start_streaming(&config, &layout, engine.clone())?;
     let conn = dbus::connect(&bus).await?;
-    conn.object_server().at(OBJECT_PATH, PortAgent::new(engine.clone(), config.agent.role)).await?;
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(engine.clone(), config.agent.role, stream.clone())).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
-    let mut tasks = spawn_signal_forwarders(engine.clone(), iface);
+    tasks.extend(spawn_signal_forwarders(engine.clone(), iface.clone()));
+    if let Some(stream) = &stream {
+        tasks.push(spawn_replica_signals(stream.clone(), iface));
+    }
     tasks.extend(spawn_sources(&config, &bus, engine.clone()));
 
     let reply = conn
@@ -121,4 +126,36 @@ fn spawn_sources(config: &Config, bus: &str, engine: Arc<Engine>) -> Vec<tokio::
     }
     tasks.push(tokio::spawn(recorder.run(engine)));
     tasks
+}
+
+/// Starts snapshots and replication when the data directory is on Btrfs.
+fn start_streaming(config: &Config, layout: &Layout, engine: Arc<Engine>) -> Result<(Option<Arc<StreamHandle>>, Vec<tokio::task::JoinHandle<()>>)> {
+    if !config.stream.enabled {
+        return Ok((None, Vec::new()));
+    }
+    if !crate::btrfs::is_btrfs(&layout.data)? {
+        tracing::warn!(data = %layout.data.display(), "snapshots and replication are off: the data directory is not on Btrfs");
+        return Ok((None, Vec::new()));
+    }
+    let (handle, tasks) = crate::stream::streamer::start(engine, config);
+    Ok((Some(handle), tasks))
+}
+
+/// Emits `ReplicaSynced` and `ReplicaFailed`.
+fn spawn_replica_signals(stream: Arc<StreamHandle>, iface: zbus::object_server::InterfaceRef<PortAgent>) -> tokio::task::JoinHandle<()> {
+    let mut notices = stream.notices.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let notice = match notices.recv().await {
+                Ok(n) => n,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let emitter = iface.signal_emitter();
+            let _ = match notice {
+                ReplicaNotice::Synced { replica, seq } => PortAgent::replica_synced(emitter, &replica, seq).await,
+                ReplicaNotice::Failed { replica, error } => PortAgent::replica_failed(emitter, &replica, &error).await,
+            };
+        }
+    })
 }

@@ -19,4 +19,5 @@ pub mod reader;
 pub mod search;
 pub mod sources;
 pub mod store;
+pub mod stream;
 pub mod vector;

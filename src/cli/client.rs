@@ -97,3 +97,37 @@ pub fn follow(bus: &str, json: bool) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+pub fn replicas(bus: &str, json: bool) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let conn = connect(bus).await?;
+        let text: String = call(&conn, "GetReplicaStatus", &()).await?;
+        let report: serde_json::Value = serde_json::from_str(&text)?;
+        if json {
+            println!("{report}");
+        } else {
+            for r in report.as_array().into_iter().flatten() {
+                println!(
+                    "{:<16} {:<12} acked seq {:<8} lag {} events / {:.1} s  sent {} bytes  {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["acked_seq"],
+                    r["lag_events"],
+                    r["lag_seconds"].as_f64().unwrap_or(0.0),
+                    r["bytes_sent"],
+                    r["last_error"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn sync_now(bus: &str) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let conn = connect(bus).await?;
+        let () = call(&conn, "SyncNow", &()).await?;
+        println!("snapshot requested");
+        Ok(ExitCode::SUCCESS)
+    })
+}

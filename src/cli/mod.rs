@@ -76,6 +76,17 @@ pub enum Command {
     },
     /// Regenerate the index (events, elements) from the ledger alone.
     Rebuild,
+    /// The replica's end of a replication session (the forced command of a restricted ssh
+    /// key): reads framed btrfs send streams on stdin, acknowledges each on stdout.
+    ReplicaReceive {
+        /// Where received snapshots are kept.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Per-replica state of the running daemon.
+    Replicas,
+    /// Take a snapshot now and send it to every replica (root only).
+    SyncNow,
 }
 
 /// Filters for `search`.
@@ -171,6 +182,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => client::status(&bus, cli.json),
         },
         Command::Rebuild => offline::rebuild(&config, &data_dir, cli.json),
+        Command::ReplicaReceive { dir } => {
+            crate::stream::receive::run(dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replicas => client::replicas(&bus, cli.json),
+        Command::SyncNow => client::sync_now(&bus),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::config::Role;
 use crate::engine::Engine;
 use crate::event::{NewEvent, element_type_of};
 use crate::metrics::LatencyRing;
+use crate::stream::streamer::StreamHandle;
 use crate::vector::Filters;
 use serde_json::json;
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ pub const OBJECT_PATH: &str = "/dev/ovs/PortAgent1";
 
 pub struct PortAgent {
     engine: Arc<Engine>,
+    stream: Option<Arc<StreamHandle>>,
     role: Role,
     model_id: String,
     model_sha256: String,
@@ -31,10 +33,10 @@ pub struct PortAgent {
 }
 
 impl PortAgent {
-    pub fn new(engine: Arc<Engine>, role: Role) -> Self {
+    pub fn new(engine: Arc<Engine>, role: Role, stream: Option<Arc<StreamHandle>>) -> Self {
         let model_id = engine.pool().model_id().to_owned();
         let model_sha256 = engine.pool().model_sha256().to_owned();
-        Self { engine, role, model_id, model_sha256, search_latency: LatencyRing::new(4096), record_latency: LatencyRing::new(4096) }
+        Self { engine, stream, role, model_id, model_sha256, search_latency: LatencyRing::new(4096), record_latency: LatencyRing::new(4096) }
     }
 
     async fn run_search(&self, query: &str, limit: usize, filters: Filters) -> Result<String, AgentError> {
@@ -126,6 +128,7 @@ impl PortAgent {
             },
             "search_latency": self.search_latency.percentiles(),
             "record_latency": self.record_latency.percentiles(),
+            "replicas": self.stream.as_ref().map(|s| s.report()).unwrap_or_default(),
         });
         Ok(stats.to_string())
     }
@@ -174,6 +177,29 @@ impl PortAgent {
         self.record_latency.record(started.elapsed());
         Ok(records[0].hash_hex())
     }
+
+    /// Per replica: state (healthy, lagging, unreachable), acknowledged snapshot and seq,
+    /// lag in events and seconds, last error, bytes sent. A JSON array.
+    async fn get_replica_status(&self) -> Result<String, AgentError> {
+        let report = self.stream.as_ref().map(|s| s.report()).unwrap_or_default();
+        serde_json::to_string(&report).map_err(AgentError::internal)
+    }
+
+    /// Takes a snapshot now and sends it to every replica (root only).
+    async fn sync_now(&self, #[zbus(header)] header: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<(), AgentError> {
+        require_root(conn, &header).await?;
+        let stream = self.stream.as_ref().ok_or_else(|| {
+            AgentError::Internal("streaming is off (the data directory is not on Btrfs, or stream.enabled = false)".into())
+        })?;
+        stream.sync_now.notify_waiters();
+        Ok(())
+    }
+
+    #[zbus(signal)]
+    pub async fn replica_synced(emitter: &SignalEmitter<'_>, replica: &str, seq: u64) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn replica_failed(emitter: &SignalEmitter<'_>, replica: &str, error: &str) -> zbus::Result<()>;
 
     #[zbus(signal)]
     pub async fn event_recorded(emitter: &SignalEmitter<'_>, seq: u64, element_id: &str, action: &str, hash: &str) -> zbus::Result<()>;

@@ -6,7 +6,8 @@
 use crate::embed::text::semantic_text;
 use crate::embed::{EmbedPool, Embedded};
 use crate::index::{EventRow, Index, next_state};
-use crate::ledger::{Hash, LedgerCursor, Record};
+use crate::ledger::{Hash, LedgerCursor, LedgerWriter, Record};
+use crate::stream::snapshot::Manifest;
 use crate::search::SearchState;
 use anyhow::Result;
 use serde_json::Value;
@@ -25,7 +26,21 @@ pub enum IndexerMsg {
     Embedded(Embedded),
     /// Checkpoint now (a snapshot or shutdown wants the graph on disk).
     Checkpoint,
+    /// Take a consistent snapshot (see `stream::snapshot`).
+    Snapshot(SnapshotRequest),
     Shutdown,
+}
+
+/// What the indexer needs to take a snapshot, and where the answer goes.
+pub struct SnapshotRequest {
+    pub writer: LedgerWriter,
+    pub data: PathBuf,
+    pub snapshots: PathBuf,
+    pub model_id: String,
+    pub host: String,
+    /// Skip when nothing was vectorized since this seq ("nothing changed, nothing sent").
+    pub after_seq: u64,
+    pub reply: tokio::sync::oneshot::Sender<Result<Option<(Manifest, PathBuf)>>>,
 }
 
 /// Counters the stats member reports.
@@ -73,6 +88,7 @@ impl Indexer {
         loop {
             let mut shutdown = false;
             let mut checkpoint = false;
+            let mut snapshots = Vec::new();
             let mut embedded = Vec::new();
             let first = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(m) => Some(m),
@@ -84,6 +100,7 @@ impl Indexer {
                     IndexerMsg::Committed => {}
                     IndexerMsg::Embedded(e) => embedded.push(e),
                     IndexerMsg::Checkpoint => checkpoint = true,
+                    IndexerMsg::Snapshot(request) => snapshots.push(request),
                     IndexerMsg::Shutdown => shutdown = true,
                 }
             }
@@ -91,6 +108,10 @@ impl Indexer {
             if let Err(e) = result {
                 tracing::error!(error = %format!("{e:#}"), "indexer step failed; retrying");
                 std::thread::sleep(Duration::from_millis(200));
+            }
+            for request in snapshots {
+                let result = self.snapshot(&request);
+                let _ = request.reply.send(result);
             }
             if checkpoint || shutdown || self.checkpoint_due() {
                 if let Err(e) = self.checkpoint() {
@@ -233,6 +254,31 @@ impl Indexer {
             self.vectorized_tx.send_replace(through);
         }
         Ok(())
+    }
+
+    /// Under the ledger's write barrier: index everything durable, fold the WAL into the
+    /// database file, write the MANIFEST and take the read-only snapshot.
+    fn snapshot(&mut self, request: &SnapshotRequest) -> Result<Option<(Manifest, PathBuf)>> {
+        if self.vectorized_seq <= request.after_seq {
+            return Ok(None);
+        }
+        let _barrier = request.writer.pause()?;
+        self.index_new_records()?;
+        self.index.connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        let (head_seq, head_hash) = *self.head.borrow();
+        let manifest = Manifest {
+            seq: self.vectorized_seq,
+            head_seq,
+            head_hash: hex::encode(head_hash),
+            vectorized_seq: self.vectorized_seq,
+            model_id: request.model_id.clone(),
+            model_sha256: self.model_sha256.clone(),
+            created_unix_ns: crate::event::now_ns(),
+            host: request.host.clone(),
+        };
+        manifest.write(&request.data)?;
+        let path = crate::stream::snapshot::take(&request.data, &request.snapshots, manifest.seq)?;
+        Ok(Some((manifest, path)))
     }
 
     fn checkpoint_due(&self) -> bool {

@@ -4,7 +4,7 @@
 
 mod indexer;
 
-pub use indexer::IndexerStats;
+pub use indexer::{IndexerStats, SnapshotRequest};
 
 use crate::config::Config;
 use crate::embed::{EmbedPool, ModelFiles};
@@ -205,6 +205,22 @@ impl Engine {
     pub async fn verify(&self) -> Result<crate::ledger::ScanOutcome> {
         let dir = self.layout.ledger_dir();
         tokio::task::spawn_blocking(move || scan(&dir, |_| {}).with_context(|| format!("reading {}", dir.display()))).await?
+    }
+
+    /// Takes a consistent snapshot if anything was vectorized after `after_seq`.
+    pub async fn snapshot(&self, after_seq: u64, host: String) -> Result<Option<(crate::stream::snapshot::Manifest, std::path::PathBuf)>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let request = SnapshotRequest {
+            writer: self.writer.clone(),
+            data: self.layout.data.clone(),
+            snapshots: self.layout.snapshots_dir(),
+            model_id: self.pool.model_id().to_owned(),
+            host,
+            after_seq,
+            reply,
+        };
+        self.indexer_tx.lock().expect("indexer lock").send(IndexerMsg::Snapshot(request)).map_err(|_| anyhow!("the indexer stopped"))?;
+        rx.await.map_err(|_| anyhow!("the indexer stopped"))?
     }
 
     /// Asks the indexer to checkpoint the graph now.

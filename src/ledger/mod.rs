@@ -10,7 +10,7 @@ mod writer;
 pub use cursor::LedgerCursor;
 pub use record::{Hash, Record, ZERO_HASH};
 pub use verify::{ChainState, Damage, DamageKind, ScanOutcome, TornTail, scan};
-pub use writer::{CommitHook, LedgerWriter, WriterStats, WriterThread};
+pub use writer::{CommitHook, LedgerWriter, PauseGuard, WriterStats, WriterThread};
 
 use crate::event::{EventError, NewEvent, Priority, now_ns};
 use record::{Body, encode_line};

@@ -23,6 +23,26 @@ enum Msg {
     Append(Request),
     /// Stop after what is queued before it.
     Close,
+    /// Finish the current batch, say so, then write nothing until resumed.
+    Pause(Pause),
+}
+
+struct Pause {
+    paused: std::sync::mpsc::Sender<()>,
+    resume: std::sync::mpsc::Receiver<()>,
+}
+
+impl Pause {
+    fn hold(self) {
+        let _ = self.paused.send(());
+        // Returns when the guard resumes us or is dropped.
+        let _ = self.resume.recv();
+    }
+}
+
+/// While held, the writer appends nothing (the write barrier of a consistent snapshot).
+pub struct PauseGuard {
+    _resume: std::sync::mpsc::Sender<()>,
 }
 
 /// Counters of the writer, read by `GetBlockchainStats`.
@@ -112,6 +132,16 @@ impl LedgerWriter {
         let _ = self.tx.send(Msg::Close);
     }
 
+    /// Waits until the writer has made everything before this call durable and stopped;
+    /// appends wait until the guard is dropped.
+    pub fn pause(&self) -> Result<PauseGuard, LedgerError> {
+        let (paused_tx, paused) = std::sync::mpsc::channel();
+        let (resume_tx, resume) = std::sync::mpsc::channel();
+        self.tx.send(Msg::Pause(Pause { paused: paused_tx, resume })).map_err(|_| LedgerError::Closed)?;
+        paused.recv().map_err(|_| LedgerError::Closed)?;
+        Ok(PauseGuard { _resume: resume_tx })
+    }
+
     /// The durable head `(seq, hash)`, updated after every commit.
     pub fn head(&self) -> watch::Receiver<(u64, Hash)> {
         self.head.clone()
@@ -132,7 +162,15 @@ fn run(
 ) -> Ledger {
     let mut closing = false;
     while !closing {
-        let Ok(Msg::Append(first)) = rx.recv() else { break };
+        let first = match rx.recv() {
+            Ok(Msg::Append(first)) => first,
+            Ok(Msg::Pause(pause)) => {
+                pause.hold();
+                continue;
+            }
+            Ok(Msg::Close) | Err(_) => break,
+        };
+        let mut pause_after = None;
         let mut requests = vec![first];
         let mut total = requests[0].events.len();
         while total < max_batch {
@@ -143,6 +181,10 @@ fn run(
                 }
                 Ok(Msg::Close) => {
                     closing = true;
+                    break;
+                }
+                Ok(Msg::Pause(pause)) => {
+                    pause_after = Some(pause);
                     break;
                 }
                 Err(_) => break,
@@ -169,6 +211,9 @@ fn run(
                     let _ = request.reply.send(Err(error.duplicate()));
                 }
             }
+        }
+        if let Some(pause) = pause_after {
+            pause.hold();
         }
     }
     ledger
