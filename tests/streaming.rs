@@ -107,3 +107,89 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("DAMAGED"), "{out}");
 }
+
+#[test]
+fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage() {
+    let primary = BtrfsMount::new(600);
+    let replica = BtrfsMount::new(600);
+    let rep_dir = replica.path().join("rep");
+    let forced = format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display());
+    let host = common::SshReplicaHost::start(&forced);
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\n",
+        host.address,
+        host.client_key.display()
+    );
+    let config = write_daemon_config(tmp.path(), &extra);
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
+    let state = primary.path().join("state");
+    // The daemon runs in the primary host's namespace, so its ssh reaches the replica host.
+    let daemon = AgentDaemon::start_in(&host.primary_ns, &bus.address, &state, &config);
+
+    record(&daemon, "interface:eth0", "link.down", "eth0 lost carrier", "critical");
+    let s = wait_replica(&rep_dir, 1);
+    assert!(s["received_uuid"].is_string(), "{s}");
+    record(&daemon, "interface:eth0", "link.up", "eth0 carrier back", "critical");
+    wait_replica(&rep_dir, 2);
+
+    // The replica host goes away; events keep being recorded; it comes back and catches up.
+    host.stop_sshd();
+    for i in 0..3 {
+        record(&daemon, &format!("interface:veth{i}"), "link.down", &format!("veth{i} lost carrier"), "critical");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
+        let status: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
+        if status[0]["state"] == "unreachable" {
+            assert!(status[0]["last_error"].is_string());
+            assert!(status[0]["lag_events"].as_u64().unwrap() > 0, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica was never reported unreachable: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    host.start_sshd();
+    let s = wait_replica(&rep_dir, 5);
+    let snap = rep_dir.join(s["newest"].as_str().unwrap());
+    let (code, out, _) = agent(&["verify", "--data-dir", snap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(snapshots_in(&rep_dir).len(), 1);
+}
+
+#[test]
+fn a_stream_cut_mid_send_leaves_no_partial_subvolume() {
+    use std::io::Write;
+    let fs = BtrfsMount::new(300);
+    let src = fs.path().join("src");
+    common::run_ok(std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(&src));
+    std::fs::write(src.join("blob"), vec![7u8; 4 << 20]).unwrap();
+    let snaps = fs.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    common::run_ok(std::process::Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&src).arg(snaps.join("data@1")));
+    let stream = std::process::Command::new("btrfs").args(["send", "-q"]).arg(snaps.join("data@1")).output().unwrap().stdout;
+    assert!(stream.len() > 1 << 20);
+    let rep = fs.path().join("rep");
+    let mut child = std::process::Command::new(common::agent_bin())
+        .args(["replica-receive", "--dir"])
+        .arg(&rep)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{\"name\":\"data@1\",\"parent\":null}\n").unwrap();
+    // Half of the stream, then the connection dies.
+    for chunk in stream[..stream.len() / 2].chunks(65536) {
+        stdin.write_all(&(chunk.len() as u32).to_be_bytes()).unwrap();
+        stdin.write_all(chunk).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a cut stream is an error");
+    assert!(!rep.join("data@1").exists(), "the partial subvolume was removed");
+    assert_eq!(replica_state(&rep), serde_json::Value::Null, "nothing was acknowledged");
+}
