@@ -251,7 +251,15 @@ fn change_events(table: &str, old: Option<&Map<String, Value>>, new: Option<&Map
         _ => "Open vSwitch",
     };
     match (old, new) {
-        (None, Some(new)) => vec![event(&element_id, &format!("{}.added", short(table)), Priority::Medium, json!({"after": new}), format!("OVS {kind} {name} added{}", on_bridge(new)))],
+        (None, Some(new)) => {
+            let mut out = vec![event(&element_id, &format!("{}.added", short(table)), Priority::Medium, json!({"after": new}), format!("OVS {kind} {name} added{}", on_bridge(new)))];
+            // The switch may fill in `error` in the same transaction that inserts the row.
+            if let Some(error) = new.get("error").filter(|e| !e.is_null()) {
+                let details = Diff { changed: vec!["error".into()], before: Map::new(), after: [("error".to_owned(), error.clone())].into_iter().collect() }.into_details();
+                out.push(event(&element_id, "error", Priority::Critical, details, format!("OVS {kind} {name} reports an error: {}", error.as_str().unwrap_or_default())));
+            }
+            out
+        }
         (Some(old), None) => vec![event(&element_id, &format!("{}.removed", short(table)), Priority::Medium, json!({"before": old}), format!("OVS {kind} {name} removed{}", on_bridge(old)))],
         (Some(old), Some(new)) => {
             let d = diff(old, new);
