@@ -1,8 +1,9 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
-//! `ledger`, `embed`, `search`, `dbus` (default: all but the 1M search). Prints a table per
+//! `ledger`, `embed`, `search`, `search-1m`, `dbus`, `dbus-1m` (default: ledger, embed, search). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
+mod dbus;
 mod embed;
 mod ledger;
 mod report;
@@ -23,7 +24,9 @@ fn main() {
             "embed" => embed::run(),
             "search" => search::run(&dir, &[100_000]),
             "search-1m" => search::run(&dir, &[1_000_000]),
-            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m)"),
+            "dbus" => dbus::run(&dir, 10_000),
+            "dbus-1m" => dbus::run(&dir, 1_000_000),
+            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m)"),
         }
     }
 }

@@ -19,7 +19,7 @@ const RECALL_QUERIES: usize = 200;
 
 /// Vector `i` of the synthetic set, regenerated on demand (so 1M vectors need not be kept
 /// twice in memory): a mixture of two real embeddings plus noise.
-fn synth(base: &[Vec<f32>], i: usize) -> Vec<f32> {
+pub fn synth(base: &[Vec<f32>], i: usize) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(0xC0FFEE ^ i as u64);
     let a = &base[rng.gen_range(0..base.len())];
     let b = &base[rng.gen_range(0..base.len())];
@@ -33,12 +33,7 @@ pub fn run(dir: &Path, sizes: &[usize]) {
     let config = crate::model_config();
     let files = ModelFiles::locate(&config).expect("provision the model first");
     let mut model = SentenceModel::load(&files, 256).unwrap();
-    let texts: Vec<String> = (0..BASE_TEXTS).map(|i| event_text(i, true)).collect();
-    let mut base = Vec::with_capacity(BASE_TEXTS);
-    for chunk in texts.chunks(16) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        base.extend(model.embed(&refs).unwrap());
-    }
+    let base = base_vectors(&mut model);
     for &n in sizes {
         let mut report = Report::new(&format!("search-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
         report.note("vectors", n);
@@ -152,4 +147,15 @@ fn brute_force(base: &[Vec<f32>], n: usize, queries: &[Vec<f32>], k: usize) -> V
             all.into_iter().take(k).map(|(_, s)| s).collect()
         })
         .collect()
+}
+
+/// Real embeddings of varied event sentences, the material synthetic vectors are mixed from.
+pub fn base_vectors(model: &mut SentenceModel) -> Vec<Vec<f32>> {
+    let texts: Vec<String> = (0..BASE_TEXTS).map(|i| event_text(i, true)).collect();
+    let mut base = Vec::with_capacity(BASE_TEXTS);
+    for chunk in texts.chunks(16) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        base.extend(model.embed(&refs).unwrap());
+    }
+    base
 }

@@ -1,0 +1,137 @@
+//! The D-Bus service under load: a daemon on a private bus with N events (ledger and index
+//! written through the library; vectors synthesized from real embeddings, since embedding
+//! N texts takes N/120 s here), then 50 concurrent clients making 100 calls each. Reports
+//! p50/p99 per member and checks every call was answered.
+
+use crate::report::Report;
+use crate::search::{base_vectors, synth};
+use crate::texts::QUERIES;
+use ovs_port_agent::config::Config;
+use ovs_port_agent::embed::{ModelFiles, SentenceModel};
+use ovs_port_agent::layout::Layout;
+use ovs_port_agent::metrics::median_p99;
+use ovs_port_agent::store::Store;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 50;
+const CALLS: usize = 100;
+
+fn seed(dir: &Path, n: usize, files: &ModelFiles, base: &[Vec<f32>]) {
+    let mut config = Config::default();
+    config.agent.require_btrfs = false;
+    let layout = Layout::state(dir);
+    let mut store = Store::open(&layout, &config).unwrap();
+    for start in (0..n).step_by(10_000) {
+        let events: Vec<_> = (start..(start + 10_000).min(n)).map(crate::ledger::event).collect();
+        let records = store.ledger.append_batch(&events).unwrap();
+        store.index.apply(&records).unwrap();
+        let vectors: Vec<(u64, Arc<[f32]>)> = records.iter().map(|r| (r.seq, synth(base, r.seq as usize).into())).collect();
+        store.index.put_vectors(&vectors, records.last().unwrap().seq).unwrap();
+    }
+    store.index.bind_model(&files.model_id(), &files.model_sha256).unwrap();
+}
+
+pub fn run(dir: &Path, n: usize) {
+    let mut report = Report::new(&format!("dbus-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
+    let econfig = crate::model_config();
+    let files = ModelFiles::locate(&econfig).expect("provision the model first");
+    let base = {
+        let mut model = SentenceModel::load(&files, 256).unwrap();
+        base_vectors(&mut model)
+    };
+    let state = dir.join(format!("dbus-state-{n}"));
+    let _ = std::fs::remove_dir_all(&state);
+    let t0 = Instant::now();
+    seed(&state, n, &files, &base);
+    report.add("seeding (ledger + index + synthesized vectors)", t0.elapsed().as_secs_f64(), "s");
+
+    let bus_dir = tempfile::tempdir().unwrap();
+    let socket = bus_dir.path().join("bus.sock");
+    std::fs::write(bus_dir.path().join("bus.conf"), format!("<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth><policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy><limit name=\"max_connections_per_user\">1000</limit><limit name=\"max_completed_connections\">1000</limit></busconfig>", socket.display())).unwrap();
+    let mut bus = Command::new("dbus-daemon").arg(format!("--config-file={}", bus_dir.path().join("bus.conf").display())).args(["--nofork", "--nopidfile"]).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let address = format!("unix:path={}", socket.display());
+    let config_file = bus_dir.path().join("agent.toml");
+    std::fs::write(&config_file, format!("[agent]\nrequire_btrfs = false\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\n[sources]\novsdb = false\nnetworkmanager = false\n", econfig.model_dir.display(), econfig.runtime_library.display())).unwrap();
+    let t0 = Instant::now();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ovs-port-agent"))
+        .arg("--config").arg(&config_file).args(["daemon", "--bus", &address, "--data-dir"]).arg(&state)
+        .stderr(Stdio::null()).spawn().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+        loop {
+            if conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "Ping", &()).await.is_ok() {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(3600), "the daemon did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    report.add("daemon start until it answers (loads the graph)", t0.elapsed().as_secs_f64(), "s");
+
+    for member in ["Ping", "SemanticSearch", "RecordEvent"] {
+        let latencies: Vec<f64> = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for c in 0..CLIENTS {
+                let address = address.clone();
+                tasks.push(tokio::spawn(async move {
+                    let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+                    let mut lat = Vec::with_capacity(CALLS);
+                    for i in 0..CALLS {
+                        let t = Instant::now();
+                        let r = match member {
+                            "Ping" => conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "Ping", &()).await,
+                            "SemanticSearch" => {
+                                let q = format!("{} {}", QUERIES[(c + i) % QUERIES.len()], i);
+                                conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "SemanticSearch", &(q.as_str(), 10u32)).await
+                            }
+                            _ => {
+                                let element = format!("interface:bench{c}");
+                                conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "RecordEvent", &(element.as_str(), "link.flap", "{\"summary\":\"bench\"}", "low")).await
+                            }
+                        };
+                        r.expect("every call is answered");
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    lat
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        });
+        let answered = latencies.len();
+        let mut lat = latencies;
+        let (p50, p99) = median_p99(&mut lat);
+        report.add(&format!("{member}: calls answered ({CLIENTS} clients x {CALLS})"), answered as f64, "calls");
+        report.add(&format!("{member} p50, {n} events, {CLIENTS} concurrent clients"), p50, "ms");
+        report.add(&format!("{member} p99, {n} events, {CLIENTS} concurrent clients"), p99, "ms");
+    }
+    // One client alone: SemanticSearch end to end without queueing behind 49 others.
+    let mut single: Vec<f64> = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+        let mut lat = Vec::new();
+        for i in 0..100 {
+            // A different wording from the concurrent phase, so no query comes from the cache.
+            let q = format!("{} alone {}", QUERIES[i % QUERIES.len()], i);
+            let t = Instant::now();
+            conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "SemanticSearch", &(q.as_str(), 10u32)).await.unwrap();
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat
+    });
+    let (p50, p99) = median_p99(&mut single);
+    report.add(&format!("SemanticSearch p50, {n} events, one client"), p50, "ms");
+    report.add(&format!("SemanticSearch p99, {n} events, one client"), p99, "ms");
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let _ = bus.kill();
+    let _ = std::fs::remove_dir_all(&state);
+    report.finish();
+}
