@@ -1,10 +1,11 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
-//! `ledger`, `embed`, `search`, `search-1m`, `dbus`, `dbus-1m` (default: ledger, embed, search). Prints a table per
+//! `ledger`, `embed`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest` (default: ledger, embed, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
 mod dbus;
 mod embed;
+mod ingest;
 mod ledger;
 mod report;
 mod search;
@@ -15,7 +16,7 @@ use std::process::Command;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let sections: Vec<&str> = if args.is_empty() { vec!["ledger", "embed", "search"] } else { args.iter().map(String::as_str).collect() };
+    let sections: Vec<&str> = if args.is_empty() { vec!["ledger", "embed", "search", "dbus", "ingest"] } else { args.iter().map(String::as_str).collect() };
     let (dir, _mount) = bench_dir();
     for section in sections {
         println!("\n== {section} ==");
@@ -25,8 +26,9 @@ fn main() {
             "search" => search::run(&dir, &[100_000]),
             "search-1m" => search::run(&dir, &[1_000_000]),
             "dbus" => dbus::run(&dir, 10_000),
+            "ingest" => ingest::run(&dir),
             "dbus-1m" => dbus::run(&dir, 1_000_000),
-            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m)"),
+            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m, ingest)"),
         }
     }
 }
