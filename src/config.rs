@@ -18,6 +18,7 @@ pub struct Config {
     pub vector: VectorConfig,
     pub sources: SourcesConfig,
     pub stream: StreamConfig,
+    pub replica: ReplicaRoleConfig,
 }
 
 /// Whether this host records events (`primary`) or serves a received copy (`replica`).
@@ -207,6 +208,20 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self { enabled: true, critical_delay_ms: 0, high_delay_ms: 1000, medium_delay_ms: 10_000, low_delay_ms: 30_000, batch_events: 1000, replicas: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaRoleConfig {
+    /// With role = "replica": where `replica-receive` keeps the received snapshots; the daemon
+    /// serves the newest verified one.
+    pub dir: PathBuf,
+}
+
+impl Default for ReplicaRoleConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("/var/lib/ovs-port-agent-replica") }
     }
 }
 

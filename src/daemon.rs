@@ -1,8 +1,11 @@
-//! `ovs-port-agent daemon`: opens the engine, serves `dev.ovs.PortAgent1`, forwards
-//! signals, and shuts down cleanly on SIGTERM/SIGINT. The name is owned only once
+//! `ovs-port-agent daemon`: opens the engine (or, as a replica, the newest received
+//! snapshot), serves `dev.ovs.PortAgent1`, forwards signals, and shuts down cleanly on
+//! SIGTERM/SIGINT. The name is owned only once
 //! everything is ready, so systemd's Type=dbus readiness means "ready".
 
 use crate::config::{Config, Role};
+use crate::dbus::backend::Backend;
+use crate::replica::ReplicaView;
 use crate::dbus::{self, BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
 use crate::layout::Layout;
@@ -15,9 +18,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
-    if config.agent.role == Role::Replica {
-        bail!("role = \"replica\" is not implemented yet: run the daemon as primary");
+    match config.agent.role {
+        Role::Primary => run_primary(config, layout, bus).await,
+        Role::Replica => run_replica(config, bus).await,
     }
+}
+
+async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> {
     let started = std::time::Instant::now();
     let engine = {
         let (config, layout) = (config.clone(), layout.clone());
@@ -25,21 +32,14 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
     };
     let (stream, mut tasks) = start_streaming(&config, &layout, engine.clone())?;
     let conn = dbus::connect(&bus).await?;
-    conn.object_server().at(OBJECT_PATH, PortAgent::new(engine.clone(), config.agent.role, stream.clone())).await?;
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone())).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     tasks.extend(spawn_signal_forwarders(engine.clone(), iface.clone()));
     if let Some(stream) = &stream {
         tasks.push(spawn_replica_signals(stream.clone(), iface));
     }
     tasks.extend(spawn_sources(&config, &bus, engine.clone()));
-
-    let reply = conn
-        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
-        .await
-        .with_context(|| format!("requesting the bus name {BUS_NAME} (the bus policy lets only root own it)"))?;
-    if reply != RequestNameReply::PrimaryOwner {
-        bail!("{BUS_NAME} is already owned on this bus: another ovs-port-agent is running");
-    }
+    own_name(&conn).await?;
     tracing::info!(
         name = BUS_NAME,
         bus = %bus,
@@ -48,7 +48,66 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
         ready_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
+    wait_for_signal().await?;
+    // Stop taking calls first, then flush and checkpoint.
+    stop_serving(&conn, tasks).await;
+    let shutdown = tokio::task::spawn_blocking(move || engine.shutdown());
+    if tokio::time::timeout(Duration::from_secs(20), shutdown).await.is_err() {
+        tracing::error!("shutdown took longer than 20 s; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
 
+/// The replica role: read-only members from the newest verified snapshot, switching when a
+/// newer one arrives (checked twice a second).
+async fn run_replica(config: Config, bus: String) -> Result<()> {
+    let dir = config.replica.dir.clone();
+    let view = {
+        let (config, dir) = (config.clone(), dir.clone());
+        Arc::new(tokio::task::spawn_blocking(move || ReplicaView::open(&dir, &config)).await??)
+    };
+    let conn = dbus::connect(&bus).await?;
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(view.clone()), None)).await?;
+    let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
+    let watcher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let v = view.clone();
+            match tokio::task::spawn_blocking(move || v.refresh()).await {
+                Ok(Ok(true)) => {
+                    let agent = iface.get().await;
+                    let emitter = iface.signal_emitter();
+                    let _ = agent.head_seq_changed(emitter).await;
+                    let _ = agent.head_hash_changed(emitter).await;
+                    let _ = agent.vectorized_seq_changed(emitter).await;
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "could not open the newest snapshot; still serving the previous one"),
+                Err(_) => {}
+            }
+        }
+    });
+    own_name(&conn).await?;
+    tracing::info!(name = BUS_NAME, bus = %bus, dir = %dir.display(), "ready (replica)");
+    wait_for_signal().await?;
+    stop_serving(&conn, vec![watcher]).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn own_name(conn: &zbus::Connection) -> Result<()> {
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+        .with_context(|| format!("requesting the bus name {BUS_NAME} (the bus policy lets only root own it)"))?;
+    if reply != RequestNameReply::PrimaryOwner {
+        bail!("{BUS_NAME} is already owned on this bus: another ovs-port-agent is running");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let which = tokio::select! {
@@ -56,18 +115,15 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = which, "shutting down");
-    // Stop taking calls first, then flush and checkpoint.
+    Ok(())
+}
+
+async fn stop_serving(conn: &zbus::Connection, tasks: Vec<tokio::task::JoinHandle<()>>) {
     let _ = conn.release_name(BUS_NAME).await;
     let _ = conn.object_server().remove::<PortAgent, _>(OBJECT_PATH).await;
     for task in tasks {
         task.abort();
     }
-    let shutdown = tokio::task::spawn_blocking(move || engine.shutdown());
-    if tokio::time::timeout(Duration::from_secs(20), shutdown).await.is_err() {
-        tracing::error!("shutdown took longer than 20 s; exiting anyway");
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Emits `EventRecorded` per record and `BatchVectorized` as vectors land, with the

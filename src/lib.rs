@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod lock;
 pub mod metrics;
 pub mod reader;
+pub mod replica;
 pub mod search;
 pub mod sources;
 pub mod store;

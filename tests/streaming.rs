@@ -84,13 +84,45 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     // Primary keeps only the newest snapshot (which is also what local1 acknowledged).
     assert!(snapshots_in(&state.join(".snapshots")).len() <= 2);
 
+    // The replica role serves what it received: search without re-embedding documents,
+    // history, properties; writes are refused; a newer snapshot is picked up by itself.
+    let rep_bus = PrivateBus::open();
+    let rep_tmp = tempfile::tempdir().unwrap();
+    let rep_config = write_daemon_config(rep_tmp.path(), &format!("\n[replica]\ndir = \"{}\"\n", rep_dir.display()))
+        .to_string_lossy()
+        .into_owned();
+    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n")).unwrap();
+    let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), Path::new(&rep_config));
+    let (ok, out, _) = rep_daemon.gdbus_call("SemanticSearch", &["bridge device missing", "1"]);
+    assert!(ok, "{out}");
+    let hits: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
+    assert_eq!(hits[0]["hash"], hash.as_str());
+    let (ok, _, err) = rep_daemon.gdbus_call("RecordEvent", &["interface:x", "up", "{}", "low"]);
+    assert!(!ok && err.contains("ReadOnly"), "{err}");
+    let (_, out, _) = rep_daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Role", "HeadSeq"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["s \"replica\"", "t 6"]);
+    record(&daemon, "interface:eth5", "link.down", "eth5 lost carrier", "critical");
+    wait_replica(&rep_dir, 7);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out, _) = rep_daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq"]);
+        if out.trim() == "t 7" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica daemon never switched to the new snapshot: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, _) = rep_daemon.gdbus_call("GetElementHistory", &["interface:eth5", "5"]);
+    assert!(ok && out.contains("link.down"), "{out}");
+    drop(rep_daemon);
+
     // The replica loses its parent: the next send falls back to a full one, recorded.
     for name in snapshots_in(&rep_dir) {
         common::run_ok(std::process::Command::new("btrfs").args(["subvolume", "delete"]).arg(rep_dir.join(name)));
     }
     std::fs::remove_file(rep_dir.join("replica-state.json")).unwrap();
     record(&daemon, "interface:eth9", "link.down", "eth9 lost carrier", "critical");
-    wait_replica(&rep_dir, 8);
+    wait_replica(&rep_dir, 9);
     let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "5"]);
     assert!(ok);
     let history: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();

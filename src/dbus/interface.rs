@@ -4,7 +4,7 @@
 use super::args;
 use super::error::AgentError;
 use crate::config::Role;
-use crate::engine::Engine;
+use super::backend::Backend;
 use crate::event::{NewEvent, element_type_of};
 use crate::metrics::LatencyRing;
 use crate::stream::streamer::StreamHandle;
@@ -12,7 +12,6 @@ use crate::vector::Filters;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -23,25 +22,25 @@ pub const BUS_NAME: &str = "dev.ovs.PortAgent1";
 pub const OBJECT_PATH: &str = "/dev/ovs/PortAgent1";
 
 pub struct PortAgent {
-    engine: Arc<Engine>,
+    backend: Backend,
     stream: Option<Arc<StreamHandle>>,
     role: Role,
-    model_id: String,
-    model_sha256: String,
     search_latency: LatencyRing,
     record_latency: LatencyRing,
 }
 
 impl PortAgent {
-    pub fn new(engine: Arc<Engine>, role: Role, stream: Option<Arc<StreamHandle>>) -> Self {
-        let model_id = engine.pool().model_id().to_owned();
-        let model_sha256 = engine.pool().model_sha256().to_owned();
-        Self { engine, stream, role, model_id, model_sha256, search_latency: LatencyRing::new(4096), record_latency: LatencyRing::new(4096) }
+    pub fn new(backend: Backend, stream: Option<Arc<StreamHandle>>) -> Self {
+        let role = match backend {
+            Backend::Primary(_) => Role::Primary,
+            Backend::Replica(_) => Role::Replica,
+        };
+        Self { backend, stream, role, search_latency: LatencyRing::new(4096), record_latency: LatencyRing::new(4096) }
     }
 
     async fn run_search(&self, query: &str, limit: usize, filters: Filters) -> Result<String, AgentError> {
         let started = Instant::now();
-        let hits = self.engine.semantic_search(query, limit, filters).await?;
+        let hits = self.backend.search(query, limit, filters).await?;
         self.search_latency.record(started.elapsed());
         Ok(serde_json::to_string(&hits).map_err(AgentError::internal)?)
     }
@@ -85,58 +84,33 @@ impl PortAgent {
     async fn get_element_history(&self, element_id: &str, limit: u32) -> Result<String, AgentError> {
         let element_id = args::element_id(element_id)?.to_owned();
         let limit = args::limit(limit)?;
-        let events = self.engine.history(element_id, limit).await?;
+        let events = self.backend.history(element_id, limit).await?;
         serde_json::to_string(&events).map_err(AgentError::internal)
     }
 
     /// Counts, head, vectorized seq, model, queue depths, latencies, uptime.
     async fn get_blockchain_stats(&self) -> Result<String, AgentError> {
-        let engine = &self.engine;
-        let (events, elements) = engine.read_index(|index| index.counts()).await?;
-        let (head_seq, head_hash) = *engine.writer().head().borrow();
-        let writer = engine.writer().stats();
-        let pool = engine.pool().stats();
-        let indexer = engine.indexer_stats();
-        let stats = json!({
+        let mut stats = self.backend.stats().await?;
+        let (head_seq, head_hash) = self.backend.head();
+        let extra = json!({
             "role": self.role.as_str(),
-            "uptime_s": engine.uptime().as_secs(),
-            "events": events,
-            "elements": elements,
             "head_seq": head_seq,
-            "head_hash": hex::encode(head_hash),
-            "indexed_seq": indexer.indexed_seq.load(Ordering::Relaxed),
-            "vectorized_seq": *engine.vectorized().borrow(),
-            "vectors": engine.search_state().graph.read().expect("graph lock").len(),
-            "checkpoint_seq": indexer.checkpoint_seq.load(Ordering::Relaxed),
-            "model": {"id": self.model_id, "sha256": self.model_sha256},
-            "queues": {
-                "ledger_appends": writer.queued.load(Ordering::Relaxed),
-                "embedding": engine.pool().queued_events(),
-                "embedding_backlog": indexer.backlog.load(Ordering::Relaxed),
-            },
-            "ledger": {
-                "batches": writer.batches.load(Ordering::Relaxed),
-                "records": writer.records.load(Ordering::Relaxed),
-                "failed_batches": writer.failed_batches.load(Ordering::Relaxed),
-            },
-            "embedding": {
-                "embedded": pool.embedded.load(Ordering::Relaxed),
-                "cache_hits": pool.cache_hits.load(Ordering::Relaxed),
-                "failures": indexer.embed_failures.load(Ordering::Relaxed),
-                "event_latency": engine.pool().event_latency().percentiles(),
-                "query_latency": engine.pool().query_latency().percentiles(),
-            },
+            "head_hash": head_hash,
+            "vectorized_seq": self.backend.vectorized_seq(),
             "search_latency": self.search_latency.percentiles(),
             "record_latency": self.record_latency.percentiles(),
             "replicas": self.stream.as_ref().map(|s| s.report()).unwrap_or_default(),
         });
+        if let (Some(map), serde_json::Value::Object(more)) = (stats.as_object_mut(), extra) {
+            map.extend(more);
+        }
         Ok(stats.to_string())
     }
 
     /// Verifies the whole ledger: (intact, JSON report).
     #[zbus(out_args("intact", "report"))]
     async fn verify_chain(&self) -> Result<(bool, String), AgentError> {
-        let outcome = self.engine.verify().await?;
+        let outcome = self.backend.verify().await?;
         let report = json!({
             "intact": outcome.damage.is_none(),
             "head_seq": outcome.state.head_seq,
@@ -158,9 +132,9 @@ impl PortAgent {
         details_json: &str,
         priority: &str,
     ) -> Result<String, AgentError> {
-        if self.role == Role::Replica {
+        let Backend::Primary(engine) = &self.backend else {
             return Err(AgentError::ReadOnly("this daemon is a replica; record events on the primary".into()));
-        }
+        };
         let element_id = args::element_id(element_id)?;
         let priority = args::priority(priority)?;
         let details = args::details(details_json)?;
@@ -173,7 +147,7 @@ impl PortAgent {
         }
         event.validate().map_err(|e| AgentError::invalid(e.0))?;
         let started = Instant::now();
-        let records = self.engine.record(vec![event]).await?;
+        let records = engine.record(vec![event]).await?;
         self.record_latency.record(started.elapsed());
         Ok(records[0].hash_hex())
     }
@@ -187,6 +161,9 @@ impl PortAgent {
 
     /// Takes a snapshot now and sends it to every replica (root only).
     async fn sync_now(&self, #[zbus(header)] header: Header<'_>, #[zbus(connection)] conn: &Connection) -> Result<(), AgentError> {
+        if self.role == Role::Replica {
+            return Err(AgentError::ReadOnly("this daemon is a replica; SyncNow runs on the primary".into()));
+        }
         require_root(conn, &header).await?;
         let stream = self.stream.as_ref().ok_or_else(|| {
             AgentError::Internal("streaming is off (the data directory is not on Btrfs, or stream.enabled = false)".into())
@@ -209,17 +186,17 @@ impl PortAgent {
 
     #[zbus(property)]
     async fn head_seq(&self) -> u64 {
-        self.engine.writer().head().borrow().0
+        self.backend.head().0
     }
 
     #[zbus(property)]
     async fn head_hash(&self) -> String {
-        hex::encode(self.engine.writer().head().borrow().1)
+        self.backend.head().1
     }
 
     #[zbus(property)]
     async fn vectorized_seq(&self) -> u64 {
-        *self.engine.vectorized().borrow()
+        self.backend.vectorized_seq()
     }
 
     #[zbus(property)]

@@ -2,6 +2,7 @@
 //! `args` checks arguments and `error` maps failures to D-Bus errors.
 
 pub mod args;
+pub mod backend;
 pub mod error;
 pub mod interface;
 

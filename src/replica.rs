@@ -1,0 +1,58 @@
+//! The replica role: serves read-only queries from the newest verified snapshot that
+//! `replica-receive` accepted, switching atomically when a newer one arrives. Nothing is
+//! re-embedded: the model is loaded for queries only.
+
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::reader::OfflineReader;
+use crate::stream::receive;
+use crate::stream::snapshot::Manifest;
+use anyhow::{Result, anyhow};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// One opened snapshot.
+pub struct Current {
+    pub name: String,
+    pub manifest: Manifest,
+    pub layout: Layout,
+    pub reader: OfflineReader,
+}
+
+pub struct ReplicaView {
+    dir: PathBuf,
+    config: Config,
+    current: RwLock<Option<Arc<Current>>>,
+}
+
+impl ReplicaView {
+    pub fn open(dir: &Path, config: &Config) -> Result<Self> {
+        let view = Self { dir: dir.to_owned(), config: config.clone(), current: RwLock::new(None) };
+        view.refresh()?;
+        Ok(view)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens the newest verified snapshot if it is not the one being served; returns true
+    /// when it switched.
+    pub fn refresh(&self) -> Result<bool> {
+        let Some(path) = receive::newest(&self.dir) else { return Ok(false) };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if self.current.read().expect("replica lock").as_ref().is_some_and(|c| c.name == name) {
+            return Ok(false);
+        }
+        let layout = Layout::detect(&path);
+        let manifest = Manifest::read(&path)?;
+        let reader = OfflineReader::open(&layout, &self.config)?;
+        *self.current.write().expect("replica lock") = Some(Arc::new(Current { name: name.clone(), manifest, layout, reader }));
+        tracing::info!(snapshot = %name, "serving a new snapshot");
+        Ok(true)
+    }
+
+    pub fn current(&self) -> Result<Arc<Current>> {
+        self.current.read().expect("replica lock").clone().ok_or_else(|| anyhow!("no verified snapshot has arrived in {} yet", self.dir.display()))
+    }
+}
