@@ -276,9 +276,14 @@ impl Index {
 
     /// Calls `f(seq, ts, element_id, element_type, action, source, priority)` for every
     /// event, in order (to fill the search filter catalog).
-    pub fn for_each_event_meta(&self, mut f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
-        let mut stmt = self.conn.prepare("SELECT seq, ts, element_id, element_type, action, source, priority FROM events ORDER BY seq")?;
-        let mut rows = stmt.query([])?;
+    pub fn for_each_event_meta(&self, f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
+        self.for_each_event_meta_after(0, f)
+    }
+
+    /// The same, for events with `seq` above `after`.
+    pub fn for_each_event_meta_after(&self, after: u64, mut f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT seq, ts, element_id, element_type, action, source, priority FROM events WHERE seq > ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([after as i64])?;
         while let Some(r) = rows.next()? {
             let priority = Priority::from_rank(r.get::<_, u8>(6)?).unwrap_or(Priority::Low);
             f(r.get::<_, i64>(0)? as u64, r.get(1)?, r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?, r.get_ref(4)?.as_str()?, r.get_ref(5)?.as_str()?, priority);

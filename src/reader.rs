@@ -9,12 +9,18 @@ use crate::layout::Layout;
 use crate::search::{Hit, Readers, SearchState};
 use crate::vector::{Catalog, Filters, load_graph};
 use anyhow::{Result, anyhow, bail};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub struct OfflineReader {
     pub search: SearchState,
-    model: Mutex<SentenceModel>,
+    model: Arc<Mutex<SentenceModel>>,
+    model_sha256: String,
     pub vectorized_seq: u64,
+    /// Events in the filter catalog through this seq.
+    indexed_seq: u64,
+    /// Vectors above `vectorized_seq` already in the graph (embedded out of order).
+    extra: HashSet<u64>,
 }
 
 /// Opens the index of a data set for reading (immutable for snapshots).
@@ -51,8 +57,48 @@ impl OfflineReader {
                 readers: Readers::new(&layout.index_path(), layout.read_only),
                 ef_search: config.vector.ef_search,
             },
-            model: Mutex::new(model),
+            model: Arc::new(Mutex::new(model)),
+            model_sha256: files.model_sha256,
             vectorized_seq,
+            indexed_seq: index.covered_seq()?,
+            extra: index.vector_seqs_after(vectorized_seq)?.into_iter().collect(),
+        })
+    }
+
+    /// The same history one snapshot later: shares the graph and the model with `self`
+    /// (both only grow) and adds what is new, so switching costs what arrived, not the
+    /// whole history.
+    pub fn advance(&self, layout: &Layout) -> Result<Self> {
+        let index = open_index(layout)?;
+        if index.meta("model_sha256")?.is_some_and(|m| m != self.model_sha256) {
+            bail!("the new snapshot's vectors come from another model");
+        }
+        let graph = self.search.graph.read().expect("graph lock").clone();
+        let mut catalog = self.search.catalog.read().expect("catalog lock").clone();
+        index.for_each_event_meta_after(self.indexed_seq, |seq, ts, element, kind, action, source, priority| {
+            catalog.insert(seq, ts, element, kind, action, source, priority)
+        })?;
+        let mut cursor = self.vectorized_seq;
+        loop {
+            let chunk = index.vectors_after(cursor, 20_000)?;
+            let Some(last) = chunk.last().map(|(s, _)| *s) else { break };
+            let fresh: Vec<(u64, Vec<f32>)> = chunk.into_iter().filter(|(s, _)| !self.extra.contains(s)).collect();
+            graph.insert_many(&fresh);
+            cursor = last;
+        }
+        let vectorized_seq = index.vectorized_seq()?;
+        Ok(Self {
+            search: SearchState {
+                graph: RwLock::new(graph),
+                catalog: RwLock::new(catalog),
+                readers: Readers::new(&layout.index_path(), layout.read_only),
+                ef_search: self.search.ef_search,
+            },
+            model: self.model.clone(),
+            model_sha256: self.model_sha256.clone(),
+            vectorized_seq,
+            indexed_seq: index.covered_seq()?,
+            extra: index.vector_seqs_after(vectorized_seq)?.into_iter().collect(),
         })
     }
 

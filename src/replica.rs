@@ -37,7 +37,7 @@ impl ReplicaView {
     }
 
     /// Opens the newest verified snapshot if it is not the one being served; returns true
-    /// when it switched.
+    /// when it switched. Cheap when nothing changed (one small file read).
     pub fn refresh(&self) -> Result<bool> {
         let Some(path) = receive::newest(&self.dir) else { return Ok(false) };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -46,7 +46,11 @@ impl ReplicaView {
         }
         let layout = Layout::detect(&path);
         let manifest = Manifest::read(&path)?;
-        let reader = OfflineReader::open(&layout, &self.config)?;
+        let previous = self.current.read().expect("replica lock").clone();
+        let reader = match previous {
+            Some(prev) if prev.manifest.seq <= manifest.seq => prev.reader.advance(&layout)?,
+            _ => OfflineReader::open(&layout, &self.config)?,
+        };
         *self.current.write().expect("replica lock") = Some(Arc::new(Current { name: name.clone(), manifest, layout, reader }));
         tracing::info!(snapshot = %name, "serving a new snapshot");
         Ok(true)

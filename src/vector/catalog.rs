@@ -14,7 +14,7 @@ struct Entry {
     priority: u8,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Interner {
     ids: HashMap<String, u32>,
 }
@@ -93,7 +93,7 @@ impl CompiledFilter<'_> {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Catalog {
     entries: Vec<Option<Entry>>,
     elements: Interner,
