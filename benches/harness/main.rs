@@ -1,5 +1,5 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
-//! `ledger`, `embed`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest` (default: ledger, embed, search, dbus, ingest). Prints a table per
+//! `ledger`, `embed`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes` (default: ledger, embed, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
@@ -7,6 +7,7 @@ mod dbus;
 mod embed;
 mod ingest;
 mod ledger;
+mod replicate;
 mod report;
 mod search;
 mod texts;
@@ -27,8 +28,10 @@ fn main() {
             "search-1m" => search::run(&dir, &[1_000_000]),
             "dbus" => dbus::run(&dir, 10_000),
             "ingest" => ingest::run(&dir),
+            "replicate" => replicate::latency(),
+            "replicate-bytes" => replicate::incremental_bytes(),
             "dbus-1m" => dbus::run(&dir, 1_000_000),
-            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m, ingest)"),
+            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes)"),
         }
     }
 }
