@@ -141,7 +141,7 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
 }
 
 #[test]
-fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage() {
+fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage_at_different_lags() {
     let primary = BtrfsMount::new(600);
     let replica = BtrfsMount::new(600);
     let rep_dir = replica.path().join("rep");
@@ -150,9 +150,10 @@ fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage() {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\n",
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\n\n[[stream.replicas]]\nname = \"local2\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
         host.address,
-        host.client_key.display()
+        host.client_key.display(),
+        replica.path().join("rep2").display()
     );
     let config = write_daemon_config(tmp.path(), &extra);
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
@@ -171,13 +172,18 @@ fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage() {
     for i in 0..3 {
         record(&daemon, &format!("interface:veth{i}"), "link.down", &format!("veth{i} lost carrier"), "critical");
     }
+    // Two replicas at different lags: local2 keeps up, rep1 falls behind.
+    wait_replica(&replica.path().join("rep2"), 5);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
         let status: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
-        if status[0]["state"] == "unreachable" {
-            assert!(status[0]["last_error"].is_string());
-            assert!(status[0]["lag_events"].as_u64().unwrap() > 0, "{status}");
+        let by_name = |n: &str| status.as_array().unwrap().iter().find(|r| r["name"] == n).cloned().unwrap();
+        let (rep1, local2) = (by_name("rep1"), by_name("local2"));
+        if rep1["state"] == "unreachable" && local2["state"] == "healthy" && local2["lag_events"] == 0 {
+            assert!(rep1["last_error"].is_string());
+            assert!(rep1["lag_events"].as_u64().unwrap() > 0, "{status}");
+            assert!(local2["acked_seq"].as_u64().unwrap() > rep1["acked_seq"].as_u64().unwrap());
             break;
         }
         assert!(Instant::now() < deadline, "the replica was never reported unreachable: {status}");
