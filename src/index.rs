@@ -202,6 +202,14 @@ impl Index {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// One element's events up to and including `seq`, newest first.
+    pub fn history_through(&self, element_id: &str, seq: u64, limit: usize) -> Result<Vec<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE element_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![element_id, seq as i64, limit as i64], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest events, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<EventRow>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?1");
@@ -367,7 +375,7 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
         Some((state, height)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height),
         None => (Value::Object(Map::new()), 0),
     };
-    let state = next_state(state, record);
+    let state = next_state(state, &record.details);
     tx.prepare_cached(
         "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -379,12 +387,12 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
 /// An element's state after one of its events: the event's `after` values (or, for events
 /// without before/after, its plain detail fields) merged over the previous state. An event
 /// with `before` and no `after` removed the element (`present: false`).
-pub fn next_state(state: Value, record: &Record) -> Value {
+pub fn next_state(state: Value, details: &Value) -> Value {
     let mut state = match state {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    let updates = match &record.details {
+    let updates = match details {
         Value::Object(details) => match details.get("after") {
             Some(Value::Object(after)) => after.clone(),
             _ => details
@@ -399,7 +407,7 @@ pub fn next_state(state: Value, record: &Record) -> Value {
         state.insert(key, value);
     }
     // An event that says what was before and nothing after removed its element.
-    let removed = record.details.get("before").is_some() && record.details.get("after").is_none_or(Value::is_null);
+    let removed = details.get("before").is_some() && details.get("after").is_none_or(Value::is_null);
     state.insert("present".into(), Value::Bool(!removed));
     Value::Object(state)
 }

@@ -131,6 +131,35 @@ fn a_different_model_is_refused_with_reembed_advice() {
     drop(conn);
     let err = Engine::open(&layout, &config()).err().expect("a model mismatch must be refused").to_string();
     assert!(err.contains("reembed") && err.contains("feedface"), "{err}");
+
+    // `reembed` drops the old vectors and embeds the whole history with the configured model.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_daemon_config(cfg_dir.path(), "");
+    let (code, out, err) = common::agent(&["--config", cfg.to_str().unwrap(), "--json", "reembed", "--data-dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let engine = Engine::open(&layout, &config()).expect("the re-embedded index opens");
+    assert_eq!(*engine.vectorized().borrow(), 0, "an empty ledger has nothing to embed");
+}
+
+#[test]
+fn reembed_embeds_the_whole_history_again() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::state(tmp.path());
+    let before = {
+        let engine = Engine::open(&layout, &config()).unwrap();
+        fill(&rt, &engine, 30);
+        top_results(&rt, &engine)
+    };
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_daemon_config(cfg_dir.path(), "");
+    let (code, out, err) = common::agent(&["--config", cfg.to_str().unwrap(), "--json", "reembed", "--data-dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["events"], 30);
+    let engine = Engine::open(&layout, &config()).unwrap();
+    assert_eq!(*engine.vectorized().borrow(), 30);
+    assert_eq!(top_results(&rt, &engine), before, "the same model gives the same answers");
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {

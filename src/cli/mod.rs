@@ -76,6 +76,9 @@ pub enum Command {
     },
     /// Regenerate the index (events, elements) from the ledger alone.
     Rebuild,
+    /// Drop every vector and embed the whole history again with the configured model
+    /// (after changing models). Offline: refuses while a daemon holds the data directory.
+    Reembed,
     /// The replica's end of a replication session (the forced command of a restricted ssh
     /// key): reads framed btrfs send streams on stdin, acknowledges each on stdout.
     ReplicaReceive {
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => client::status(&bus, cli.json),
         },
         Command::Rebuild => offline::rebuild(&config, &data_dir, cli.json),
+        Command::Reembed => offline::reembed(&config, &data_dir, cli.json),
         Command::ReplicaReceive { dir } => {
             crate::stream::receive::run(dir)?;
             Ok(ExitCode::SUCCESS)

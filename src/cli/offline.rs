@@ -183,3 +183,44 @@ pub fn status(data_dir: &Path, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn reembed(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode> {
+    let layout = Layout::detect(data_dir);
+    {
+        let mut store = Store::open(&layout, config)?;
+        store.index.clear_vectors()?;
+    }
+    let hnsw = layout.hnsw_dir();
+    if hnsw.exists() {
+        std::fs::remove_dir_all(&hnsw).with_context(|| format!("removing {}", hnsw.display()))?;
+    }
+    // The engine sees every event without a vector as backlog and embeds it.
+    let started = std::time::Instant::now();
+    let engine = crate::engine::Engine::open(&layout, config)?;
+    let head = engine.writer().head().borrow().0;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut vectorized = engine.vectorized();
+        loop {
+            let done = *vectorized.borrow_and_update();
+            if !json {
+                eprint!("\rre-embedded {done} of {head} events");
+            }
+            if done >= head {
+                break;
+            }
+            if vectorized.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    engine.shutdown();
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!("{}", json!({"events": head, "seconds": secs, "model": engine.pool().model_id()}));
+    } else {
+        eprintln!();
+        println!("re-embedded {head} events with {} in {secs:.1} s", engine.pool().model_id());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -168,7 +168,7 @@ impl Indexer {
                 elements.insert(&r.element_id, (state, recent));
             }
             let (state, recent) = elements.get_mut(r.element_id.as_str()).expect("inserted above");
-            *state = next_state(std::mem::take(state), r);
+            *state = next_state(std::mem::take(state), &r.details);
             texts.push(semantic_text(&r.element_id, &r.element_type, &r.action, &r.summary, &r.details, state, recent));
             recent.insert(0, r.action.clone());
             recent.truncate(3);
@@ -206,18 +206,17 @@ impl Indexer {
         Ok(())
     }
 
-    /// Backlogged events use the element's current state (their exact state at the time is
-    /// not kept); their recent actions are those before them.
+    /// Backlogged events get the same text they would have had live: the element's state
+    /// folded over its events up to this one, and the actions just before it. (Only the last
+    /// `HISTORY_FOLD` events of an element are folded; older fields are rarely shown.)
     fn backlog_text(&self, row: &EventRow) -> Result<String> {
-        let state = self.index.element(&row.element_id)?.map(|e| e.state).unwrap_or(Value::Null);
-        let recent: Vec<String> = self
-            .index
-            .history(&row.element_id, 64)?
-            .into_iter()
-            .filter(|e| e.seq < row.seq)
-            .take(3)
-            .map(|e| e.action)
-            .collect();
+        const HISTORY_FOLD: usize = 1000;
+        let history = self.index.history_through(&row.element_id, row.seq, HISTORY_FOLD)?;
+        let mut state = Value::Null;
+        for e in history.iter().rev() {
+            state = next_state(state, &e.details);
+        }
+        let recent: Vec<String> = history.iter().skip(1).take(3).map(|e| e.action.clone()).collect();
         Ok(semantic_text(&row.element_id, &row.element_type, &row.action, &row.summary, &row.details, &state, &recent))
     }
 
