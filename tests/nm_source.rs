@@ -96,3 +96,28 @@ fn networkmanager_changes_become_events_and_restarts_are_reconciled() {
         eprintln!("{:>4} {:<8} {:<48} {:<22} {}", r.seq, r.priority, r.element_id, r.action, r.summary);
     }
 }
+
+#[test]
+fn a_bridge_with_a_veth_port_is_recorded() {
+    let nm = NmSandbox::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\n");
+    let _daemon = AgentDaemon::start(&nm.bus.address, &state, &config);
+    wait_for_records(&state, 30, "the NM baseline", |r| find(r, "nm:manager", "baseline").is_some());
+
+    nm.ip(&["link", "add", "veth5", "type", "veth", "peer", "name", "veth6"]);
+    nm.ip(&["link", "set", "veth6", "up"]);
+    nm.nmcli(&["con", "add", "type", "bridge", "ifname", "brlab", "con-name", "brlab", "ipv4.method", "manual", "ipv4.addresses", "10.98.0.1/24", "ipv6.method", "disabled"]);
+    nm.nmcli(&["con", "add", "type", "bridge-slave", "ifname", "veth5", "master", "brlab", "con-name", "brlab-port"]);
+    nm.nmcli(&["con", "up", "brlab-port"]);
+    let records = wait_for_records(&state, 40, "the bridge and its port activated", |r| {
+        r.iter().any(|e| e.element_id == "interface:brlab" && e.action == "device.added")
+            && r.iter().any(|e| e.element_id == "interface:veth5" && e.action == "state.changed" && e.details["after"]["state"] == "activated")
+    });
+    let bridge = find(&records, "interface:brlab", "device.added").unwrap();
+    assert_eq!(bridge.details["after"]["device_type"], "bridge");
+    let port_profile = records.iter().find(|e| e.action == "connection.added" && e.details["after"]["connection.id"] == "brlab-port").expect("port profile recorded");
+    assert_eq!(port_profile.details["after"]["connection.master"], "brlab");
+    assert_eq!(port_profile.details["after"]["connection.slave-type"], "bridge");
+}
