@@ -255,6 +255,35 @@ pub struct ReplicaConfig {
     /// The agent binary on the far side (ignored when the key forces the command).
     #[serde(default = "default_remote_command")]
     pub remote_command: String,
+    /// "off", a zstd level "1" … "19", or "auto" (zstd level 3 while recent sends ran below
+    /// 100 MB/s, off above).
+    #[serde(default = "default_compression")]
+    pub compression: String,
+}
+
+fn default_compression() -> String {
+    "off".into()
+}
+
+/// How a replica's streams are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Off,
+    Zstd(u8),
+    Auto,
+}
+
+impl ReplicaConfig {
+    pub fn compression(&self) -> Result<Compression> {
+        match self.compression.as_str() {
+            "off" => Ok(Compression::Off),
+            "auto" => Ok(Compression::Auto),
+            level => match level.parse::<u8>() {
+                Ok(n @ 1..=19) => Ok(Compression::Zstd(n)),
+                _ => bail!("stream.replicas {}: compression must be off, auto or a zstd level 1 to 19, not {level:?}", self.name),
+            },
+        }
+    }
 }
 
 fn default_remote_command() -> String {
@@ -331,6 +360,7 @@ impl Config {
             if r.transport == Transport::Ssh && (r.destination.is_empty() || r.destination.starts_with('-')) {
                 bail!("stream.replicas {}: ssh needs a destination like root@replica1", r.name);
             }
+            r.compression()?;
             if !r.remote_dir.is_absolute() {
                 bail!("stream.replicas {}: remote_dir must be an absolute path", r.name);
             }

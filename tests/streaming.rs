@@ -150,7 +150,7 @@ fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage_at_different
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\n\n[[stream.replicas]]\nname = \"local2\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\ncompression = \"auto\"\n\n[[stream.replicas]]\nname = \"local2\"\ntransport = \"local\"\ncompression = \"3\"\nremote_dir = \"{}\"\n",
         host.address,
         host.client_key.display(),
         replica.path().join("rep2").display()

@@ -11,6 +11,9 @@ pub struct Header {
     pub name: String,
     /// The snapshot the stream is incremental to (`btrfs send -p`), or a full send.
     pub parent: Option<String>,
+    /// `zstd` when the chunks are a zstd stream of the send stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// The replica's answer for one snapshot.

@@ -73,15 +73,28 @@ fn receive_one(dir: &Path, header: &Header, input: &mut impl Read) -> Result<Ack
         ack.error = Some(format!("parent {} is not on this replica", header.parent.clone().unwrap_or_default()));
         return Ok(ack);
     }
+    // zstd -d | btrfs receive, joined by a pipe, for compressed streams.
+    let mut unzstd = match header.compression.as_deref() {
+        None => None,
+        Some("zstd") => Some(Command::new("zstd").args(["-d", "-q", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("running zstd -d")?),
+        Some(other) => bail!("unknown stream compression {other:?}"),
+    };
+    let receive_input = match unzstd.as_mut() {
+        Some(z) => Stdio::from(z.stdout.take().expect("piped")),
+        None => Stdio::piped(),
+    };
     let mut child = Command::new("btrfs")
         .arg("receive")
         .arg(dir)
-        .stdin(Stdio::piped())
+        .stdin(receive_input)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("running btrfs receive")?;
-    let mut sink = child.stdin.take();
+    let mut sink: Option<Box<dyn Write>> = match unzstd.as_mut() {
+        Some(z) => z.stdin.take().map(|s| Box::new(s) as Box<dyn Write>),
+        None => child.stdin.take().map(|s| Box::new(s) as Box<dyn Write>),
+    };
     // Always read the whole stream so the session stays in step, even if receive failed.
     let copied = copy_chunks(input, |chunk| {
         if let Some(s) = sink.as_mut() {
@@ -91,6 +104,9 @@ fn receive_one(dir: &Path, header: &Header, input: &mut impl Read) -> Result<Ack
         }
     });
     drop(sink);
+    if let Some(mut z) = unzstd {
+        let _ = z.wait();
+    }
     if let Err(e) = copied {
         let _ = child.kill();
         let _ = child.wait();

@@ -55,16 +55,33 @@ impl Session {
 
     /// Sends one snapshot (incremental to `parent` when given); returns the replica's
     /// acknowledgement and the bytes of the send stream.
-    pub async fn send(&mut self, snapshot: &Path, parent: Option<&Path>, timeout: Duration) -> Result<(Ack, u64)> {
+    pub async fn send(&mut self, snapshot: &Path, parent: Option<&Path>, zstd_level: Option<u8>, timeout: Duration) -> Result<(Ack, u64)> {
         let name = file_name(snapshot)?;
-        let header = Header { name: name.clone(), parent: parent.map(file_name).transpose()? };
+        let header = Header { name: name.clone(), parent: parent.map(file_name).transpose()?, compression: zstd_level.map(|_| "zstd".to_owned()) };
         let mut send = Command::new("btrfs");
         send.arg("send").arg("-q");
         if let Some(p) = parent {
             send.arg("-p").arg(p);
         }
         let mut send = send.arg(snapshot).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().context("running btrfs send")?;
-        let mut stream = send.stdout.take().expect("piped");
+        let send_out = send.stdout.take().expect("piped");
+        // btrfs send | zstd -LEVEL, joined by a pipe, when compressing.
+        let mut zstd = None;
+        let mut stream: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match zstd_level {
+            Some(level) => {
+                let mut z = Command::new("zstd")
+                    .args(["-q", "-c", &format!("-{level}")])
+                    .stdin(Stdio::from(send_out.into_owned_fd()?))
+                    .stdout(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("running zstd")?;
+                let out = z.stdout.take().expect("piped");
+                zstd = Some(z);
+                Box::new(out)
+            }
+            None => Box::new(send_out),
+        };
         let line = serde_json::to_string(&header)? + "\n";
         self.stdin.write_all(line.as_bytes()).await?;
         let mut buf = vec![0u8; 64 * 1024];
@@ -77,6 +94,12 @@ impl Session {
             self.stdin.write_all(&(n as u32).to_be_bytes()).await?;
             self.stdin.write_all(&buf[..n]).await?;
             bytes += n as u64;
+        }
+        if let Some(z) = zstd {
+            let out = z.wait_with_output().await?;
+            if !out.status.success() {
+                bail!("zstd failed");
+            }
         }
         let status = send.wait_with_output().await?;
         // Close the frame even when send failed, so the replica stays in step.

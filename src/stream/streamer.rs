@@ -9,7 +9,7 @@
 
 use super::session::Session;
 use super::snapshot;
-use crate::config::{Config, ReplicaConfig};
+use crate::config::{Compression, Config, ReplicaConfig};
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::Result;
@@ -190,6 +190,9 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
     let mut newest = handle.newest.clone();
     let mut session: Option<Session> = None;
     let mut failures = 0u32;
+    let compression = replica.compression().unwrap_or(Compression::Off);
+    // For `auto`: the throughput of the last send, in bytes/s.
+    let mut last_rate: Option<f64> = None;
     loop {
         let target = newest.borrow_and_update().clone();
         let status = handle.statuses.lock().expect("status lock").get(&replica.name).cloned().unwrap_or_default();
@@ -200,11 +203,20 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
             continue;
         };
         let parent = status.acked_snapshot.as_ref().map(|n| snapshots.join(n)).filter(|p| p.exists());
-        let result = sync_once(&replica, &binary, &mut session, &path, parent.as_deref()).await;
+        let level = match compression {
+            Compression::Off => None,
+            Compression::Zstd(n) => Some(n),
+            Compression::Auto => (last_rate.unwrap_or(0.0) < 100e6).then_some(3),
+        };
+        let started = Instant::now();
+        let result = sync_once(&replica, &binary, &mut session, &path, parent.as_deref(), level).await;
         let mut status = status;
         match result {
             Ok((ack, bytes)) if ack.ok => {
                 failures = 0;
+                if bytes > 1 << 20 {
+                    last_rate = Some(bytes as f64 / started.elapsed().as_secs_f64().max(1e-6));
+                }
                 status.state = "healthy".into();
                 status.acked_snapshot = Some(ack.name.clone());
                 status.acked_seq = seq;
@@ -256,12 +268,12 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
     }
 }
 
-async fn sync_once(replica: &ReplicaConfig, binary: &Path, session: &mut Option<Session>, path: &Path, parent: Option<&Path>) -> Result<(super::frame::Ack, u64)> {
+async fn sync_once(replica: &ReplicaConfig, binary: &Path, session: &mut Option<Session>, path: &Path, parent: Option<&Path>, zstd_level: Option<u8>) -> Result<(super::frame::Ack, u64)> {
     if session.is_none() {
         *session = Some(Session::open(replica, binary)?);
     }
     let s = session.as_mut().expect("opened above");
-    s.send(path, parent, Duration::from_secs(300)).await
+    s.send(path, parent, zstd_level, Duration::from_secs(300)).await
 }
 
 fn store(root: &Path, handle: &StreamHandle, status: &ReplicaStatus) {
