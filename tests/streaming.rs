@@ -53,11 +53,25 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let mut monitor = std::process::Command::new("gdbus")
+        .args(["monitor", "--address", &bus.address, "--dest", "dev.ovs.PortAgent1", "--object-path", "/dev/ovs/PortAgent1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let monitor_out = monitor.stdout.take().unwrap();
+    let signals = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(monitor_out).lines().map_while(Result::ok).filter(|l| l.contains("ReplicaSynced")).take(1).collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(300));
 
     // A critical event: snapshotted as soon as it is vectorized, sent in full.
     let hash = record(&daemon, "bridge:br-ext", "port.error", "OVS port tap9 on br-ext reports could not open network device", "critical");
     let s = wait_replica(&rep_dir, 1);
     let first = s["newest"].as_str().unwrap().to_owned();
+    let synced = signals.join().unwrap();
+    assert!(synced[0].contains("'local1'"), "ReplicaSynced names the replica: {synced:?}");
+    let _ = monitor.kill();
     let snap = rep_dir.join(&first);
     let (code, out, _) = agent(&["verify", "--data-dir", snap.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
