@@ -23,11 +23,13 @@ pub struct ReplicaView {
     dir: PathBuf,
     config: Config,
     current: RwLock<Option<Arc<Current>>>,
+    /// The receiver's state file as last seen (modification time), to skip unchanged polls.
+    seen: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl ReplicaView {
     pub fn open(dir: &Path, config: &Config) -> Result<Self> {
-        let view = Self { dir: dir.to_owned(), config: config.clone(), current: RwLock::new(None) };
+        let view = Self { dir: dir.to_owned(), config: config.clone(), current: RwLock::new(None), seen: std::sync::Mutex::new(None) };
         view.refresh()?;
         Ok(view)
     }
@@ -39,6 +41,15 @@ impl ReplicaView {
     /// Opens the newest verified snapshot if it is not the one being served; returns true
     /// when it switched. Cheap when nothing changed (one small file read).
     pub fn refresh(&self) -> Result<bool> {
+        let modified = std::fs::metadata(self.dir.join("replica-state.json")).and_then(|m| m.modified()).ok();
+        {
+            // A failed open is retried when the next snapshot arrives, not every poll.
+            let mut seen = self.seen.lock().expect("seen lock");
+            if modified.is_some() && *seen == modified {
+                return Ok(false);
+            }
+            *seen = modified;
+        }
         let Some(path) = receive::newest(&self.dir) else { return Ok(false) };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if self.current.read().expect("replica lock").as_ref().is_some_and(|c| c.name == name) {

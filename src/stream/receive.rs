@@ -162,16 +162,14 @@ fn drain(input: &mut impl Read) -> Result<()> {
 
 /// Checks a received snapshot; returns its received UUID and manifest.
 fn check(dir: &Path, target: &Path) -> Result<(String, Manifest)> {
-    let ro = Command::new("btrfs").args(["property", "get", "-ts"]).arg(target).arg("ro").output()?;
-    if String::from_utf8_lossy(&ro.stdout).trim() != "ro=true" {
+    // One `btrfs subvolume show` answers both: the flags and the received UUID.
+    let show = Command::new("btrfs").args(["subvolume", "show"]).arg(target).output()?;
+    let show = String::from_utf8_lossy(&show.stdout);
+    let field = |name: &str| show.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()));
+    if !field("Flags:").is_some_and(|f| f.contains("readonly")) {
         bail!("{} is not read-only", target.display());
     }
-    let show = Command::new("btrfs").args(["subvolume", "show"]).arg(target).output()?;
-    let received_uuid = String::from_utf8_lossy(&show.stdout)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Received UUID:").map(|u| u.trim().to_owned()))
-        .filter(|u| u != "-" && !u.is_empty())
-        .context("the subvolume has no received UUID")?;
+    let received_uuid = field("Received UUID:").filter(|u| u != "-" && !u.is_empty()).context("the subvolume has no received UUID")?;
     let manifest = Manifest::read(target)?;
     let previous = ReplicaState::load(dir);
     let mut anchor_ok = previous.head_seq == 0;
