@@ -207,7 +207,15 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        Self { enabled: true, critical_delay_ms: 0, high_delay_ms: 1000, medium_delay_ms: 10_000, low_delay_ms: 30_000, batch_events: 1000, replicas: Vec::new() }
+        Self {
+            enabled: true,
+            critical_delay_ms: 0,
+            high_delay_ms: 1000,
+            medium_delay_ms: 10_000,
+            low_delay_ms: 30_000,
+            batch_events: 1000,
+            replicas: Vec::new(),
+        }
     }
 }
 
@@ -299,8 +307,7 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
         };
-        let mut config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
         config.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
         config.validate().map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
         Ok(config)
@@ -408,7 +415,9 @@ mod tests {
         // must parse and give exactly the defaults.
         let uncommented: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|rest| rest.contains(" = ") && rest.starts_with(|c: char| c.is_ascii_lowercase())).unwrap_or(l))
+            .map(|l| {
+                l.strip_prefix("# ").filter(|rest| rest.contains(" = ") && rest.starts_with(|c: char| c.is_ascii_lowercase())).unwrap_or(l)
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let parsed: Config = toml::from_str(&uncommented).unwrap();

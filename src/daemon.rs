@@ -5,10 +5,10 @@
 
 use crate::config::{Config, Role};
 use crate::dbus::backend::Backend;
-use crate::replica::ReplicaView;
 use crate::dbus::{self, BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
 use crate::layout::Layout;
+use crate::replica::ReplicaView;
 use crate::sources::Recorder;
 use crate::stream::streamer::{ReplicaNotice, StreamHandle};
 use anyhow::{Context, Result, bail};
@@ -83,7 +83,9 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
                     let _ = agent.vectorized_seq_changed(emitter).await;
                 }
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "could not open the newest snapshot; still serving the previous one"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not open the newest snapshot; still serving the previous one")
+                }
                 Err(_) => {}
             }
         }
@@ -185,7 +187,11 @@ fn spawn_sources(config: &Config, bus: &str, engine: Arc<Engine>) -> Vec<tokio::
 }
 
 /// Starts snapshots and replication when the data directory is on Btrfs.
-fn start_streaming(config: &Config, layout: &Layout, engine: Arc<Engine>) -> Result<(Option<Arc<StreamHandle>>, Vec<tokio::task::JoinHandle<()>>)> {
+fn start_streaming(
+    config: &Config,
+    layout: &Layout,
+    engine: Arc<Engine>,
+) -> Result<(Option<Arc<StreamHandle>>, Vec<tokio::task::JoinHandle<()>>)> {
     if !config.stream.enabled {
         return Ok((None, Vec::new()));
     }

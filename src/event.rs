@@ -106,30 +106,21 @@ impl NewEvent {
         check_identifier("action", &self.action, MAX_NAME_BYTES, false)?;
         check_identifier("source", &self.source, MAX_NAME_BYTES, false)?;
         if self.summary.len() > MAX_SUMMARY_BYTES {
-            return Err(EventError(format!(
-                "summary is {} bytes, more than the limit of {MAX_SUMMARY_BYTES}",
-                self.summary.len()
-            )));
+            return Err(EventError(format!("summary is {} bytes, more than the limit of {MAX_SUMMARY_BYTES}", self.summary.len())));
         }
         if self.summary.chars().any(char::is_control) {
             return Err(EventError("summary contains control characters".into()));
         }
         let details_len = serde_json::to_vec(&self.details).map(|v| v.len()).unwrap_or(usize::MAX);
         if details_len > MAX_DETAILS_BYTES {
-            return Err(EventError(format!(
-                "details are {details_len} bytes of JSON, more than the limit of {MAX_DETAILS_BYTES}"
-            )));
+            return Err(EventError(format!("details are {details_len} bytes of JSON, more than the limit of {MAX_DETAILS_BYTES}")));
         }
         Ok(())
     }
 
     /// The summary, or a generated one when a caller gave none.
     pub fn summary_or_default(&self) -> String {
-        if self.summary.is_empty() {
-            format!("{} {}", self.element_id, self.action)
-        } else {
-            self.summary.clone()
-        }
+        if self.summary.is_empty() { format!("{} {}", self.element_id, self.action) } else { self.summary.clone() }
     }
 }
 
@@ -151,21 +142,15 @@ fn check_identifier(field: &str, value: &str, max: usize, allow_free_text: bool)
     if value.chars().any(|c| c.is_control() || (!allow_free_text && c.is_whitespace())) {
         return Err(EventError(format!("{field} {value:?} contains control characters or spaces")));
     }
-    if !allow_free_text
-        && !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
-    {
-        return Err(EventError(format!(
-            "{field} {value:?} may only contain ASCII letters, digits and . _ - : /"
-        )));
+    if !allow_free_text && !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')) {
+        return Err(EventError(format!("{field} {value:?} may only contain ASCII letters, digits and . _ - : /")));
     }
     Ok(())
 }
 
 /// Current UTC time in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 

@@ -3,11 +3,11 @@
 
 use crate::event::Priority;
 use crate::ledger::{LedgerCursor, Record};
+use crate::vector::{from_blob, to_blob};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use crate::vector::{from_blob, to_blob};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -227,9 +227,9 @@ impl Index {
     }
 
     pub fn element(&self, element_id: &str) -> Result<Option<ElementRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT element_id, element_type, state, last_seq, height, last_hash FROM elements WHERE element_id = ?1",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT element_id, element_type, state, last_seq, height, last_hash FROM elements WHERE element_id = ?1")?;
         Ok(stmt
             .query_row([element_id], |r| {
                 Ok(ElementRow {
@@ -266,7 +266,8 @@ impl Index {
     /// Vectors with `seq` above `after`, in order, at most `limit`.
     pub fn vectors_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<f32>)>> {
         let mut stmt = self.conn.prepare_cached("SELECT seq, vector FROM vectors WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = stmt.query_map(params![after as i64, limit as i64], |r| Ok((r.get::<_, i64>(0)? as u64, from_blob(&r.get::<_, Vec<u8>>(1)?))))?;
+        let rows =
+            stmt.query_map(params![after as i64, limit as i64], |r| Ok((r.get::<_, i64>(0)? as u64, from_blob(&r.get::<_, Vec<u8>>(1)?))))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -290,11 +291,21 @@ impl Index {
 
     /// The same, for events with `seq` above `after`.
     pub fn for_each_event_meta_after(&self, after: u64, mut f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
-        let mut stmt = self.conn.prepare("SELECT seq, ts, element_id, element_type, action, source, priority FROM events WHERE seq > ?1 ORDER BY seq")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, ts, element_id, element_type, action, source, priority FROM events WHERE seq > ?1 ORDER BY seq")?;
         let mut rows = stmt.query([after as i64])?;
         while let Some(r) = rows.next()? {
             let priority = Priority::from_rank(r.get::<_, u8>(6)?).unwrap_or(Priority::Low);
-            f(r.get::<_, i64>(0)? as u64, r.get(1)?, r.get_ref(2)?.as_str()?, r.get_ref(3)?.as_str()?, r.get_ref(4)?.as_str()?, r.get_ref(5)?.as_str()?, priority);
+            f(
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get_ref(2)?.as_str()?,
+                r.get_ref(3)?.as_str()?,
+                r.get_ref(4)?.as_str()?,
+                r.get_ref(5)?.as_str()?,
+                priority,
+            );
         }
         Ok(())
     }
@@ -325,7 +336,11 @@ impl Index {
     /// its world).
     pub fn elements_of_source(&self, source: &str) -> Result<Vec<ElementRow>> {
         let mut out = Vec::new();
-        let ids: Vec<String> = self.conn.prepare_cached("SELECT element_id FROM elements WHERE source = ?1")?.query_map([source], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT element_id FROM elements WHERE source = ?1")?
+            .query_map([source], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         for id in ids {
             if let Some(e) = self.element(&id)? {
                 out.push(e);
@@ -380,7 +395,15 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
         "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![record.element_id, record.element_type, serde_json::to_string(&state)?, record.seq as i64, height + 1, hash, record.source])?;
+    .execute(params![
+        record.element_id,
+        record.element_type,
+        serde_json::to_string(&state)?,
+        record.seq as i64,
+        height + 1,
+        hash,
+        record.source
+    ])?;
     Ok(())
 }
 

@@ -33,11 +33,7 @@ impl DataDirLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 let who = if holder.is_empty() { "another process".to_owned() } else { format!("process {holder}") };
-                bail!(
-                    "data directory {} is in use by {who} (lock {}); stop it first",
-                    state_dir.display(),
-                    path.display()
-                );
+                bail!("data directory {} is in use by {who} (lock {}); stop it first", state_dir.display(), path.display());
             }
             return Err(err).with_context(|| format!("locking {}", path.display()));
         }

@@ -46,7 +46,9 @@ impl OfflineReader {
             }
         }
         let mut catalog = Catalog::default();
-        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| catalog.insert(seq, ts, element, kind, action, source, priority))?;
+        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| {
+            catalog.insert(seq, ts, element, kind, action, source, priority)
+        })?;
         let (graph, _, _) = load_graph(&layout.hnsw_dir(), &config.vector, &index, &files.model_sha256)?;
         let vectorized_seq = index.vectorized_seq()?;
         let model = SentenceModel::load(&files, config.embedding.max_length)?;

@@ -68,6 +68,10 @@ impl ReplicaView {
     }
 
     pub fn current(&self) -> Result<Arc<Current>> {
-        self.current.read().expect("replica lock").clone().ok_or_else(|| anyhow!("no verified snapshot has arrived in {} yet", self.dir.display()))
+        self.current
+            .read()
+            .expect("replica lock")
+            .clone()
+            .ok_or_else(|| anyhow!("no verified snapshot has arrived in {} yet", self.dir.display()))
     }
 }

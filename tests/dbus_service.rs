@@ -63,7 +63,13 @@ fn every_member_signal_and_property_works_from_gdbus_and_busctl() {
     let (ok, out, _) = daemon.gdbus_call("Ping", &[]);
     assert!(ok && out.contains("'pong'"), "{out}");
 
-    let hash = record(&daemon, "bridge:br-ext", "port.error", r#"{"summary":"OVS port tap9 on br-ext reports could not open network device","error":"No such device"}"#, "critical");
+    let hash = record(
+        &daemon,
+        "bridge:br-ext",
+        "port.error",
+        r#"{"summary":"OVS port tap9 on br-ext reports could not open network device","error":"No such device"}"#,
+        "critical",
+    );
     assert_eq!(hash.len(), 64);
     let recorded = wait_line(&lines, |l| l.contains("EventRecorded"));
     assert!(recorded.contains("bridge:br-ext") && recorded.contains(&hash), "{recorded}");
@@ -74,7 +80,18 @@ fn every_member_signal_and_property_works_from_gdbus_and_busctl() {
     // The documented example, on the test's bus given as the system bus.
     let out = Command::new("gdbus")
         .env("DBUS_SYSTEM_BUS_ADDRESS", &daemon.bus)
-        .args(["call", "--system", "--dest", "dev.ovs.PortAgent1", "--object-path", "/dev/ovs/PortAgent1", "--method", "dev.ovs.PortAgent1.SemanticSearch", "find bridge configuration issues", "10"])
+        .args([
+            "call",
+            "--system",
+            "--dest",
+            "dev.ovs.PortAgent1",
+            "--object-path",
+            "/dev/ovs/PortAgent1",
+            "--method",
+            "dev.ovs.PortAgent1.SemanticSearch",
+            "find bridge configuration issues",
+            "10",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -85,7 +102,21 @@ fn every_member_signal_and_property_works_from_gdbus_and_busctl() {
     record(&daemon, "interface:eth0", "link.down", r#"{"summary":"eth0 lost carrier"}"#, "high");
     // Search with filters through busctl's a{sv}.
     let (ok, out, err) = daemon.busctl(&[
-        "--json=short", "call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Search", "sa{sv}", "cable problem", "2", "element_type", "s", "interface", "limit", "u", "5",
+        "--json=short",
+        "call",
+        "dev.ovs.PortAgent1",
+        "/dev/ovs/PortAgent1",
+        "dev.ovs.PortAgent1",
+        "Search",
+        "sa{sv}",
+        "cable problem",
+        "2",
+        "element_type",
+        "s",
+        "interface",
+        "limit",
+        "u",
+        "5",
     ]);
     assert!(ok, "{err}");
     let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -108,7 +139,8 @@ fn every_member_signal_and_property_works_from_gdbus_and_busctl() {
     let (ok, out, _) = daemon.busctl(&["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "VerifyChain"]);
     assert!(ok && out.starts_with("bs true"), "{out}");
 
-    let (ok, out, _) = daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq", "Role", "HeadHash"]);
+    let (ok, out, _) =
+        daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq", "Role", "HeadHash"]);
     assert!(ok);
     let lines_out: Vec<&str> = out.lines().collect();
     assert_eq!(lines_out[0], "t 2");
@@ -202,7 +234,8 @@ fn a_thousand_malformed_calls_are_all_answered_and_the_daemon_survives() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let conn = rt.block_on(zbus::connection::Builder::address(daemon.bus.as_str()).unwrap().build()).unwrap();
     let mut rng = StdRng::seed_from_u64(1000);
-    let methods = ["SemanticSearch", "Search", "GetElementHistory", "RecordEvent", "VerifyChain", "GetBlockchainStats", "Ping", "NoSuchMethod"];
+    let methods =
+        ["SemanticSearch", "Search", "GetElementHistory", "RecordEvent", "VerifyChain", "GetBlockchainStats", "Ping", "NoSuchMethod"];
     let mut errors = 0;
     let mut answered = 0;
     let big = "x".repeat(200_000);
@@ -223,19 +256,43 @@ fn a_thousand_malformed_calls_are_all_answered_and_the_daemon_survives() {
         };
         let n: u32 = [0, 1001, u32::MAX][rng.gen_range(0..3)];
         let result = match (method, rng.gen_range(0..5)) {
-            (_, 0) => rt.block_on(conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), method, &(rng.r#gen::<i64>(), rng.r#gen::<f64>()))),
-            (_, 1) => rt.block_on(conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), method, &(s(&mut rng), n))),
+            (_, 0) => rt.block_on(conn.call_method(
+                Some("dev.ovs.PortAgent1"),
+                "/dev/ovs/PortAgent1",
+                Some("dev.ovs.PortAgent1"),
+                method,
+                &(rng.r#gen::<i64>(), rng.r#gen::<f64>()),
+            )),
+            (_, 1) => rt.block_on(conn.call_method(
+                Some("dev.ovs.PortAgent1"),
+                "/dev/ovs/PortAgent1",
+                Some("dev.ovs.PortAgent1"),
+                method,
+                &(s(&mut rng), n),
+            )),
             ("Search", _) => {
                 let mut opts = std::collections::HashMap::new();
                 opts.insert(s(&mut rng), zbus::zvariant::Value::from(s(&mut rng)));
                 opts.insert("limit".to_owned(), zbus::zvariant::Value::I64(-1));
-                rt.block_on(conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), method, &(s(&mut rng), opts)))
+                rt.block_on(conn.call_method(
+                    Some("dev.ovs.PortAgent1"),
+                    "/dev/ovs/PortAgent1",
+                    Some("dev.ovs.PortAgent1"),
+                    method,
+                    &(s(&mut rng), opts),
+                ))
             }
             ("RecordEvent", _) => {
                 let body = (s(&mut rng), s(&mut rng), s(&mut rng), ["low", "", "CRITICAL", "high\u{1}"][rng.gen_range(0..4)]);
                 rt.block_on(conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), method, &body))
             }
-            _ => rt.block_on(conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), method, &(s(&mut rng), s(&mut rng), n))),
+            _ => rt.block_on(conn.call_method(
+                Some("dev.ovs.PortAgent1"),
+                "/dev/ovs/PortAgent1",
+                Some("dev.ovs.PortAgent1"),
+                method,
+                &(s(&mut rng), s(&mut rng), n),
+            )),
         };
         // zbus ignores surplus arguments to members that take none; every call to a member
         // with arguments is malformed here and must be refused.
@@ -274,7 +331,8 @@ fn sigterm_stops_within_seconds_and_a_restart_keeps_everything() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("head seq 5"), "{out}");
     let daemon = AgentDaemon::start(&bus.address, &tmp.path().join("state"), &daemon.config.clone());
-    let (ok, out, _) = daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq", "VectorizedSeq"]);
+    let (ok, out, _) =
+        daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq", "VectorizedSeq"]);
     assert!(ok);
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["t 5", "t 5"]);
 }
@@ -284,11 +342,7 @@ fn cli_verbs_talk_to_the_daemon_over_dbus() {
     let (_bus, _tmp, daemon) = start();
     record(&daemon, "interface:eth7", "link.down", r#"{"summary":"eth7 lost carrier"}"#, "high");
     // Follow new events in the background.
-    let mut follower = Command::new(agent_bin())
-        .args(["--bus", &daemon.bus, "tail", "--follow"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follower = Command::new(agent_bin()).args(["--bus", &daemon.bus, "tail", "--follow"]).stdout(Stdio::piped()).spawn().unwrap();
     let stdout = follower.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -330,7 +384,18 @@ fn the_shipped_policy_lets_root_write_the_group_read_and_others_only_introspect(
     let nobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"];
     let reader = ["--reuid=nobody", "--regid=nogroup", "--groups=netdev"];
     let call = |m: &'static str| vec!["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", m];
-    let record = ["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "RecordEvent", "ssss", "interface:eth0", "up", "{}", "low"];
+    let record = [
+        "call",
+        "dev.ovs.PortAgent1",
+        "/dev/ovs/PortAgent1",
+        "dev.ovs.PortAgent1",
+        "RecordEvent",
+        "ssss",
+        "interface:eth0",
+        "up",
+        "{}",
+        "low",
+    ];
     let search = ["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "SemanticSearch", "su", "link", "3"];
 
     // root: everything.
@@ -353,7 +418,10 @@ fn the_shipped_policy_lets_root_write_the_group_read_and_others_only_introspect(
     let (ok, out) = as_user(&reader, &record);
     assert!(!ok && out.contains("denied"), "netdev must not record: {out}");
     // Only root may own the name.
-    let (ok, out) = as_user(&nobody, &["call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName", "su", "dev.ovs.PortAgent1", "4"]);
+    let (ok, out) = as_user(
+        &nobody,
+        &["call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName", "su", "dev.ovs.PortAgent1", "4"],
+    );
     assert!(!ok || !out.contains("u 1"), "nobody must not own the name: {out}");
     drop(daemon);
 }

@@ -13,7 +13,11 @@ fn paraphrases_land_closer_than_unrelated_events() {
     let files = ModelFiles::locate(&common::model_config()).expect("run scripts/provision-model.sh first");
     let mut model = SentenceModel::load(&files, 256).unwrap();
     let v = model
-        .embed(&["interface eth0: link down. eth0 went down.", "interface eth0: link lost. carrier lost on eth0.", "connection office-wifi: added. new profile created."])
+        .embed(&[
+            "interface eth0: link down. eth0 went down.",
+            "interface eth0: link lost. carrier lost on eth0.",
+            "connection office-wifi: added. new profile created.",
+        ])
         .unwrap();
     assert_eq!(v[0].len(), DIMENSION);
     for x in &v {

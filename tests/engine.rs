@@ -49,8 +49,14 @@ fn recorded_events_are_vectorized_and_found() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout::state(tmp.path());
     let engine = Engine::open(&layout, &config()).unwrap();
-    let event = NewEvent::new("test", "bridge:br-ext", "port.error", Priority::Critical, json!({"after": {"error": "could not open network device tap9 (No such device)"}}))
-        .with_summary("OVS port tap9 on br-ext reports an error: no such device");
+    let event = NewEvent::new(
+        "test",
+        "bridge:br-ext",
+        "port.error",
+        Priority::Critical,
+        json!({"after": {"error": "could not open network device tap9 (No such device)"}}),
+    )
+    .with_summary("OVS port tap9 on br-ext reports an error: no such device");
     fill(&rt, &engine, 40);
     let recorded = rt.block_on(engine.record(vec![event])).unwrap();
     let seq = recorded[0].seq;
@@ -135,7 +141,8 @@ fn a_different_model_is_refused_with_reembed_advice() {
     // `reembed` drops the old vectors and embeds the whole history with the configured model.
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = common::write_daemon_config(cfg_dir.path(), "");
-    let (code, out, err) = common::agent(&["--config", cfg.to_str().unwrap(), "--json", "reembed", "--data-dir", tmp.path().to_str().unwrap()]);
+    let (code, out, err) =
+        common::agent(&["--config", cfg.to_str().unwrap(), "--json", "reembed", "--data-dir", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     let engine = Engine::open(&layout, &config()).expect("the re-embedded index opens");
     assert_eq!(*engine.vectorized().borrow(), 0, "an empty ledger has nothing to embed");
@@ -153,7 +160,8 @@ fn reembed_embeds_the_whole_history_again() {
     };
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = common::write_daemon_config(cfg_dir.path(), "");
-    let (code, out, err) = common::agent(&["--config", cfg.to_str().unwrap(), "--json", "reembed", "--data-dir", tmp.path().to_str().unwrap()]);
+    let (code, out, err) =
+        common::agent(&["--config", cfg.to_str().unwrap(), "--json", "reembed", "--data-dir", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["events"], 30);

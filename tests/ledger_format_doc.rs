@@ -10,14 +10,27 @@ use std::process::Command;
 
 /// The three events of the worked example, with fixed times.
 fn example_events() -> Vec<NewEvent> {
-    let mut a = NewEvent::new("nm", "interface:eth0", "state.changed", Priority::High, json!({"after": {"state": "unavailable"}, "before": {"state": "activated"}, "changed": ["state"], "reason": "carrier-changed"}))
-        .with_summary("eth0: activated → unavailable (carrier changed)");
+    let mut a = NewEvent::new(
+        "nm",
+        "interface:eth0",
+        "state.changed",
+        Priority::High,
+        json!({"after": {"state": "unavailable"}, "before": {"state": "activated"}, "changed": ["state"], "reason": "carrier-changed"}),
+    )
+    .with_summary("eth0: activated → unavailable (carrier changed)");
     a.ts = Some(1_795_000_000_000_000_000);
-    let mut b = NewEvent::new("ovsdb", "bridge:br0", "port.added", Priority::Medium, json!({"after": {"ports": ["vnet0"]}, "changed": ["ports"]}))
-        .with_summary("port vnet0 added to br0");
+    let mut b =
+        NewEvent::new("ovsdb", "bridge:br0", "port.added", Priority::Medium, json!({"after": {"ports": ["vnet0"]}, "changed": ["ports"]}))
+            .with_summary("port vnet0 added to br0");
     b.ts = Some(1_795_000_000_500_000_000);
-    let mut c = NewEvent::new("nm", "interface:eth0", "state.changed", Priority::Medium, json!({"after": {"state": "activated"}, "before": {"state": "unavailable"}, "changed": ["state"], "reason": "none"}))
-        .with_summary("eth0: unavailable → activated");
+    let mut c = NewEvent::new(
+        "nm",
+        "interface:eth0",
+        "state.changed",
+        Priority::Medium,
+        json!({"after": {"state": "activated"}, "before": {"state": "unavailable"}, "changed": ["state"], "reason": "none"}),
+    )
+    .with_summary("eth0: unavailable → activated");
     c.ts = Some(1_795_000_003_000_000_000);
     vec![a, b, c]
 }

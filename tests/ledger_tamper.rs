@@ -3,7 +3,7 @@
 mod common;
 
 use common::{agent, sample_event};
-use ovs_port_agent::ledger::record::{Body, encode_line, decode_line};
+use ovs_port_agent::ledger::record::{Body, decode_line, encode_line};
 use ovs_port_agent::ledger::{DamageKind, Ledger, LedgerOptions, Record, scan};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::{Path, PathBuf};

@@ -30,7 +30,22 @@ fn networkmanager_changes_become_events_and_restarts_are_reconciled() {
     assert_eq!(added.priority, Priority::Medium);
 
     // A profile: add, up, modify, down, delete.
-    nm.nmcli(&["con", "add", "type", "ethernet", "ifname", "veth0", "con-name", "lab0", "ipv4.method", "manual", "ipv4.addresses", "10.99.0.1/24", "ipv6.method", "disabled"]);
+    nm.nmcli(&[
+        "con",
+        "add",
+        "type",
+        "ethernet",
+        "ifname",
+        "veth0",
+        "con-name",
+        "lab0",
+        "ipv4.method",
+        "manual",
+        "ipv4.addresses",
+        "10.99.0.1/24",
+        "ipv6.method",
+        "disabled",
+    ]);
     let uuid = nm.nmcli(&["-g", "connection.uuid", "con", "show", "lab0"]).trim().to_owned();
     let conn_id = format!("connection:{uuid}");
     let records = wait_for_records(&state, 30, "lab0 added", |r| find(r, &conn_id, "connection.added").is_some());
@@ -39,7 +54,9 @@ fn networkmanager_changes_become_events_and_restarts_are_reconciled() {
     nm.ip(&["link", "set", "veth1", "up"]);
     nm.nmcli(&["con", "up", "lab0"]);
     let records = wait_for_records(&state, 30, "lab0 activated", |r| {
-        find(r, &conn_id, "connection.activated").is_some() && r.iter().any(|e| e.element_id == "interface:veth0" && e.action == "state.changed" && e.details["after"]["state"] == "activated")
+        find(r, &conn_id, "connection.activated").is_some()
+            && r.iter()
+                .any(|e| e.element_id == "interface:veth0" && e.action == "state.changed" && e.details["after"]["state"] == "activated")
     });
     let activated = records.iter().find(|e| e.element_id == "interface:veth0" && e.details["after"]["state"] == "activated").unwrap();
     assert!(activated.details["reason"].is_string(), "reasons are names: {}", activated.details);
@@ -87,10 +104,24 @@ fn networkmanager_changes_become_events_and_restarts_are_reconciled() {
     // The daemon restarts while a profile is added: only the difference is recorded.
     let head = common::ledger_records(&state).last().unwrap().seq;
     daemon.stop();
-    nm.nmcli(&["con", "add", "type", "ethernet", "ifname", "veth3", "con-name", "lab3", "ipv4.method", "disabled", "ipv6.method", "disabled"]);
+    nm.nmcli(&[
+        "con",
+        "add",
+        "type",
+        "ethernet",
+        "ifname",
+        "veth3",
+        "con-name",
+        "lab3",
+        "ipv4.method",
+        "disabled",
+        "ipv6.method",
+        "disabled",
+    ]);
     let uuid3 = nm.nmcli(&["-g", "connection.uuid", "con", "show", "lab3"]).trim().to_owned();
     let _daemon = AgentDaemon::start(&nm.bus.address, &state, &config);
-    let records = wait_for_records(&state, 30, "lab3 reconciled", |r| find(r, &format!("connection:{uuid3}"), "reconciled.added").is_some());
+    let records =
+        wait_for_records(&state, 30, "lab3 reconciled", |r| find(r, &format!("connection:{uuid3}"), "reconciled.added").is_some());
     assert!(records.iter().filter(|r| r.seq > head).all(|r| r.action != "baseline"), "no second baseline");
     for r in &records {
         eprintln!("{:>4} {:<8} {:<48} {:<22} {}", r.seq, r.priority, r.element_id, r.action, r.summary);
@@ -108,16 +139,35 @@ fn a_bridge_with_a_veth_port_is_recorded() {
 
     nm.ip(&["link", "add", "veth5", "type", "veth", "peer", "name", "veth6"]);
     nm.ip(&["link", "set", "veth6", "up"]);
-    nm.nmcli(&["con", "add", "type", "bridge", "ifname", "brlab", "con-name", "brlab", "ipv4.method", "manual", "ipv4.addresses", "10.98.0.1/24", "ipv6.method", "disabled"]);
+    nm.nmcli(&[
+        "con",
+        "add",
+        "type",
+        "bridge",
+        "ifname",
+        "brlab",
+        "con-name",
+        "brlab",
+        "ipv4.method",
+        "manual",
+        "ipv4.addresses",
+        "10.98.0.1/24",
+        "ipv6.method",
+        "disabled",
+    ]);
     nm.nmcli(&["con", "add", "type", "bridge-slave", "ifname", "veth5", "master", "brlab", "con-name", "brlab-port"]);
     nm.nmcli(&["con", "up", "brlab-port"]);
     let records = wait_for_records(&state, 40, "the bridge and its port activated", |r| {
         r.iter().any(|e| e.element_id == "interface:brlab" && e.action == "device.added")
-            && r.iter().any(|e| e.element_id == "interface:veth5" && e.action == "state.changed" && e.details["after"]["state"] == "activated")
+            && r.iter()
+                .any(|e| e.element_id == "interface:veth5" && e.action == "state.changed" && e.details["after"]["state"] == "activated")
     });
     let bridge = find(&records, "interface:brlab", "device.added").unwrap();
     assert_eq!(bridge.details["after"]["device_type"], "bridge");
-    let port_profile = records.iter().find(|e| e.action == "connection.added" && e.details["after"]["connection.id"] == "brlab-port").expect("port profile recorded");
+    let port_profile = records
+        .iter()
+        .find(|e| e.action == "connection.added" && e.details["after"]["connection.id"] == "brlab-port")
+        .expect("port profile recorded");
     assert_eq!(port_profile.details["after"]["connection.master"], "brlab");
     assert_eq!(port_profile.details["after"]["connection.slave-type"], "bridge");
 }

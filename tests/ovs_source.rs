@@ -39,7 +39,8 @@ fn ovs_changes_become_events_and_restarts_are_reconciled() {
 
     ovs.vsctl(&["add-port", "br0", "p1", "--", "set", "Interface", "p1", "type=internal"]);
     let records = wait_for_records(&state, 30, "p1 added", |r| {
-        r.iter().any(|e| e.element_id == "bridge:br0" && e.action == "port.added" && e.details["port"] == "p1") && find(r, "ovs-port:p1", "port.added").is_some()
+        r.iter().any(|e| e.element_id == "bridge:br0" && e.action == "port.added" && e.details["port"] == "p1")
+            && find(r, "ovs-port:p1", "port.added").is_some()
     });
     let port = find(&records, "ovs-port:p1", "port.added").unwrap();
     assert_eq!(port.details["after"]["bridge"], "br0");
@@ -47,9 +48,15 @@ fn ovs_changes_become_events_and_restarts_are_reconciled() {
 
     ovs.vsctl(&["set", "Interface", "p1", "external_ids:role=uplink"]);
     let records = wait_for_records(&state, 30, "p1 external_ids", |r| {
-        r.iter().any(|e| e.element_id == "ovs-interface:p1" && e.action == "modified" && e.details["changed"] == serde_json::json!(["external_ids"]))
+        r.iter().any(|e| {
+            e.element_id == "ovs-interface:p1" && e.action == "modified" && e.details["changed"] == serde_json::json!(["external_ids"])
+        })
     });
-    let m = records.iter().rev().find(|e| e.element_id == "ovs-interface:p1" && e.details["changed"] == serde_json::json!(["external_ids"])).unwrap();
+    let m = records
+        .iter()
+        .rev()
+        .find(|e| e.element_id == "ovs-interface:p1" && e.details["changed"] == serde_json::json!(["external_ids"]))
+        .unwrap();
     assert_eq!(m.details["after"]["external_ids"]["role"], "uplink");
     assert_eq!(m.details["before"]["external_ids"], serde_json::json!({}));
 
@@ -93,7 +100,11 @@ fn ovs_changes_become_events_and_restarts_are_reconciled() {
     assert!(after_restart.iter().all(|r| r.action != "baseline"), "no baseline after a restart");
     // What changed while the daemon was down arrives as reconciliation, not as live events
     // (the switch may still be settling other rows, which are recorded live as usual).
-    assert!(find(&records, "bridge:br2", "bridge.added").is_none(), "br2 was added while the daemon was down: {:?}", after_restart.iter().map(|r| (&r.element_id, &r.action)).collect::<Vec<_>>());
+    assert!(
+        find(&records, "bridge:br2", "bridge.added").is_none(),
+        "br2 was added while the daemon was down: {:?}",
+        after_restart.iter().map(|r| (&r.element_id, &r.action)).collect::<Vec<_>>()
+    );
     assert!(find(&records, "ovs-port:ghost0", "port.removed").is_none());
     let reconciled_bridge = find(&records, "bridge:br0", "reconciled").expect("br0 lost ghost0 while the daemon was down");
     assert!(reconciled_bridge.details["changed"].as_array().unwrap().contains(&serde_json::json!("ports")));

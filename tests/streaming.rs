@@ -33,7 +33,11 @@ fn record(daemon: &AgentDaemon, element: &str, action: &str, summary: &str, prio
 }
 
 fn snapshots_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("data@")).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data@"))
+        .collect();
     v.sort();
     v
 }
@@ -61,7 +65,12 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     let monitor_out = monitor.stdout.take().unwrap();
     let signals = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(monitor_out).lines().map_while(Result::ok).filter(|l| l.contains("ReplicaSynced")).take(1).collect::<Vec<_>>()
+        std::io::BufReader::new(monitor_out)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("ReplicaSynced"))
+            .take(1)
+            .collect::<Vec<_>>()
     });
     std::thread::sleep(Duration::from_millis(300));
 
@@ -76,7 +85,17 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     let (code, out, _) = agent(&["verify", "--data-dir", snap.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     // Searchable on the replica's copy, offline, with nothing re-embedded.
-    let (code, out, err) = agent(&["--config", config.to_str().unwrap(), "--json", "search", "--data-dir", snap.to_str().unwrap(), "bridge device missing", "-n", "1"]);
+    let (code, out, err) = agent(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        "search",
+        "--data-dir",
+        snap.to_str().unwrap(),
+        "bridge device missing",
+        "-n",
+        "1",
+    ]);
     assert_eq!(code, 0, "{err}");
     let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hits[0]["hash"], hash.as_str());
@@ -87,7 +106,11 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     }
     let s = wait_replica(&rep_dir, 6);
     assert_ne!(s["newest"].as_str().unwrap(), first);
-    assert_eq!(snapshots_in(&rep_dir), vec![s["newest"].as_str().unwrap().to_owned()], "the replica prunes what the next incremental does not need");
+    assert_eq!(
+        snapshots_in(&rep_dir),
+        vec![s["newest"].as_str().unwrap().to_owned()],
+        "the replica prunes what the next incremental does not need"
+    );
     let (ok, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
     assert!(ok);
     let status: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
@@ -102,10 +125,10 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     // history, properties; writes are refused; a newer snapshot is picked up by itself.
     let rep_bus = PrivateBus::open();
     let rep_tmp = tempfile::tempdir().unwrap();
-    let rep_config = write_daemon_config(rep_tmp.path(), &format!("\n[replica]\ndir = \"{}\"\n", rep_dir.display()))
-        .to_string_lossy()
-        .into_owned();
-    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n")).unwrap();
+    let rep_config =
+        write_daemon_config(rep_tmp.path(), &format!("\n[replica]\ndir = \"{}\"\n", rep_dir.display())).to_string_lossy().into_owned();
+    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n"))
+        .unwrap();
     let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), Path::new(&rep_config));
     let (ok, out, _) = rep_daemon.gdbus_call("SemanticSearch", &["bridge device missing", "1"]);
     assert!(ok, "{out}");
@@ -113,13 +136,15 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     assert_eq!(hits[0]["hash"], hash.as_str());
     let (ok, _, err) = rep_daemon.gdbus_call("RecordEvent", &["interface:x", "up", "{}", "low"]);
     assert!(!ok && err.contains("ReadOnly"), "{err}");
-    let (_, out, _) = rep_daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Role", "HeadSeq"]);
+    let (_, out, _) =
+        rep_daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Role", "HeadSeq"]);
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["s \"replica\"", "t 6"]);
     record(&daemon, "interface:eth5", "link.down", "eth5 lost carrier", "critical");
     wait_replica(&rep_dir, 7);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, out, _) = rep_daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq"]);
+        let (_, out, _) =
+            rep_daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq"]);
         if out.trim() == "t 7" {
             break;
         }

@@ -35,7 +35,8 @@ fn seed(dir: &Path, n: usize, files: &ModelFiles, base: &[Vec<f32>]) {
 }
 
 pub fn run(dir: &Path, n: usize) {
-    let mut report = Report::new(&format!("dbus-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
+    let mut report =
+        Report::new(&format!("dbus-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
     let econfig = crate::model_config();
     let files = ModelFiles::locate(&econfig).expect("provision the model first");
     let base = {
@@ -51,15 +52,25 @@ pub fn run(dir: &Path, n: usize) {
     let bus_dir = tempfile::tempdir().unwrap();
     let socket = bus_dir.path().join("bus.sock");
     std::fs::write(bus_dir.path().join("bus.conf"), format!("<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth><policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy><limit name=\"max_connections_per_user\">1000</limit><limit name=\"max_completed_connections\">1000</limit></busconfig>", socket.display())).unwrap();
-    let mut bus = Command::new("dbus-daemon").arg(format!("--config-file={}", bus_dir.path().join("bus.conf").display())).args(["--nofork", "--nopidfile"]).stderr(Stdio::null()).spawn().unwrap();
+    let mut bus = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", bus_dir.path().join("bus.conf").display()))
+        .args(["--nofork", "--nopidfile"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let address = format!("unix:path={}", socket.display());
     let config_file = bus_dir.path().join("agent.toml");
     std::fs::write(&config_file, format!("[agent]\nrequire_btrfs = false\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\n[sources]\novsdb = false\nnetworkmanager = false\n", econfig.model_dir.display(), econfig.runtime_library.display())).unwrap();
     let t0 = Instant::now();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_ovs-port-agent"))
-        .arg("--config").arg(&config_file).args(["daemon", "--bus", &address, "--data-dir"]).arg(&state)
-        .stderr(Stdio::null()).spawn().unwrap();
+        .arg("--config")
+        .arg(&config_file)
+        .args(["daemon", "--bus", &address, "--data-dir"])
+        .arg(&state)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
@@ -84,14 +95,31 @@ pub fn run(dir: &Path, n: usize) {
                     for i in 0..CALLS {
                         let t = Instant::now();
                         let r = match member {
-                            "Ping" => conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "Ping", &()).await,
+                            "Ping" => {
+                                conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "Ping", &())
+                                    .await
+                            }
                             "SemanticSearch" => {
                                 let q = format!("{} {}", QUERIES[(c + i) % QUERIES.len()], i);
-                                conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "SemanticSearch", &(q.as_str(), 10u32)).await
+                                conn.call_method(
+                                    Some("dev.ovs.PortAgent1"),
+                                    "/dev/ovs/PortAgent1",
+                                    Some("dev.ovs.PortAgent1"),
+                                    "SemanticSearch",
+                                    &(q.as_str(), 10u32),
+                                )
+                                .await
                             }
                             _ => {
                                 let element = format!("interface:bench{c}");
-                                conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "RecordEvent", &(element.as_str(), "link.flap", "{\"summary\":\"bench\"}", "low")).await
+                                conn.call_method(
+                                    Some("dev.ovs.PortAgent1"),
+                                    "/dev/ovs/PortAgent1",
+                                    Some("dev.ovs.PortAgent1"),
+                                    "RecordEvent",
+                                    &(element.as_str(), "link.flap", "{\"summary\":\"bench\"}", "low"),
+                                )
+                                .await
                             }
                         };
                         r.expect("every call is answered");
@@ -121,7 +149,15 @@ pub fn run(dir: &Path, n: usize) {
             // A different wording from the concurrent phase, so no query comes from the cache.
             let q = format!("{} alone {}", QUERIES[i % QUERIES.len()], i);
             let t = Instant::now();
-            conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "SemanticSearch", &(q.as_str(), 10u32)).await.unwrap();
+            conn.call_method(
+                Some("dev.ovs.PortAgent1"),
+                "/dev/ovs/PortAgent1",
+                Some("dev.ovs.PortAgent1"),
+                "SemanticSearch",
+                &(q.as_str(), 10u32),
+            )
+            .await
+            .unwrap();
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         lat

@@ -57,9 +57,16 @@ pub fn run() {
     // A realistic stream: 1,000 events whose texts repeat (40 distinct), through the pool.
     let (tx, rx) = channel();
     let tx = std::sync::Mutex::new(tx);
-    let pool = EmbedPool::start(&files, 2, 256, 10_000, 4096, Box::new(move |e| {
-        let _ = tx.lock().unwrap().send(e);
-    }))
+    let pool = EmbedPool::start(
+        &files,
+        2,
+        256,
+        10_000,
+        4096,
+        Box::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    )
     .unwrap();
     let started = Instant::now();
     for i in 0..1000u64 {

@@ -27,9 +27,15 @@ pub fn run(dir: &Path) {
     let db = ovs.path().join("conf.db");
     let sock = ovs.path().join("db.sock");
     let ok = Command::new("ovsdb-tool").arg("create").arg(&db).arg("/usr/share/openvswitch/vswitch.ovsschema").status().unwrap().success()
-        && Command::new("ovsdb-server").arg(&db).arg(format!("--remote=punix:{}", sock.display())).args(["--detach", "--no-chdir"])
-            .arg(format!("--pidfile={}", ovs.path().join("pid").display())).arg(format!("--unixctl={}", ovs.path().join("ctl").display()))
-            .status().unwrap().success()
+        && Command::new("ovsdb-server")
+            .arg(&db)
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .args(["--detach", "--no-chdir"])
+            .arg(format!("--pidfile={}", ovs.path().join("pid").display()))
+            .arg(format!("--unixctl={}", ovs.path().join("ctl").display()))
+            .status()
+            .unwrap()
+            .success()
         && Command::new("ovs-vsctl").arg(format!("--db=unix:{}", sock.display())).args(["--no-wait", "init"]).status().unwrap().success();
     assert!(ok, "could not start ovsdb-server");
 

@@ -17,7 +17,8 @@ use std::process::Command;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let sections: Vec<&str> = if args.is_empty() { vec!["ledger", "embed", "search", "dbus", "ingest"] } else { args.iter().map(String::as_str).collect() };
+    let sections: Vec<&str> =
+        if args.is_empty() { vec!["ledger", "embed", "search", "dbus", "ingest"] } else { args.iter().map(String::as_str).collect() };
     let (dir, _mount) = bench_dir();
     for section in sections {
         println!("\n== {section} ==");
@@ -31,7 +32,9 @@ fn main() {
             "replicate" => replicate::latency(),
             "replicate-bytes" => replicate::incremental_bytes(),
             "dbus-1m" => dbus::run(&dir, 1_000_000),
-            other => eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes)"),
+            other => {
+                eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes)")
+            }
         }
     }
 }
@@ -74,6 +77,8 @@ pub fn model_config() -> ovs_port_agent::config::EmbeddingConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut c = ovs_port_agent::config::EmbeddingConfig::default();
     c.model_dir = std::env::var_os("OVS_PORT_AGENT_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| root.join(".dev/model"));
-    c.runtime_library = std::env::var_os("OVS_PORT_AGENT_RUNTIME_LIBRARY").map(PathBuf::from).unwrap_or_else(|| root.join(".dev/lib/libonnxruntime.so.1.24.4"));
+    c.runtime_library = std::env::var_os("OVS_PORT_AGENT_RUNTIME_LIBRARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".dev/lib/libonnxruntime.so.1.24.4"));
     c
 }

@@ -46,7 +46,8 @@ pub fn latency() {
     let rep_bus = PrivateBus::open();
     let rep_tmp = tempfile::tempdir().unwrap();
     let rep_config = write_daemon_config(rep_tmp.path(), &format!("\n[replica]\ndir = \"{}\"\n", rep_dir.display()));
-    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n")).unwrap();
+    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n"))
+        .unwrap();
     let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), &rep_config);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -61,7 +62,12 @@ pub fn latency() {
     for i in 0..40 {
         let summary = format!("bench critical event {i}: uplink eth{i} lost carrier on rack {i}");
         let t0 = Instant::now();
-        let reply = call(&primary_conn, "RecordEvent", &(format!("interface:bench{i}"), "link.down", format!("{{\"summary\":\"{summary}\"}}"), "critical")).unwrap();
+        let reply = call(
+            &primary_conn,
+            "RecordEvent",
+            &(format!("interface:bench{i}"), "link.down", format!("{{\"summary\":\"{summary}\"}}"), "critical"),
+        )
+        .unwrap();
         let hash: String = reply.body().deserialize().unwrap();
         loop {
             let reply = call(&replica_conn, "SemanticSearch", &(summary.clone(), 1u32)).unwrap();
@@ -130,6 +136,9 @@ pub fn incremental_bytes() {
         report.add(&format!("full send of that history ({n} events)"), full.stdout.len() as f64 / (1 << 20) as f64, "MiB");
         drop(store);
     }
-    report.note("not included", "the HNSW checkpoint: rewritten only when the vectors added since the last one reach 25% of it (amortized, not per batch)");
+    report.note(
+        "not included",
+        "the HNSW checkpoint: rewritten only when the vectors added since the last one reach 25% of it (amortized, not per batch)",
+    );
     report.finish();
 }

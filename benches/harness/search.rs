@@ -35,9 +35,11 @@ pub fn run(dir: &Path, sizes: &[usize]) {
     let mut model = SentenceModel::load(&files, 256).unwrap();
     let base = base_vectors(&mut model);
     for &n in sizes {
-        let mut report = Report::new(&format!("search-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
+        let mut report =
+            Report::new(&format!("search-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
         report.note("vectors", n);
-        report.note("how", "synthesized: mixtures of two real all-MiniLM event embeddings (600 texts) + uniform noise ±0.03, re-normalised");
+        report
+            .note("how", "synthesized: mixtures of two real all-MiniLM event embeddings (600 texts) + uniform noise ±0.03, re-normalised");
         let (rss_before, _) = rss_mib();
         let vconfig = VectorConfig::default();
         let graph = VectorIndex::new(&vconfig, n);

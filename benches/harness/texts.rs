@@ -4,7 +4,16 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const KINDS: [&str; 6] = ["interface", "bridge", "ovs-port", "ovs-interface", "connection", "nm"];
 const ACTIONS: [&str; 10] = [
-    "link down", "link up", "state changed", "port added", "port removed", "settings updated", "error", "carrier lost", "mtu changed", "address added",
+    "link down",
+    "link up",
+    "state changed",
+    "port added",
+    "port removed",
+    "settings updated",
+    "error",
+    "carrier lost",
+    "mtu changed",
+    "address added",
 ];
 const STATES: [&str; 8] = ["activated", "disconnected", "unavailable", "failed", "prepare", "config", "ip config", "deactivating"];
 

@@ -17,10 +17,9 @@ where
     B: serde::Serialize + zbus::zvariant::DynamicType,
     R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
 {
-    let reply = conn
-        .call_method(Some(BUS_NAME), OBJECT_PATH, Some(IFACE), method, body)
-        .await
-        .with_context(|| format!("calling {method} on {BUS_NAME} (is the daemon running? without --data-dir commands ask it over D-Bus)"))?;
+    let reply = conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some(IFACE), method, body).await.with_context(|| {
+        format!("calling {method} on {BUS_NAME} (is the daemon running? without --data-dir commands ask it over D-Bus)")
+    })?;
     Ok(reply.body().deserialize()?)
 }
 

@@ -214,7 +214,8 @@ fn search_options(limit: u32, f: &FilterArgs) -> anyhow::Result<std::collections
     let parsed = filter_values(f)?;
     let mut options = std::collections::HashMap::new();
     options.insert("limit", Value::U32(limit));
-    let strings = [("element_id", parsed.element_id), ("element_type", parsed.element_type), ("action", parsed.action), ("source", parsed.source)];
+    let strings =
+        [("element_id", parsed.element_id), ("element_type", parsed.element_type), ("action", parsed.action), ("source", parsed.source)];
     for (key, value) in strings {
         if let Some(v) = value {
             options.insert(key, Value::from(v));

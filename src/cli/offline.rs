@@ -75,10 +75,7 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
         );
         println!("{records} complete records verify; head seq {} ({head_hash})", outcome.state.head_seq);
     } else {
-        println!(
-            "intact: {records} records in {} segment(s), head seq {} ({head_hash})",
-            outcome.segments, outcome.state.head_seq
-        );
+        println!("intact: {records} records in {} segment(s), head seq {} ({head_hash})", outcome.segments, outcome.state.head_seq);
     }
     Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

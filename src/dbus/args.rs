@@ -50,7 +50,8 @@ pub fn details(json: &str) -> Result<serde_json::Value, AgentError> {
             crate::event::MAX_DETAILS_BYTES
         )));
     }
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| AgentError::invalid(format!("details_json is not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| AgentError::invalid(format!("details_json is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(AgentError::invalid("details_json must be a JSON object"));
     }
@@ -121,7 +122,12 @@ mod tests {
 
     #[test]
     fn options_parse_and_refuse_unknown_keys_and_types() {
-        let (f, limit) = search_options(&opts(vec![("limit", Value::U32(5)), ("min_priority", Value::from("high")), ("since_unix_ms", Value::I64(1000))])).unwrap();
+        let (f, limit) = search_options(&opts(vec![
+            ("limit", Value::U32(5)),
+            ("min_priority", Value::from("high")),
+            ("since_unix_ms", Value::I64(1000)),
+        ]))
+        .unwrap();
         assert_eq!((limit, f.min_priority, f.since_ns), (5, Some(Priority::High), Some(1_000_000_000)));
         let err = search_options(&opts(vec![("colour", Value::from("red"))])).unwrap_err();
         assert!(err.to_string().contains("unknown option \"colour\""));

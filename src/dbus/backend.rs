@@ -57,7 +57,9 @@ impl Backend {
                 let (seq, hash) = *engine.writer().head().borrow();
                 (seq, hex::encode(hash))
             }
-            Self::Replica(view) => view.current().map(|c| (c.manifest.head_seq, c.manifest.head_hash.clone())).unwrap_or((0, String::new())),
+            Self::Replica(view) => {
+                view.current().map(|c| (c.manifest.head_seq, c.manifest.head_hash.clone())).unwrap_or((0, String::new()))
+            }
         }
     }
 

@@ -2,9 +2,9 @@
 //! Heavy work (embedding, search, verification) runs off the executor inside the engine.
 
 use super::args;
+use super::backend::Backend;
 use super::error::AgentError;
 use crate::config::Role;
-use super::backend::Backend;
 use crate::event::{NewEvent, element_type_of};
 use crate::metrics::LatencyRing;
 use crate::stream::streamer::StreamHandle;

@@ -28,12 +28,8 @@ pub struct ModelFiles {
 impl ModelFiles {
     /// Checks that every file is there; the error says which is missing and how to get it.
     pub fn locate(config: &EmbeddingConfig) -> Result<Self> {
-        let mut missing: Vec<String> = MODEL_FILES
-            .iter()
-            .map(|f| config.model_dir.join(f))
-            .filter(|p| !p.is_file())
-            .map(|p| p.display().to_string())
-            .collect();
+        let mut missing: Vec<String> =
+            MODEL_FILES.iter().map(|f| config.model_dir.join(f)).filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
         if !config.runtime_library.is_file() {
             missing.push(config.runtime_library.display().to_string());
         }

@@ -94,7 +94,14 @@ pub struct EmbedPool {
 impl EmbedPool {
     /// Loads one model per worker (all must load) and starts the workers. Each finished
     /// event embedding is handed to `results`.
-    pub fn start(files: &ModelFiles, workers: usize, max_length: usize, event_capacity: usize, cache_entries: usize, results: Box<dyn Fn(Embedded) + Send + Sync>) -> Result<Self> {
+    pub fn start(
+        files: &ModelFiles,
+        workers: usize,
+        max_length: usize,
+        event_capacity: usize,
+        cache_entries: usize,
+        results: Box<dyn Fn(Embedded) + Send + Sync>,
+    ) -> Result<Self> {
         let workers = if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),

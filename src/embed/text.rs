@@ -6,7 +6,18 @@ use serde_json::Value;
 
 /// State fields worth naming first, when an element has them.
 const KEY_FIELDS: [&str; 12] = [
-    "state", "link_state", "admin_state", "carrier", "connectivity", "error", "mtu", "controller", "bridge", "type", "ofport", "addresses",
+    "state",
+    "link_state",
+    "admin_state",
+    "carrier",
+    "connectivity",
+    "error",
+    "mtu",
+    "controller",
+    "bridge",
+    "type",
+    "ofport",
+    "addresses",
 ];
 
 /// Words for an identifier: `link.down` → `link down`, `ovs-interface` → `ovs interface`.
@@ -53,7 +64,8 @@ pub fn semantic_text(
             text.push('.');
         }
     }
-    let changed: Vec<&str> = details.get("changed").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let changed: Vec<&str> =
+        details.get("changed").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let mut fields: Vec<String> = Vec::new();
     if let Value::Object(map) = state {
         let ordered = changed.iter().copied().chain(KEY_FIELDS).filter(|k| map.contains_key(*k));

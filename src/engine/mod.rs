@@ -68,10 +68,18 @@ impl Engine {
 
         let started = Instant::now();
         let mut catalog = Catalog::default();
-        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| catalog.insert(seq, ts, element, kind, action, source, priority))?;
+        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| {
+            catalog.insert(seq, ts, element, kind, action, source, priority)
+        })?;
         let vectorized_seq = index.vectorized_seq()?;
         let (graph, checkpoint_count, since_checkpoint) = load_graph(&layout.hnsw_dir(), &config.vector, &index, &files.model_sha256)?;
-        tracing::info!(events = catalog.len(), vectors = graph.len(), vectorized_seq, ms = started.elapsed().as_millis() as u64, "vector index ready");
+        tracing::info!(
+            events = catalog.len(),
+            vectors = graph.len(),
+            vectorized_seq,
+            ms = started.elapsed().as_millis() as u64,
+            "vector index ready"
+        );
         let search = Arc::new(SearchState {
             graph: RwLock::new(Arc::new(graph)),
             catalog: RwLock::new(catalog),

@@ -116,7 +116,8 @@ impl Ledger {
             _ => None,
         };
         let mut ledger = Self { dir: dir.to_owned(), options, state: outcome.state, damage: outcome.damage.clone(), tail };
-        let mut report = OpenReport { head_seq: ledger.state.head_seq, segments: outcome.segments, damage: outcome.damage, recovered: None };
+        let mut report =
+            OpenReport { head_seq: ledger.state.head_seq, segments: outcome.segments, damage: outcome.damage, recovered: None };
         if let (Some(torn), None) = (outcome.torn, &report.damage) {
             let event = NewEvent::new(
                 "agent",
@@ -236,10 +237,7 @@ impl Ledger {
             return Ok(());
         }
         let tail = self.tail.as_mut().expect("a segment is open before lines are buffered");
-        tail.file
-            .write_all(pending)
-            .and_then(|()| tail.file.sync_data())
-            .map_err(|e| LedgerError::io(&tail.path, e))?;
+        tail.file.write_all(pending).and_then(|()| tail.file.sync_data()).map_err(|e| LedgerError::io(&tail.path, e))?;
         tail.len += pending.len() as u64;
         pending.clear();
         Ok(())
@@ -247,11 +245,7 @@ impl Ledger {
 
     fn start_segment(&mut self, first_seq: u64) -> Result<(), LedgerError> {
         let path = self.dir.join(segment_name(first_seq));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| LedgerError::io(&path, e))?;
+        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| LedgerError::io(&path, e))?;
         self.tail = Some(OpenSegment { first_seq, path, file, len: 0 });
         Ok(())
     }

@@ -33,16 +33,12 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
                 format!("unexpected file {} in the ledger directory", entry.path().display()),
             ));
         };
-        let first_seq = stem
-            .parse::<u64>()
-            .ok()
-            .filter(|_| stem.len() == 20)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("segment {} is not named <20-digit first seq>.jsonl", entry.path().display()),
-                )
-            })?;
+        let first_seq = stem.parse::<u64>().ok().filter(|_| stem.len() == 20).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("segment {} is not named <20-digit first seq>.jsonl", entry.path().display()),
+            )
+        })?;
         segments.push(SegmentFile { first_seq, path: entry.path() });
     }
     segments.sort_by_key(|s| s.first_seq);

@@ -38,10 +38,9 @@ impl fmt::Display for DamageKind {
             Self::PrevMismatch { expected, found } => {
                 write!(f, "prev is {found}, but the previous record's hash is {expected}")
             }
-            Self::ElementChainBroken { element_id, expected, found } => write!(
-                f,
-                "element chain of {element_id} broken: element_prev is {found}, expected {expected}"
-            ),
+            Self::ElementChainBroken { element_id, expected, found } => {
+                write!(f, "element chain of {element_id} broken: element_prev is {found}, expected {expected}")
+            }
             Self::SegmentMisnamed { named_first_seq } => {
                 write!(f, "segment is named for seq {named_first_seq} but does not start there")
             }
@@ -103,10 +102,7 @@ impl ChainState {
             return Err(DamageKind::SeqMismatch { found: record.seq });
         }
         if record.prev != self.head_hash {
-            return Err(DamageKind::PrevMismatch {
-                expected: hex::encode(self.head_hash),
-                found: hex::encode(record.prev),
-            });
+            return Err(DamageKind::PrevMismatch { expected: hex::encode(self.head_hash), found: hex::encode(record.prev) });
         }
         let expected = self.element_prev(&record.element_id);
         if record.element_prev != expected {

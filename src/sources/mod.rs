@@ -112,8 +112,14 @@ impl Recorder {
                 if lost > 0 {
                     self.stats.overflowed.fetch_add(lost, Ordering::Relaxed);
                     tracing::warn!(source = sink.source, lost, "source queue overflowed; reconciling");
-                    let event = NewEvent::new("agent", "agent:sources", "queue.overflow", Priority::High, json!({"source": sink.source, "events_lost": lost}))
-                        .with_summary(format!("{lost} {} events overflowed the source queue; reconciling from live state", sink.source));
+                    let event = NewEvent::new(
+                        "agent",
+                        "agent:sources",
+                        "queue.overflow",
+                        Priority::High,
+                        json!({"source": sink.source, "events_lost": lost}),
+                    )
+                    .with_summary(format!("{lost} {} events overflowed the source queue; reconciling from live state", sink.source));
                     batch.push(event);
                     sink.resync.notify_one();
                 }
@@ -156,7 +162,9 @@ pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &
     for element in live {
         let LiveElement { element_id: id, label, state } = element;
         let event = match known_map.remove(&id) {
-            None if first_time => NewEvent::new(source, &id, "baseline", Priority::Low, json!({"after": state})).with_summary(format!("baseline: {label}")),
+            None if first_time => {
+                NewEvent::new(source, &id, "baseline", Priority::Low, json!({"after": state})).with_summary(format!("baseline: {label}"))
+            }
             None => NewEvent::new(source, &id, "reconciled.added", Priority::Medium, json!({"after": state}))
                 .with_summary(format!("{label} appeared while the agent was not watching")),
             Some(old) => {
@@ -173,7 +181,10 @@ pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &
     let mut gone: Vec<(String, serde_json::Map<String, Value>)> = known_map.into_iter().collect();
     gone.sort_by(|a, b| a.0.cmp(&b.0));
     for (id, old) in gone {
-        sink.emit(NewEvent::new(source, &id, "reconciled.removed", Priority::Medium, json!({"before": old})).with_summary(format!("{id} disappeared while the agent was not watching")));
+        sink.emit(
+            NewEvent::new(source, &id, "reconciled.removed", Priority::Medium, json!({"before": old}))
+                .with_summary(format!("{id} disappeared while the agent was not watching")),
+        );
     }
     Ok(())
 }

@@ -58,16 +58,20 @@ struct World {
     pending: HashMap<String, (Instant, Map<String, Value>)>,
 }
 
-async fn session(bus: &str, coalesce: Duration, sink: &Sink, engine: &Arc<Engine>, said_absent: &mut bool, attempt: &mut u32) -> Result<()> {
+async fn session(
+    bus: &str,
+    coalesce: Duration,
+    sink: &Sink,
+    engine: &Arc<Engine>,
+    said_absent: &mut bool,
+    attempt: &mut u32,
+) -> Result<()> {
     let conn = crate::dbus::connect(bus).await?;
     // Subscribe before reading the snapshot, so nothing falls between the two.
-    let signals = MessageStream::for_match_rule(MatchRule::builder().msg_type(MessageType::Signal).sender(NM)?.build(), &conn, Some(4096)).await?;
-    let owner_rule = MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender("org.freedesktop.DBus")?
-        .member("NameOwnerChanged")?
-        .add_arg(NM)?
-        .build();
+    let signals =
+        MessageStream::for_match_rule(MatchRule::builder().msg_type(MessageType::Signal).sender(NM)?.build(), &conn, Some(4096)).await?;
+    let owner_rule =
+        MatchRule::builder().msg_type(MessageType::Signal).sender("org.freedesktop.DBus")?.member("NameOwnerChanged")?.add_arg(NM)?.build();
     let owners = MessageStream::for_match_rule(owner_rule, &conn, Some(64)).await?;
     let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
     if !dbus.name_has_owner(NM.try_into()?).await? {
@@ -128,7 +132,11 @@ async fn session(bus: &str, coalesce: Duration, sink: &Sink, engine: &Arc<Engine
 fn live_elements(world: &World) -> Vec<LiveElement> {
     let mut out = vec![LiveElement { element_id: "nm:manager".into(), label: "NetworkManager".into(), state: world.manager.clone() }];
     for (id, state) in world.devices.values() {
-        out.push(LiveElement { element_id: id.clone(), label: format!("device {}", id.trim_start_matches("interface:")), state: state.clone() });
+        out.push(LiveElement {
+            element_id: id.clone(),
+            label: format!("device {}", id.trim_start_matches("interface:")),
+            state: state.clone(),
+        });
     }
     for (uuid, settings) in world.connections.values() {
         let name = settings.get("connection.id").and_then(Value::as_str).unwrap_or(uuid);
@@ -154,7 +162,8 @@ async fn snapshot(conn: &Connection) -> Result<World> {
             world.connections.insert(path.to_string(), settings);
         }
     }
-    let active: Vec<OwnedObjectPath> = props.get("ActiveConnections").and_then(|v| Vec::<OwnedObjectPath>::try_from(v.clone()).ok()).unwrap_or_default();
+    let active: Vec<OwnedObjectPath> =
+        props.get("ActiveConnections").and_then(|v| Vec::<OwnedObjectPath>::try_from(v.clone()).ok()).unwrap_or_default();
     for path in active {
         if let Ok(uuid) = active_uuid(conn, path.as_str()).await {
             let state = get_all(conn, path.as_str(), ACTIVE_IFACE).await.ok().and_then(|p| u32_of(&p, "State")).map(names::active_state);
@@ -252,7 +261,14 @@ async fn connection_settings(conn: &Connection, path: &str) -> Result<(String, M
             let mut json = to_json(value);
             if full == "ipv4.dns" {
                 // NM keeps IPv4 name servers as u32 in network byte order.
-                json = Value::Array(json.as_array().into_iter().flatten().filter_map(Value::as_u64).map(|x| json!(std::net::Ipv4Addr::from((x as u32).to_le_bytes()).to_string())).collect());
+                json = Value::Array(
+                    json.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64)
+                        .map(|x| json!(std::net::Ipv4Addr::from((x as u32).to_le_bytes()).to_string()))
+                        .collect(),
+                );
             }
             flat.insert(full, json);
         }
@@ -264,7 +280,13 @@ async fn connection_settings(conn: &Connection, path: &str) -> Result<(String, M
 /// Keys that may hold secrets; GetSettings normally omits them, and so do we, always.
 fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("psk") || k.contains("password") || k.contains("secret") || k.contains("private-key") || k.starts_with("wep-key") || k == "pin" || k.ends_with("-pin")
+    k.contains("psk")
+        || k.contains("password")
+        || k.contains("secret")
+        || k.contains("private-key")
+        || k.starts_with("wep-key")
+        || k == "pin"
+        || k.ends_with("-pin")
 }
 
 /// Handles one signal from NetworkManager.
@@ -295,7 +317,13 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             let old = world.manager.insert("state".into(), json!(new)).unwrap_or(Value::Null);
             if old != json!(new) {
                 let priority = if matches!(new.as_str(), "disconnected" | "asleep") { Priority::Critical } else { Priority::Medium };
-                sink.emit(event("nm:manager", "state.changed", priority, changed_details("state", old.clone(), json!(new)), format!("NetworkManager state {} → {new}", text(&old))));
+                sink.emit(event(
+                    "nm:manager",
+                    "state.changed",
+                    priority,
+                    changed_details("state", old.clone(), json!(new)),
+                    format!("NetworkManager state {} → {new}", text(&old)),
+                ));
             }
         }
         (DEVICE_IFACE, "StateChanged") => {
@@ -306,7 +334,9 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             view.insert("state".into(), json!(new));
             let priority = if new == "failed" {
                 Priority::Critical
-            } else if matches!(old.as_str(), "activated" | "secondaries" | "ip-check") && matches!(new.as_str(), "unavailable" | "disconnected" | "deactivating") {
+            } else if matches!(old.as_str(), "activated" | "secondaries" | "ip-check")
+                && matches!(new.as_str(), "unavailable" | "disconnected" | "deactivating")
+            {
                 Priority::High
             } else if new == "activated" {
                 Priority::Medium
@@ -346,7 +376,13 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             };
             let mut details = changed_details("activation", old, json!(new));
             details["reason"] = json!(reason);
-            sink.emit(event(&format!("connection:{uuid}"), action, priority, details, format!("connection {name}: {new} ({})", reason.replace('-', " "))));
+            sink.emit(event(
+                &format!("connection:{uuid}"),
+                action,
+                priority,
+                details,
+                format!("connection {name}: {new} ({})", reason.replace('-', " ")),
+            ));
             if new == "deactivated" {
                 world.active.remove(&path);
             }
@@ -357,14 +393,26 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             settings.insert("activation".into(), json!("deactivated"));
             let name = settings.get("connection.id").and_then(Value::as_str).unwrap_or(&uuid).to_owned();
             let kind = settings.get("connection.type").and_then(Value::as_str).unwrap_or("").to_owned();
-            sink.emit(event(&format!("connection:{uuid}"), "connection.added", Priority::Medium, json!({"after": settings}), format!("connection profile {name} ({kind}) added")));
+            sink.emit(event(
+                &format!("connection:{uuid}"),
+                "connection.added",
+                Priority::Medium,
+                json!({"after": settings}),
+                format!("connection profile {name} ({kind}) added"),
+            ));
             world.connections.insert(p.to_string(), (uuid, settings));
         }
         (SETTINGS_IFACE, "ConnectionRemoved") => {
             let (p,): (OwnedObjectPath,) = msg.body().deserialize()?;
             if let Some((uuid, settings)) = world.connections.remove(p.as_str()) {
                 let name = settings.get("connection.id").and_then(Value::as_str).unwrap_or(&uuid).to_owned();
-                sink.emit(event(&format!("connection:{uuid}"), "connection.removed", Priority::Medium, json!({"before": settings}), format!("connection profile {name} removed")));
+                sink.emit(event(
+                    &format!("connection:{uuid}"),
+                    "connection.removed",
+                    Priority::Medium,
+                    json!({"before": settings}),
+                    format!("connection profile {name} removed"),
+                ));
             }
         }
         (CONNECTION_IFACE, "Updated") => {
@@ -374,8 +422,15 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             let d = diff(&old, &new);
             if !d.is_empty() {
                 let name = new.get("connection.id").and_then(Value::as_str).unwrap_or(&uuid).to_owned();
-                let parts: Vec<String> = d.changed.iter().take(3).map(|k| format!("{k} {} → {}", text(&d.before[k]), text(&d.after[k]))).collect();
-                sink.emit(event(&format!("connection:{uuid}"), "settings.updated", Priority::Medium, d.into_details(), format!("connection {name}: {}", parts.join(", "))));
+                let parts: Vec<String> =
+                    d.changed.iter().take(3).map(|k| format!("{k} {} → {}", text(&d.before[k]), text(&d.after[k]))).collect();
+                sink.emit(event(
+                    &format!("connection:{uuid}"),
+                    "settings.updated",
+                    Priority::Medium,
+                    d.into_details(),
+                    format!("connection {name}: {}", parts.join(", ")),
+                ));
             }
             world.connections.insert(path, (uuid, new));
         }
@@ -390,7 +445,14 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
 
 /// Manager properties are recorded at once; device properties are merged over the
 /// coalescing window into one event per burst.
-async fn properties_changed(conn: &Connection, path: &str, target: &str, changed: &HashMap<String, OwnedValue>, world: &mut World, sink: &Sink) -> Result<()> {
+async fn properties_changed(
+    conn: &Connection,
+    path: &str,
+    target: &str,
+    changed: &HashMap<String, OwnedValue>,
+    world: &mut World,
+    sink: &Sink,
+) -> Result<()> {
     if path == NM_PATH && target == NM {
         if let Some(c) = u32_of(changed, "Connectivity") {
             let new = names::connectivity(c);
@@ -398,14 +460,30 @@ async fn properties_changed(conn: &Connection, path: &str, target: &str, changed
             if old != json!(new) {
                 let lost = matches!(new.as_str(), "none" | "limited" | "portal") && old == json!("full");
                 let priority = if lost { Priority::Critical } else { Priority::Medium };
-                sink.emit(event("nm:manager", "connectivity.changed", priority, changed_details("connectivity", old.clone(), json!(new)), format!("connectivity {} → {new}", text(&old))));
+                sink.emit(event(
+                    "nm:manager",
+                    "connectivity.changed",
+                    priority,
+                    changed_details("connectivity", old.clone(), json!(new)),
+                    format!("connectivity {} → {new}", text(&old)),
+                ));
             }
         }
         if let Some(b) = changed.get("NetworkingEnabled").and_then(|v| bool::try_from(v).ok()) {
             let old = world.manager.insert("networking_enabled".into(), json!(b)).unwrap_or(Value::Null);
             if old != json!(b) {
-                let (action, priority, words) = if b { ("networking.enabled", Priority::Medium, "enabled") } else { ("networking.disabled", Priority::High, "disabled") };
-                sink.emit(event("nm:manager", action, priority, changed_details("networking_enabled", old, json!(b)), format!("networking {words}")));
+                let (action, priority, words) = if b {
+                    ("networking.enabled", Priority::Medium, "enabled")
+                } else {
+                    ("networking.disabled", Priority::High, "disabled")
+                };
+                sink.emit(event(
+                    "nm:manager",
+                    action,
+                    priority,
+                    changed_details("networking_enabled", old, json!(b)),
+                    format!("networking {words}"),
+                ));
             }
         }
         if let Some(paths) = changed.get("ActiveConnections").and_then(|v| Vec::<OwnedObjectPath>::try_from(v.clone()).ok()) {
@@ -470,7 +548,8 @@ fn flush_one(world: &mut World, path: &str, sink: &Sink) {
         Some(true) => ("link.up", Priority::Medium, format!("{name}: carrier detected (link up)")),
         None => {
             let important = d.changed.iter().any(|c| c == "mtu" || c == "addresses");
-            let parts: Vec<String> = d.changed.iter().take(3).map(|k| format!("{k} {} → {}", text(&d.before[k]), text(&d.after[k]))).collect();
+            let parts: Vec<String> =
+                d.changed.iter().take(3).map(|k| format!("{k} {} → {}", text(&d.before[k]), text(&d.after[k]))).collect();
             ("properties.changed", if important { Priority::Medium } else { Priority::Low }, format!("{name}: {}", parts.join(", ")))
         }
     };

@@ -21,7 +21,11 @@ const TABLES: &[(&str, &str, &[&str])] = &[
     ("Open_vSwitch", "ovs", &["ovs_version", "db_version", "external_ids"]),
     ("Bridge", "bridge", &["name", "ports", "datapath_type", "fail_mode", "protocols", "external_ids"]),
     ("Port", "ovs-port", &["name", "interfaces", "tag", "trunks", "vlan_mode", "bond_mode", "external_ids"]),
-    ("Interface", "ovs-interface", &["name", "type", "admin_state", "link_state", "ofport", "error", "mtu", "mac_in_use", "options", "external_ids"]),
+    (
+        "Interface",
+        "ovs-interface",
+        &["name", "type", "admin_state", "link_state", "ofport", "error", "mtu", "mac_in_use", "options", "external_ids"],
+    ),
 ];
 
 /// Runs forever: connect, monitor, reconnect.
@@ -70,7 +74,11 @@ impl Rows {
     fn presentable(&self, table: &str, uuid: &str, row: &Map<String, Value>) -> Map<String, Value> {
         let mut out = row.clone();
         let names = |t: &str, v: &Value| -> Value {
-            let list: Vec<Value> = as_list(v).iter().filter_map(|u| u.as_str()).map(|u| Value::from(self.name_of(t, u).unwrap_or_else(|| u.to_owned()))).collect();
+            let list: Vec<Value> = as_list(v)
+                .iter()
+                .filter_map(|u| u.as_str())
+                .map(|u| Value::from(self.name_of(t, u).unwrap_or_else(|| u.to_owned())))
+                .collect();
             let mut sorted = list;
             sorted.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
             Value::Array(sorted)
@@ -95,7 +103,13 @@ impl Rows {
     }
 
     fn bridge_of_port(&self, port_uuid: &str) -> Option<String> {
-        self.tables.get("Bridge")?.values().find(|b| b.get("ports").map(|p| as_list(p).iter().any(|u| u.as_str() == Some(port_uuid))).unwrap_or(false))?.get("name")?.as_str().map(str::to_owned)
+        self.tables
+            .get("Bridge")?
+            .values()
+            .find(|b| b.get("ports").map(|p| as_list(p).iter().any(|u| u.as_str() == Some(port_uuid))).unwrap_or(false))?
+            .get("name")?
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Every element with its presentable state.
@@ -235,7 +249,8 @@ fn apply_updates(rows: &mut Rows, updates: &Value, events: Option<&mut Vec<NewEv
     }
     let Some(events) = events else { return };
     for (table, uuid, old_view, exists) in changes {
-        let new_view = if exists { rows.tables.get(table).and_then(|t| t.get(&uuid)).map(|r| rows.presentable(table, &uuid, r)) } else { None };
+        let new_view =
+            if exists { rows.tables.get(table).and_then(|t| t.get(&uuid)).map(|r| rows.presentable(table, &uuid, r)) } else { None };
         events.extend(change_events(table, old_view.as_ref(), new_view.as_ref()));
     }
 }
@@ -252,15 +267,38 @@ fn change_events(table: &str, old: Option<&Map<String, Value>>, new: Option<&Map
     };
     match (old, new) {
         (None, Some(new)) => {
-            let mut out = vec![event(&element_id, &format!("{}.added", short(table)), Priority::Medium, json!({"after": new}), format!("OVS {kind} {name} added{}", on_bridge(new)))];
+            let mut out = vec![event(
+                &element_id,
+                &format!("{}.added", short(table)),
+                Priority::Medium,
+                json!({"after": new}),
+                format!("OVS {kind} {name} added{}", on_bridge(new)),
+            )];
             // The switch may fill in `error` in the same transaction that inserts the row.
             if let Some(error) = new.get("error").filter(|e| !e.is_null()) {
-                let details = Diff { changed: vec!["error".into()], before: Map::new(), after: [("error".to_owned(), error.clone())].into_iter().collect() }.into_details();
-                out.push(event(&element_id, "error", Priority::Critical, details, format!("OVS {kind} {name} reports an error: {}", error.as_str().unwrap_or_default())));
+                let details = Diff {
+                    changed: vec!["error".into()],
+                    before: Map::new(),
+                    after: [("error".to_owned(), error.clone())].into_iter().collect(),
+                }
+                .into_details();
+                out.push(event(
+                    &element_id,
+                    "error",
+                    Priority::Critical,
+                    details,
+                    format!("OVS {kind} {name} reports an error: {}", error.as_str().unwrap_or_default()),
+                ));
             }
             out
         }
-        (Some(old), None) => vec![event(&element_id, &format!("{}.removed", short(table)), Priority::Medium, json!({"before": old}), format!("OVS {kind} {name} removed{}", on_bridge(old)))],
+        (Some(old), None) => vec![event(
+            &element_id,
+            &format!("{}.removed", short(table)),
+            Priority::Medium,
+            json!({"before": old}),
+            format!("OVS {kind} {name} removed{}", on_bridge(old)),
+        )],
         (Some(old), Some(new)) => {
             let d = diff(old, new);
             if d.is_empty() {
@@ -289,26 +327,58 @@ fn event(element_id: &str, action: &str, priority: Priority, details: Value, sum
     NewEvent::new(SOURCE, element_id, action, priority, details).with_summary(summary)
 }
 
-fn modification_events(table: &str, element_id: &str, name: &str, kind: &str, old: &Map<String, Value>, new: &Map<String, Value>, d: Diff) -> Vec<NewEvent> {
+fn modification_events(
+    table: &str,
+    element_id: &str,
+    name: &str,
+    kind: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    d: Diff,
+) -> Vec<NewEvent> {
     let mut out = Vec::new();
-    let text = |v: Option<&Value>| v.map(|v| match v { Value::String(s) => s.clone(), Value::Null => "none".into(), o => o.to_string() }).unwrap_or_else(|| "none".into());
+    let text = |v: Option<&Value>| {
+        v.map(|v| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "none".into(),
+            o => o.to_string(),
+        })
+        .unwrap_or_else(|| "none".into())
+    };
     if table == "Bridge" && d.changed.iter().any(|c| c == "ports") {
         let before: Vec<Value> = as_list(old.get("ports").unwrap_or(&Value::Null));
         let after: Vec<Value> = as_list(new.get("ports").unwrap_or(&Value::Null));
         for p in after.iter().filter(|p| !before.contains(p)) {
             let p = p.as_str().unwrap_or_default();
-            out.push(event(element_id, "port.added", Priority::Medium, json!({"port": p, "before": {"ports": before}, "after": {"ports": after}, "changed": ["ports"]}), format!("port {p} added to OVS bridge {name}")));
+            out.push(event(
+                element_id,
+                "port.added",
+                Priority::Medium,
+                json!({"port": p, "before": {"ports": before}, "after": {"ports": after}, "changed": ["ports"]}),
+                format!("port {p} added to OVS bridge {name}"),
+            ));
         }
         for p in before.iter().filter(|p| !after.contains(p)) {
             let p = p.as_str().unwrap_or_default();
-            out.push(event(element_id, "port.removed", Priority::Medium, json!({"port": p, "before": {"ports": before}, "after": {"ports": after}, "changed": ["ports"]}), format!("port {p} removed from OVS bridge {name}")));
+            out.push(event(
+                element_id,
+                "port.removed",
+                Priority::Medium,
+                json!({"port": p, "before": {"ports": before}, "after": {"ports": after}, "changed": ["ports"]}),
+                format!("port {p} removed from OVS bridge {name}"),
+            ));
         }
     }
     let rest: Vec<String> = d.changed.iter().filter(|c| !(table == "Bridge" && *c == "ports")).cloned().collect();
     if rest.is_empty() {
         return out;
     }
-    let details = Diff { changed: rest.clone(), before: d.before.into_iter().filter(|(k, _)| rest.contains(k)).collect(), after: d.after.into_iter().filter(|(k, _)| rest.contains(k)).collect() }.into_details();
+    let details = Diff {
+        changed: rest.clone(),
+        before: d.before.into_iter().filter(|(k, _)| rest.contains(k)).collect(),
+        after: d.after.into_iter().filter(|(k, _)| rest.contains(k)).collect(),
+    }
+    .into_details();
     let changed = |c: &str| rest.iter().any(|x| x == c);
     let (action, priority, summary) = if table == "Interface" && changed("error") && !new.get("error").unwrap_or(&Value::Null).is_null() {
         ("error", Priority::Critical, format!("OVS interface {name} reports an error: {}", text(new.get("error"))))
@@ -318,8 +388,14 @@ fn modification_events(table: &str, element_id: &str, name: &str, kind: &str, ol
         ("link.up", Priority::Medium, format!("OVS interface {name}: link up"))
     } else if table == "Interface" && changed("admin_state") {
         let state = text(new.get("admin_state"));
-        (if state == "down" { "admin.down" } else { "admin.up" }, if state == "down" { Priority::High } else { Priority::Medium }, format!("OVS interface {name}: admin state {state}"))
-    } else if rest.iter().all(|c| matches!(c.as_str(), "ofport" | "mac_in_use" | "mtu" | "ovs_version" | "db_version")) && old.get(&rest[0]).is_none_or(Value::is_null) {
+        (
+            if state == "down" { "admin.down" } else { "admin.up" },
+            if state == "down" { Priority::High } else { Priority::Medium },
+            format!("OVS interface {name}: admin state {state}"),
+        )
+    } else if rest.iter().all(|c| matches!(c.as_str(), "ofport" | "mac_in_use" | "mtu" | "ovs_version" | "db_version"))
+        && old.get(&rest[0]).is_none_or(Value::is_null)
+    {
         // Values the switch fills in right after an insert: routine.
         ("modified", Priority::Low, format!("OVS {kind} {name}: {} set", rest.join(", ")))
     } else {
@@ -393,7 +469,10 @@ mod tests {
         let e = change_events("Interface", Some(&old), Some(&new));
         assert_eq!((e[0].element_id.as_str(), e[0].action.as_str(), e[0].priority), ("ovs-interface:p1", "link.down", Priority::High));
         assert_eq!(e[0].details["before"]["link_state"], "up");
-        let err = json!({"name": "p1", "link_state": "down", "error": "could not open network device p1 (No such device)"}).as_object().unwrap().clone();
+        let err = json!({"name": "p1", "link_state": "down", "error": "could not open network device p1 (No such device)"})
+            .as_object()
+            .unwrap()
+            .clone();
         let e = change_events("Interface", Some(&new), Some(&err));
         assert_eq!((e[0].action.as_str(), e[0].priority), ("error", Priority::Critical));
     }

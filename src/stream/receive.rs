@@ -76,7 +76,14 @@ fn receive_one(dir: &Path, header: &Header, input: &mut impl Read) -> Result<Ack
     // zstd -d | btrfs receive, joined by a pipe, for compressed streams.
     let mut unzstd = match header.compression.as_deref() {
         None => None,
-        Some("zstd") => Some(Command::new("zstd").args(["-d", "-q", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("running zstd -d")?),
+        Some("zstd") => Some(
+            Command::new("zstd")
+                .args(["-d", "-q", "-c"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("running zstd -d")?,
+        ),
         Some(other) => bail!("unknown stream compression {other:?}"),
     };
     let receive_input = match unzstd.as_mut() {
@@ -121,7 +128,12 @@ fn receive_one(dir: &Path, header: &Header, input: &mut impl Read) -> Result<Ack
     }
     match check(dir, &target) {
         Ok((received_uuid, manifest)) => {
-            let state = ReplicaState { newest: Some(header.name.clone()), head_seq: manifest.head_seq, head_hash: manifest.head_hash.clone(), received_uuid: Some(received_uuid.clone()) };
+            let state = ReplicaState {
+                newest: Some(header.name.clone()),
+                head_seq: manifest.head_seq,
+                head_hash: manifest.head_hash.clone(),
+                received_uuid: Some(received_uuid.clone()),
+            };
             state.save(dir)?;
             prune(dir, &header.name);
             ack.ok = true;

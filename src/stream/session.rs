@@ -33,11 +33,22 @@ impl Session {
                 c.args(["-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]);
                 c.args(&replica.ssh_options);
                 // With a restricted key the far side runs its forced command instead.
-                c.arg("--").arg(&replica.destination).arg(&replica.remote_command).arg("replica-receive").arg("--dir").arg(&replica.remote_dir);
+                c.arg("--")
+                    .arg(&replica.destination)
+                    .arg(&replica.remote_command)
+                    .arg("replica-receive")
+                    .arg("--dir")
+                    .arg(&replica.remote_dir);
                 c
             }
         };
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().context("starting the replication session")?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the replication session")?;
         let stdin = child.stdin.take().expect("piped");
         let acks = BufReader::new(child.stdout.take().expect("piped")).lines();
         if let Some(mut stderr) = child.stderr.take() {
@@ -57,13 +68,15 @@ impl Session {
     /// acknowledgement and the bytes of the send stream.
     pub async fn send(&mut self, snapshot: &Path, parent: Option<&Path>, zstd_level: Option<u8>, timeout: Duration) -> Result<(Ack, u64)> {
         let name = file_name(snapshot)?;
-        let header = Header { name: name.clone(), parent: parent.map(file_name).transpose()?, compression: zstd_level.map(|_| "zstd".to_owned()) };
+        let header =
+            Header { name: name.clone(), parent: parent.map(file_name).transpose()?, compression: zstd_level.map(|_| "zstd".to_owned()) };
         let mut send = Command::new("btrfs");
         send.arg("send").arg("-q");
         if let Some(p) = parent {
             send.arg("-p").arg(p);
         }
-        let mut send = send.arg(snapshot).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().context("running btrfs send")?;
+        let mut send =
+            send.arg(snapshot).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().context("running btrfs send")?;
         let send_out = send.stdout.take().expect("piped");
         // btrfs send | zstd -LEVEL, joined by a pipe, when compressing.
         let mut zstd = None;

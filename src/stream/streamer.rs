@@ -77,7 +77,8 @@ fn status_path(root: &Path, name: &str) -> PathBuf {
 }
 
 fn load_status(root: &Path, name: &str) -> ReplicaStatus {
-    let mut s: ReplicaStatus = std::fs::read(status_path(root, name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut s: ReplicaStatus =
+        std::fs::read(status_path(root, name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     s.name = name.to_owned();
     if s.state.is_empty() {
         s.state = "lagging".into();
@@ -116,7 +117,12 @@ fn latest_snapshot(dir: &Path) -> Option<(u64, PathBuf, Instant)> {
 }
 
 /// Watches recorded events and vectorization and takes snapshots when they are due.
-async fn trigger_loop(engine: Arc<Engine>, config: Config, handle: Arc<StreamHandle>, newest_tx: watch::Sender<Option<(u64, PathBuf, Instant)>>) {
+async fn trigger_loop(
+    engine: Arc<Engine>,
+    config: Config,
+    handle: Arc<StreamHandle>,
+    newest_tx: watch::Sender<Option<(u64, PathBuf, Instant)>>,
+) {
     let s = &config.stream;
     let delay = |p: Priority| {
         Duration::from_millis(match p {
@@ -148,7 +154,10 @@ async fn trigger_loop(engine: Arc<Engine>, config: Config, handle: Arc<StreamHan
         let through = *vectorized.borrow();
         let now = Instant::now();
         let ready = pending.range(..=through);
-        let due = forced || ready.clone().count() as u64 >= s.batch_events || ready.clone().any(|(_, at)| *at <= now) || pending.get(&u64::MAX).is_some_and(|at| *at <= now);
+        let due = forced
+            || ready.clone().count() as u64 >= s.batch_events
+            || ready.clone().any(|(_, at)| *at <= now)
+            || pending.get(&u64::MAX).is_some_and(|at| *at <= now);
         if !due || (through <= last && !forced) {
             continue;
         }
@@ -236,8 +245,14 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
                 status.acked_snapshot = None;
                 status.full_sends += 1;
                 status.state = "lagging".into();
-                let event = NewEvent::new("agent", &format!("replica:{}", replica.name), "replica.full_send", Priority::High, json!({"replica": replica.name, "snapshot": ack.name, "reason": ack.error}))
-                    .with_summary(format!("replica {} lost the common parent snapshot; sending {} in full", replica.name, ack.name));
+                let event = NewEvent::new(
+                    "agent",
+                    &format!("replica:{}", replica.name),
+                    "replica.full_send",
+                    Priority::High,
+                    json!({"replica": replica.name, "snapshot": ack.name, "reason": ack.error}),
+                )
+                .with_summary(format!("replica {} lost the common parent snapshot; sending {} in full", replica.name, ack.name));
                 if let Err(e) = engine.record(vec![event]).await {
                     tracing::error!(error = %e, "could not record the full-send event");
                 }
@@ -268,7 +283,14 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
     }
 }
 
-async fn sync_once(replica: &ReplicaConfig, binary: &Path, session: &mut Option<Session>, path: &Path, parent: Option<&Path>, zstd_level: Option<u8>) -> Result<(super::frame::Ack, u64)> {
+async fn sync_once(
+    replica: &ReplicaConfig,
+    binary: &Path,
+    session: &mut Option<Session>,
+    path: &Path,
+    parent: Option<&Path>,
+    zstd_level: Option<u8>,
+) -> Result<(super::frame::Ack, u64)> {
     if session.is_none() {
         *session = Some(Session::open(replica, binary)?);
     }

@@ -71,11 +71,7 @@ impl VectorIndex {
         if self.is_empty() {
             return Vec::new();
         }
-        self.hnsw
-            .search_filter(query, k, ef.max(k), filter)
-            .into_iter()
-            .map(|n| (n.d_id as u64, 1.0 - n.distance))
-            .collect()
+        self.hnsw.search_filter(query, k, ef.max(k), filter).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance)).collect()
     }
 
     /// Writes the graph to `dir` as a new checkpoint covering `seq`, then removes older ones.
@@ -128,8 +124,8 @@ impl VectorIndex {
             let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, &info.basename)));
             io.load_hnsw::<f32, DistDot>()
         })
-            .map_err(|_| anyhow::anyhow!("the HNSW loader panicked on {}", info.basename))?
-            .with_context(|| format!("loading HNSW checkpoint {}", info.basename))?;
+        .map_err(|_| anyhow::anyhow!("the HNSW loader panicked on {}", info.basename))?
+        .with_context(|| format!("loading HNSW checkpoint {}", info.basename))?;
         let count = hnsw.get_nb_point() as u64;
         if count != info.count {
             bail!("checkpoint {} holds {count} vectors, its CHECKPOINT says {}", info.basename, info.count);
@@ -137,4 +133,3 @@ impl VectorIndex {
         Ok(Some((Self { hnsw, count: AtomicU64::new(count) }, info)))
     }
 }
-

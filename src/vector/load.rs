@@ -18,7 +18,11 @@ pub fn load_graph(hnsw_dir: &Path, config: &VectorConfig, index: &Index, model_s
             (graph, info.seq, info.extra.into_iter().collect::<HashSet<u64>>(), count)
         }
         Ok(Some((_, info))) => {
-            tracing::warn!(checkpoint_seq = info.seq, vectorized_seq, "HNSW checkpoint is ahead of the stored vectors; rebuilding the graph");
+            tracing::warn!(
+                checkpoint_seq = info.seq,
+                vectorized_seq,
+                "HNSW checkpoint is ahead of the stored vectors; rebuilding the graph"
+            );
             (VectorIndex::new(config, 0), 0, HashSet::new(), 0)
         }
         Ok(None) => (VectorIndex::new(config, 0), 0, HashSet::new(), 0),

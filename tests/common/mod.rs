@@ -14,11 +14,7 @@ pub fn agent_bin() -> PathBuf {
 /// Runs the binary with `args`; returns (exit code, stdout, stderr).
 pub fn agent(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(agent_bin()).args(args).output().expect("running ovs-port-agent");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A Btrfs file system on a loop-mounted image file, unmounted and removed on drop.
@@ -149,7 +145,10 @@ pub struct PrivateBus {
 impl PrivateBus {
     /// A session-type bus where everyone may do everything.
     pub fn open() -> Self {
-        Self::start("session", "<policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>")
+        Self::start(
+            "session",
+            "<policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>",
+        )
     }
 
     /// A system-type bus with the system bus's default-deny policy and the shipped
@@ -363,7 +362,12 @@ impl OvsSandbox {
         let sandbox = Self { dir, netns: Netns::new("ovs") };
         run_ok(Command::new("ovsdb-tool").arg("create").arg(sandbox.db()).arg("/usr/share/openvswitch/vswitch.ovsschema"));
         sandbox.start_ovsdb();
-        run_ok(sandbox.env(&mut Command::new("ovs-vsctl")).arg(format!("--db=unix:{}", sandbox.socket().display())).args(["--no-wait", "init"]));
+        run_ok(
+            sandbox
+                .env(&mut Command::new("ovs-vsctl"))
+                .arg(format!("--db=unix:{}", sandbox.socket().display()))
+                .args(["--no-wait", "init"]),
+        );
         let mut vswitchd = sandbox.netns.command("ovs-vswitchd");
         sandbox.env(&mut vswitchd);
         vswitchd.arg(format!("unix:{}", sandbox.socket().display())).args(["--detach", "--no-chdir"]);
@@ -413,7 +417,11 @@ impl OvsSandbox {
 
     pub fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         let d = self.dir.path();
-        cmd.env("OVS_RUNDIR", d).env("OVS_DBDIR", d).env("OVS_LOGDIR", d).env("OVS_SYSCONFDIR", d).env("OVS_PKGDATADIR", "/usr/share/openvswitch")
+        cmd.env("OVS_RUNDIR", d)
+            .env("OVS_DBDIR", d)
+            .env("OVS_LOGDIR", d)
+            .env("OVS_SYSCONFDIR", d)
+            .env("OVS_PKGDATADIR", "/usr/share/openvswitch")
     }
 
     /// `ovs-vsctl` against this sandbox, run inside its namespace.
@@ -440,7 +448,12 @@ pub fn ledger_records(state: &Path) -> Vec<ovs_port_agent::ledger::Record> {
 }
 
 /// Polls `check` over the ledger until it holds (or panics after `secs`).
-pub fn wait_for_records(state: &Path, secs: u64, what: &str, check: impl Fn(&[ovs_port_agent::ledger::Record]) -> bool) -> Vec<ovs_port_agent::ledger::Record> {
+pub fn wait_for_records(
+    state: &Path,
+    secs: u64,
+    what: &str,
+    check: impl Fn(&[ovs_port_agent::ledger::Record]) -> bool,
+) -> Vec<ovs_port_agent::ledger::Record> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let records = ledger_records(state);
@@ -550,7 +563,10 @@ impl Drop for NmSandbox {
 impl PrivateBus {
     /// A system-type bus where everyone may do everything (for NetworkManager in tests).
     pub fn system_allow_all() -> Self {
-        Self::start("system", "<policy context=\"default\"><allow user=\"*\"/><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>")
+        Self::start(
+            "system",
+            "<policy context=\"default\"><allow user=\"*\"/><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>",
+        )
     }
 }
 
@@ -573,7 +589,20 @@ impl SshReplicaHost {
         let octet = 1 + (rand::random::<u8>() % 250);
         let (a, b) = (format!("10.231.{octet}.1"), format!("10.231.{octet}.2"));
         let veth = format!("vr{}", rand::random::<u16>());
-        run_ok(Command::new("ip").args(["-n", &primary_ns.name, "link", "add", &format!("{veth}a"), "type", "veth", "peer", "name", &format!("{veth}b"), "netns", &replica_ns.name]));
+        run_ok(Command::new("ip").args([
+            "-n",
+            &primary_ns.name,
+            "link",
+            "add",
+            &format!("{veth}a"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{veth}b"),
+            "netns",
+            &replica_ns.name,
+        ]));
         run_ok(Command::new("ip").args(["-n", &primary_ns.name, "addr", "add", &format!("{a}/30"), "dev", &format!("{veth}a")]));
         run_ok(Command::new("ip").args(["-n", &primary_ns.name, "link", "set", &format!("{veth}a"), "up"]));
         run_ok(Command::new("ip").args(["-n", &replica_ns.name, "addr", "add", &format!("{b}/30"), "dev", &format!("{veth}b")]));
