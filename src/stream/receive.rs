@@ -2,8 +2,8 @@
 //! the forced command of a restricted ssh key. Reads framed send streams from stdin, runs
 //! `btrfs receive` for each, checks what arrived (read-only, received UUID set, MANIFEST
 //! present, the hash chain intact and continuing the last verified head), deletes anything
-//! garbled or partial, keeps only the newest verified snapshot, and acknowledges each on
-//! stdout.
+//! garbled or partial, acknowledges each on stdout, then keeps only the newest verified
+//! snapshot.
 
 use super::frame::{Ack, Header, MAX_CHUNK};
 use super::snapshot::{self, Manifest};
@@ -56,6 +56,12 @@ pub fn run(dir: &Path) -> Result<()> {
         let mut out = stdout.lock();
         writeln!(out, "{}", serde_json::to_string(&ack)?)?;
         out.flush()?;
+        drop(out);
+        // Pruning after the acknowledgement keeps it off the sender's critical path; what
+        // is pruned is never needed again (the state file already names the newest).
+        if ack.ok {
+            prune(dir, &ack.name);
+        }
     }
 }
 
@@ -135,7 +141,6 @@ fn receive_one(dir: &Path, header: &Header, input: &mut impl Read) -> Result<Ack
                 received_uuid: Some(received_uuid.clone()),
             };
             state.save(dir)?;
-            prune(dir, &header.name);
             ack.ok = true;
             ack.received_uuid = Some(received_uuid);
             ack.head_seq = manifest.head_seq;

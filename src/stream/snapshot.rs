@@ -3,7 +3,6 @@
 //! snapshot `.snapshots/data@S` is taken (S = every event through it is vectorized).
 
 use crate::btrfs;
-use crate::ledger::segment::sync_dir;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -31,13 +30,13 @@ impl Manifest {
             .with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// Writes `MANIFEST` atomically (temp file, fsync, rename, fsync dir).
+    /// Writes `MANIFEST` atomically (temp file, rename). No fsync: it is written just
+    /// before a snapshot, and taking a Btrfs snapshot flushes the subvolume's dirty data
+    /// into the snapshot itself; the live copy is rewritten at every snapshot.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join("MANIFEST.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, dir.join("MANIFEST"))?;
-        sync_dir(dir)?;
         Ok(())
     }
 }
