@@ -4,14 +4,13 @@ use anyhow::{Context, Result, bail};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Held for as long as the process writes to the data directory; released on drop
 /// (or by the kernel when the process dies, so a crash never leaves a stale lock).
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DataDirLock {
@@ -41,11 +40,7 @@ impl DataDirLock {
         file.seek(SeekFrom::Start(0))?;
         writeln!(file, "{}", std::process::id())?;
         file.sync_all()?;
-        Ok(Self { _file: file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 

@@ -43,10 +43,6 @@ impl Store {
         Ok(Self { layout: layout.clone(), ledger, index, report, lock })
     }
 
-    pub fn lock(&self) -> &DataDirLock {
-        &self.lock
-    }
-
     /// Splits the store into its ledger and index (the lock is returned to keep it held).
     pub fn into_parts(self) -> (Layout, Ledger, Index, OpenReport, DataDirLock) {
         (self.layout, self.ledger, self.index, self.report, self.lock)

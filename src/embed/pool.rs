@@ -178,11 +178,6 @@ impl EmbedPool {
         rx.await.map_err(|_| anyhow!("embedding workers stopped"))?.map_err(|e| anyhow!(e))
     }
 
-    pub fn embed_query_blocking(&self, text: &str) -> Result<Arc<[f32]>> {
-        let rx = self.queue_query(text);
-        rx.blocking_recv().map_err(|_| anyhow!("embedding workers stopped"))?.map_err(|e| anyhow!(e))
-    }
-
     fn queue_query(&self, text: &str) -> oneshot::Receiver<Result<Arc<[f32]>, String>> {
         let (reply, rx) = oneshot::channel();
         let mut q = self.shared.queue.lock().expect("queue lock");
@@ -204,11 +199,6 @@ impl EmbedPool {
 
     pub fn query_latency(&self) -> &LatencyRing {
         &self.shared.query_latency
-    }
-
-    /// Finishes queued work and stops the workers.
-    pub fn shutdown(mut self) {
-        self.stop();
     }
 
     fn stop(&mut self) {

@@ -146,10 +146,6 @@ impl Ledger {
         self.state.head_hash
     }
 
-    pub fn damage(&self) -> Option<&Damage> {
-        self.damage.as_ref()
-    }
-
     /// Appends `events` in order with one write and one fsync per touched segment; returns
     /// only when every record is durable. On failure nothing of the batch remains.
     pub fn append_batch(&mut self, events: &[NewEvent]) -> Result<Vec<Record>, LedgerError> {
