@@ -3,7 +3,7 @@
 mod common;
 
 use common::{agent, sample_event};
-use ovs_port_agent::ledger::record::{Body, decode_line, encode_line};
+use ovs_port_agent::ledger::record::{decode_line, encode_line};
 use ovs_port_agent::ledger::{DamageKind, Ledger, LedgerOptions, Record, scan};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::{Path, PathBuf};
@@ -144,22 +144,7 @@ fn reseal(records: &mut [Record], from: usize) {
         if i > 0 {
             records[i].prev = records[i - 1].hash;
         }
-        let r = &records[i];
-        let body = Body {
-            seq: r.seq,
-            ts: r.ts,
-            host: &r.host,
-            source: &r.source,
-            element_id: &r.element_id,
-            element_type: &r.element_type,
-            action: &r.action,
-            priority: r.priority,
-            summary: &r.summary,
-            details: &r.details,
-            prev: &r.prev,
-            element_prev: &r.element_prev,
-        };
-        let (_, hash) = encode_line(&body);
+        let (_, hash) = encode_line(&records[i].body());
         records[i].hash = hash;
     }
 }
@@ -177,22 +162,7 @@ fn a_broken_element_chain_is_named_even_when_the_global_chain_is_resealed() {
     reseal(&mut records, victim);
     let tampered = tamper(&original, |l| {
         for (i, (_, line)) in l.iter_mut().enumerate() {
-            let r = &records[i];
-            let body = Body {
-                seq: r.seq,
-                ts: r.ts,
-                host: &r.host,
-                source: &r.source,
-                element_id: &r.element_id,
-                element_type: &r.element_type,
-                action: &r.action,
-                priority: r.priority,
-                summary: &r.summary,
-                details: &r.details,
-                prev: &r.prev,
-                element_prev: &r.element_prev,
-            };
-            *line = encode_line(&body).0;
+            *line = encode_line(&records[i].body()).0;
         }
     });
     let (seq, kind) = damage_of(tampered.path());

@@ -39,6 +39,24 @@ impl Record {
     pub fn hash_hex(&self) -> String {
         hex::encode(self.hash)
     }
+
+    /// The hashed part of this record (everything but `hash`).
+    pub fn body(&self) -> Body<'_> {
+        Body {
+            seq: self.seq,
+            ts: self.ts,
+            host: &self.host,
+            source: &self.source,
+            element_id: &self.element_id,
+            element_type: &self.element_type,
+            action: &self.action,
+            priority: self.priority,
+            summary: &self.summary,
+            details: &self.details,
+            prev: &self.prev,
+            element_prev: &self.element_prev,
+        }
+    }
 }
 
 /// Everything of a record except its hash, in the order the canonical encoding writes it.
