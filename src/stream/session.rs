@@ -21,7 +21,10 @@ impl Session {
     pub fn open(replica: &ReplicaConfig, local_binary: &Path) -> Result<Self> {
         let mut cmd = match replica.transport {
             Transport::Local => {
-                let mut c = Command::new(local_binary);
+                // Locally the "far side" is this binary, unless remote_command names another.
+                let binary =
+                    if Path::new(&replica.remote_command).is_absolute() { Path::new(&replica.remote_command) } else { local_binary };
+                let mut c = Command::new(binary);
                 c.arg("replica-receive").arg("--dir").arg(&replica.remote_dir);
                 c
             }
