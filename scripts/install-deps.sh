@@ -25,15 +25,18 @@ packages=(
   procps
 )
 
+# python3 and pip may come from elsewhere (pyenv); Debian's are needed only when those
+# are not usable.
+have_python=no
+if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+  have_python=yes
+fi
+
 missing=()
 for p in "${packages[@]}"; do
+  case "$p" in python3|python3-pip) [ "$have_python" = yes ] && continue ;; esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# python3/pip may come from elsewhere (pyenv); only install them when not usable.
-if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
-  missing=("${missing[@]/python3-pip}"); missing=("${missing[@]/python3}")
-fi
-read -r -a missing <<< "${missing[*]:-}"
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -47,4 +50,6 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo (Rust >= 1.88) is required; install it with rustup or Debian's cargo" >&2
   exit 1
 fi
+# The bus policy's read group.
+getent group netdev >/dev/null || groupadd --system netdev
 echo "system packages: ok"
