@@ -81,6 +81,7 @@ impl Index {
         // includes it, so the graph never holds vectors the index lost. Commits are batched.
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")?;
         conn.execute_batch(SCHEMA).context("creating the index schema")?;
+        migrate(&conn)?;
         Ok(Self { conn })
     }
 
@@ -359,6 +360,26 @@ impl Index {
     }
 }
 
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Brings an index written by an older version up to date in place (the index is derived,
+/// but its vectors are expensive to remake, so it is migrated rather than rebuilt).
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Version 0 → 1: elements remember the source of their last event.
+    let has_source: bool = conn.prepare("SELECT 1 FROM pragma_table_info('elements') WHERE name = 'source'")?.exists([])?;
+    if !has_source {
+        conn.execute_batch("ALTER TABLE elements ADD COLUMN source TEXT NOT NULL DEFAULT ''")?;
+        tracing::info!("index migrated: elements.source added");
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    Ok(())
+}
+
 fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
         .execute([key, value])?;
@@ -451,4 +472,30 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         summary: r.get(8)?,
         details: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or(Value::Null),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_of_the_first_schema_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE elements (element_id TEXT PRIMARY KEY, element_type TEXT NOT NULL, state TEXT NOT NULL,
+                 last_seq INTEGER NOT NULL, height INTEGER NOT NULL, last_hash TEXT NOT NULL);
+                 INSERT INTO elements VALUES ('interface:eth0', 'interface', '{}', 1, 1, 'aa');",
+            )
+            .unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.elements_of_source("").unwrap().len(), 1, "old rows survive with an empty source");
+        let version: i64 = index.connection().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(index);
+        Index::open(&path).unwrap();
+    }
 }

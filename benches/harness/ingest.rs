@@ -147,7 +147,10 @@ fn measure(dir: &Path, streaming: bool, report: &mut Report) -> f64 {
     if streaming {
         let received = ovs_port_agent::stream::receive::ReplicaState::load(&replica_dir);
         report.note("replica head at the end of the streaming run", received.head_seq);
-        report.note("snapshots kept on the primary at the end (older ones pruned)", ovs_port_agent::stream::snapshot::list(&state.join(".snapshots")).len());
+        report.note(
+            "snapshots kept on the primary at the end (older ones pruned)",
+            ovs_port_agent::stream::snapshot::list(&state.join(".snapshots")).len(),
+        );
     }
     report.note("path", "our transact → ovsdb-server → monitor update → OVS source → queue → group commit (fsync) → broadcast");
     engine.shutdown();
