@@ -287,12 +287,7 @@ impl Index {
     }
 
     /// Calls `f(seq, ts, element_id, element_type, action, source, priority)` for every
-    /// event, in order (to fill the search filter catalog).
-    pub fn for_each_event_meta(&self, f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
-        self.for_each_event_meta_after(0, f)
-    }
-
-    /// The same, for events with `seq` above `after`.
+    /// event with `seq` above `after`, in order (to fill the search filter catalog).
     pub fn for_each_event_meta_after(&self, after: u64, mut f: impl FnMut(u64, i64, &str, &str, &str, &str, Priority)) -> Result<()> {
         let mut stmt = self
             .conn

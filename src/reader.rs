@@ -7,7 +7,7 @@ use crate::embed::{ModelFiles, SentenceModel};
 use crate::index::Index;
 use crate::layout::Layout;
 use crate::search::{Hit, Readers, SearchState};
-use crate::vector::{Catalog, Filters, load_graph};
+use crate::vector::{Catalog, Filters, catalog_events_after, insert_stored_after, load_graph};
 use anyhow::{Result, anyhow, bail};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,9 +46,7 @@ impl OfflineReader {
             }
         }
         let mut catalog = Catalog::default();
-        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| {
-            catalog.insert(seq, ts, element, kind, action, source, priority)
-        })?;
+        catalog_events_after(&mut catalog, &index, 0)?;
         let (graph, _, _) = load_graph(&layout.hnsw_dir(), &config.vector, &index, &files.model_sha256)?;
         let vectorized_seq = index.vectorized_seq()?;
         let model = SentenceModel::load(&files, config.embedding.max_length)?;
@@ -77,17 +75,8 @@ impl OfflineReader {
         }
         let graph = self.search.graph.read().expect("graph lock").clone();
         let mut catalog = self.search.catalog.read().expect("catalog lock").clone();
-        index.for_each_event_meta_after(self.indexed_seq, |seq, ts, element, kind, action, source, priority| {
-            catalog.insert(seq, ts, element, kind, action, source, priority)
-        })?;
-        let mut cursor = self.vectorized_seq;
-        loop {
-            let chunk = index.vectors_after(cursor, 20_000)?;
-            let Some(last) = chunk.last().map(|(s, _)| *s) else { break };
-            let fresh: Vec<(u64, Vec<f32>)> = chunk.into_iter().filter(|(s, _)| !self.extra.contains(s)).collect();
-            graph.insert_many(&fresh);
-            cursor = last;
-        }
+        catalog_events_after(&mut catalog, &index, self.indexed_seq)?;
+        insert_stored_after(&graph, &index, self.vectorized_seq, &self.extra)?;
         let vectorized_seq = index.vectorized_seq()?;
         Ok(Self {
             search: SearchState {

@@ -85,7 +85,7 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
 fn open_index_for_reading(config: &Config, data_dir: &Path) -> Result<Index> {
     let layout = Layout::detect(data_dir);
     if layout.read_only {
-        return Index::open_read_only(&layout.index_path());
+        return crate::reader::open_index(&layout);
     }
     if !layout.ledger_dir().is_dir() {
         bail!("no ledger at {}", layout.ledger_dir().display());

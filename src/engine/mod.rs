@@ -15,7 +15,7 @@ use crate::ledger::{LedgerCursor, LedgerError, LedgerWriter, Record, WriterThrea
 use crate::lock::DataDirLock;
 use crate::search::{Hit, Readers, SearchState};
 use crate::store::Store;
-use crate::vector::{Catalog, Filters, load_graph};
+use crate::vector::{Catalog, Filters, catalog_events_after, load_graph};
 use anyhow::{Context, Result, anyhow};
 use indexer::{CheckpointPolicy, Indexer, IndexerMsg};
 use std::collections::{BTreeSet, HashSet};
@@ -68,9 +68,7 @@ impl Engine {
 
         let started = Instant::now();
         let mut catalog = Catalog::default();
-        index.for_each_event_meta(|seq, ts, element, kind, action, source, priority| {
-            catalog.insert(seq, ts, element, kind, action, source, priority)
-        })?;
+        catalog_events_after(&mut catalog, &index, 0)?;
         let vectorized_seq = index.vectorized_seq()?;
         let (graph, checkpoint_count, since_checkpoint) = load_graph(&layout.hnsw_dir(), &config.vector, &index, &files.model_sha256)?;
         tracing::info!(
@@ -107,10 +105,11 @@ impl Engine {
         let done: BTreeSet<u64> = index.vector_seqs_after(vectorized_seq)?.into_iter().collect();
         let (vectorized_tx, vectorized) = watch::channel(vectorized_seq);
         let indexer_stats = Arc::new(IndexerStats::default());
-        indexer_stats.indexed_seq.store(index.covered_seq()?, Ordering::Relaxed);
-        let backlog = index.covered_seq()? > vectorized_seq;
+        let covered_seq = index.covered_seq()?;
+        indexer_stats.indexed_seq.store(covered_seq, Ordering::Relaxed);
+        let backlog = covered_seq > vectorized_seq;
         let indexer = Indexer {
-            cursor: LedgerCursor::new(&layout.ledger_dir(), index.covered_seq()? + 1),
+            cursor: LedgerCursor::new(&layout.ledger_dir(), covered_seq + 1),
             index,
             head: writer.head(),
             pool: pool.clone(),

@@ -14,9 +14,25 @@ impl Diff {
         self.changed.is_empty()
     }
 
+    /// `field old → new, …` for the first `n` changed fields, for a summary line.
+    pub fn describe(&self, n: usize) -> String {
+        let parts: Vec<String> =
+            self.changed.iter().take(n).map(|k| format!("{k} {} → {}", value_text(&self.before[k]), value_text(&self.after[k]))).collect();
+        parts.join(", ")
+    }
+
     /// `{"before": {…}, "after": {…}, "changed": […]}` for an event's details.
     pub fn into_details(self) -> Value {
         serde_json::json!({"before": self.before, "after": self.after, "changed": self.changed})
+    }
+}
+
+/// A value as a summary shows it: strings bare, null as "none".
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".into(),
+        other => other.to_string(),
     }
 }
 
@@ -51,5 +67,6 @@ mod tests {
         assert_eq!(d.before["mtu"], 1500);
         assert_eq!(d.after["new"], true);
         assert_eq!(d.after["gone"], Value::Null);
+        assert_eq!(d.describe(2), "gone 1 → none, mtu 1500 → 9000");
     }
 }

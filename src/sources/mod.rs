@@ -12,7 +12,7 @@ pub mod nm;
 pub mod nm_enums;
 pub mod ovsdb;
 
-pub use diff::{Diff, diff};
+pub use diff::{Diff, diff, value_text};
 
 use crate::config::SourcesConfig;
 use crate::engine::Engine;

@@ -7,7 +7,7 @@
 //! whenever NetworkManager (re)appears on the bus.
 
 use super::nm_enums as names;
-use super::{LiveElement, Sink, backoff, diff, reconcile};
+use super::{LiveElement, Sink, backoff, diff, reconcile, value_text};
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::{Context, Result};
@@ -73,23 +73,18 @@ async fn session(
     let owner_rule =
         MatchRule::builder().msg_type(MessageType::Signal).sender("org.freedesktop.DBus")?.member("NameOwnerChanged")?.add_arg(NM)?.build();
     let owners = MessageStream::for_match_rule(owner_rule, &conn, Some(64)).await?;
-    let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
-    if !dbus.name_has_owner(NM.try_into()?).await? {
-        if !*said_absent {
-            tracing::warn!(bus, "NetworkManager is not on the bus; the NM source waits for it");
-            *said_absent = true;
-        }
-    }
-    let mut world = World::default();
     let mut signals = signals;
     let mut owners = owners;
-    let mut online = false;
-    if dbus.name_has_owner(NM.try_into()?).await? {
+    let mut world = World::default();
+    let mut online = zbus::fdo::DBusProxy::new(&conn).await?.name_has_owner(NM.try_into()?).await?;
+    if online {
         world = snapshot(&conn).await?;
         reconcile(SOURCE, live_elements(&world), sink, engine).await?;
-        online = true;
         *attempt = 0;
         tracing::info!(bus, "NetworkManager source connected");
+    } else if !*said_absent {
+        tracing::warn!(bus, "NetworkManager is not on the bus; the NM source waits for it");
+        *said_absent = true;
     }
     let mut tick = tokio::time::interval(coalesce.max(Duration::from_millis(10)) / 2);
     loop {
@@ -322,7 +317,7 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
                     "state.changed",
                     priority,
                     changed_details("state", old.clone(), json!(new)),
-                    format!("NetworkManager state {} → {new}", text(&old)),
+                    format!("NetworkManager state {} → {new}", value_text(&old)),
                 ));
             }
         }
@@ -422,15 +417,8 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             let d = diff(&old, &new);
             if !d.is_empty() {
                 let name = new.get("connection.id").and_then(Value::as_str).unwrap_or(&uuid).to_owned();
-                let parts: Vec<String> =
-                    d.changed.iter().take(3).map(|k| format!("{k} {} → {}", text(&d.before[k]), text(&d.after[k]))).collect();
-                sink.emit(event(
-                    &format!("connection:{uuid}"),
-                    "settings.updated",
-                    Priority::Medium,
-                    d.into_details(),
-                    format!("connection {name}: {}", parts.join(", ")),
-                ));
+                let summary = format!("connection {name}: {}", d.describe(3));
+                sink.emit(event(&format!("connection:{uuid}"), "settings.updated", Priority::Medium, d.into_details(), summary));
             }
             world.connections.insert(path, (uuid, new));
         }
@@ -465,7 +453,7 @@ async fn properties_changed(
                     "connectivity.changed",
                     priority,
                     changed_details("connectivity", old.clone(), json!(new)),
-                    format!("connectivity {} → {new}", text(&old)),
+                    format!("connectivity {} → {new}", value_text(&old)),
                 ));
             }
         }
@@ -548,9 +536,7 @@ fn flush_one(world: &mut World, path: &str, sink: &Sink) {
         Some(true) => ("link.up", Priority::Medium, format!("{name}: carrier detected (link up)")),
         None => {
             let important = d.changed.iter().any(|c| c == "mtu" || c == "addresses");
-            let parts: Vec<String> =
-                d.changed.iter().take(3).map(|k| format!("{k} {} → {}", text(&d.before[k]), text(&d.after[k]))).collect();
-            ("properties.changed", if important { Priority::Medium } else { Priority::Low }, format!("{name}: {}", parts.join(", ")))
+            ("properties.changed", if important { Priority::Medium } else { Priority::Low }, format!("{name}: {}", d.describe(3)))
         }
     };
     let id = id.clone();
@@ -563,14 +549,6 @@ fn event(element_id: &str, action: &str, priority: Priority, details: Value, sum
 
 fn changed_details(field: &str, old: Value, new: Value) -> Value {
     json!({"before": {field: old}, "after": {field: new}, "changed": [field]})
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "none".into(),
-        other => other.to_string(),
-    }
 }
 
 fn u32_of(props: &HashMap<String, OwnedValue>, key: &str) -> Option<u32> {

@@ -3,7 +3,7 @@
 //! baseline the first time, reconciles against the index after every (re)connect, and
 //! reconnects with backoff when ovsdb-server restarts.
 
-use super::{Diff, LiveElement, Sink, backoff, diff, reconcile};
+use super::{Diff, LiveElement, Sink, backoff, diff, reconcile, value_text};
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::{Context, Result, bail};
@@ -337,14 +337,7 @@ fn modification_events(
     d: Diff,
 ) -> Vec<NewEvent> {
     let mut out = Vec::new();
-    let text = |v: Option<&Value>| {
-        v.map(|v| match v {
-            Value::String(s) => s.clone(),
-            Value::Null => "none".into(),
-            o => o.to_string(),
-        })
-        .unwrap_or_else(|| "none".into())
-    };
+    let text = |v: Option<&Value>| value_text(v.unwrap_or(&Value::Null));
     if table == "Bridge" && d.changed.iter().any(|c| c == "ports") {
         let before: Vec<Value> = as_list(old.get("ports").unwrap_or(&Value::Null));
         let after: Vec<Value> = as_list(new.get("ports").unwrap_or(&Value::Null));
@@ -373,12 +366,11 @@ fn modification_events(
     if rest.is_empty() {
         return out;
     }
-    let details = Diff {
+    let d = Diff {
         changed: rest.clone(),
         before: d.before.into_iter().filter(|(k, _)| rest.contains(k)).collect(),
         after: d.after.into_iter().filter(|(k, _)| rest.contains(k)).collect(),
-    }
-    .into_details();
+    };
     let changed = |c: &str| rest.iter().any(|x| x == c);
     let (action, priority, summary) = if table == "Interface" && changed("error") && !new.get("error").unwrap_or(&Value::Null).is_null() {
         ("error", Priority::Critical, format!("OVS interface {name} reports an error: {}", text(new.get("error"))))
@@ -399,10 +391,9 @@ fn modification_events(
         // Values the switch fills in right after an insert: routine.
         ("modified", Priority::Low, format!("OVS {kind} {name}: {} set", rest.join(", ")))
     } else {
-        let parts: Vec<String> = rest.iter().take(3).map(|c| format!("{c} {} → {}", text(old.get(c)), text(new.get(c)))).collect();
-        ("modified", Priority::Medium, format!("OVS {kind} {name}: {}", parts.join(", ")))
+        ("modified", Priority::Medium, format!("OVS {kind} {name}: {}", d.describe(3)))
     };
-    out.push(event(element_id, action, priority, details, summary));
+    out.push(event(element_id, action, priority, d.into_details(), summary));
     out
 }
 

@@ -277,7 +277,7 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
         let _ = handle.notices.send(ReplicaNotice::Failed { replica: replica.name.clone(), error });
         store(&root, &handle, &status);
         tokio::select! {
-            _ = tokio::time::sleep(crate::sources::backoff(failures.min(6))) => {}
+            _ = tokio::time::sleep(crate::sources::backoff(failures)) => {}
             _ = handle.sync_now.notified() => {}
         }
     }

@@ -31,6 +31,13 @@ pub fn load_graph(hnsw_dir: &Path, config: &VectorConfig, index: &Index, model_s
             (VectorIndex::new(config, 0), 0, HashSet::new(), 0)
         }
     };
+    let inserted = insert_stored_after(&graph, index, after, &skip)?;
+    Ok((graph, count, inserted))
+}
+
+/// Inserts every stored vector with `seq` above `after` except those in `skip` (already in
+/// the graph); returns how many were inserted.
+pub fn insert_stored_after(graph: &VectorIndex, index: &Index, after: u64, skip: &HashSet<u64>) -> Result<u64> {
     let mut cursor = after;
     let mut inserted = 0u64;
     loop {
@@ -41,5 +48,12 @@ pub fn load_graph(hnsw_dir: &Path, config: &VectorConfig, index: &Index, model_s
         inserted += fresh.len() as u64;
         cursor = last;
     }
-    Ok((graph, count, inserted))
+    Ok(inserted)
+}
+
+/// Adds the filter metadata of every event with `seq` above `after` to the catalog.
+pub fn catalog_events_after(catalog: &mut super::Catalog, index: &Index, after: u64) -> Result<()> {
+    index.for_each_event_meta_after(after, |seq, ts, element, kind, action, source, priority| {
+        catalog.insert(seq, ts, element, kind, action, source, priority)
+    })
 }

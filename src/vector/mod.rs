@@ -6,7 +6,7 @@ mod load;
 
 pub use catalog::{Catalog, CompiledFilter, Filters};
 pub use hnsw::{CheckpointInfo, VectorIndex};
-pub use load::load_graph;
+pub use load::{catalog_events_after, insert_stored_after, load_graph};
 
 /// Little-endian f32 bytes, as vectors are stored in SQLite.
 pub fn to_blob(v: &[f32]) -> Vec<u8> {
