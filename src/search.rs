@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// At most this many candidates are scored exactly; beyond it the graph is searched.
 const EXACT_SCAN_LIMIT: usize = 4096;
+/// The graph ranks with 8-bit vectors; this many times the wanted hits are taken from it
+/// and re-scored with the exact f32 vectors, so near ties are ordered right.
+const RERANK_FACTOR: usize = 3;
 
 /// One search result.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -94,24 +97,39 @@ impl SearchState {
     /// `(seq, score)` of the nearest vectors passing the filters.
     pub fn nearest(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();
+        let wanted = limit.saturating_mul(RERANK_FACTOR);
         if filters.is_empty() {
-            return Ok(graph.search(query, limit, self.ef_search, None));
+            let candidates = graph.search(query, wanted, self.ef_search, None);
+            return self.rescore(query, &candidates, limit);
         }
         let catalog = self.catalog.read().expect("catalog lock");
         let compiled = catalog.compile(filters);
         match compiled.matching(EXACT_SCAN_LIMIT) {
             Some(candidates) => {
                 drop(catalog);
-                let vectors = self.readers.with(|index| index.vectors_for(&candidates))?;
-                let mut scored: Vec<(u64, f32)> = vectors.iter().map(|(seq, v)| (*seq, dot(query, v))).collect();
-                scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                scored.truncate(limit);
-                Ok(scored)
+                self.exact_top(query, &candidates, limit)
             }
             None => {
-                let accept = |id: &usize| compiled.accepts(*id as u64);
-                Ok(graph.search(query, limit, self.ef_search.max(limit * 2), Some(&accept)))
+                let accept = |seq: u64| compiled.accepts(seq);
+                let candidates = graph.search(query, wanted, self.ef_search.max(wanted), Some(&accept));
+                drop(catalog);
+                self.rescore(query, &candidates, limit)
             }
         }
+    }
+
+    /// The best `limit` of the graph's candidates by exact score.
+    fn rescore(&self, query: &[f32], candidates: &[(u64, f32)], limit: usize) -> Result<Vec<(u64, f32)>> {
+        let seqs: Vec<u64> = candidates.iter().map(|(seq, _)| *seq).collect();
+        self.exact_top(query, &seqs, limit)
+    }
+
+    /// Scores `seqs` with their stored f32 vectors; the best `limit`, ties by `seq`.
+    fn exact_top(&self, query: &[f32], seqs: &[u64], limit: usize) -> Result<Vec<(u64, f32)>> {
+        let vectors = self.readers.with(|index| index.vectors_for(seqs))?;
+        let mut scored: Vec<(u64, f32)> = vectors.iter().map(|(seq, v)| (*seq, dot(query, v))).collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(limit);
+        Ok(scored)
     }
 }

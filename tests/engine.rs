@@ -117,7 +117,7 @@ fn restart_with_checkpoint_and_tail_gives_the_same_results() {
     let graph_file = std::fs::read_dir(layout2.hnsw_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".hnsw.graph"))
+        .find(|p| p.to_string_lossy().ends_with(".graph"))
         .expect("shutdown wrote a checkpoint");
     let mut bytes = std::fs::read(&graph_file).unwrap();
     bytes.truncate(bytes.len() / 3);

@@ -15,6 +15,10 @@ mod texts;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The daemon's allocator, so memory figures match production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let sections: Vec<&str> =

@@ -4,18 +4,19 @@
 //! the last one reach a fraction of it (and at shutdown): the bytes rewritten, and so sent
 //! to replicas, stay proportional to what is new, amortized.
 
+use super::graph::{Graph, Shape};
+use super::graph_file;
 use crate::config::VectorConfig;
+use crate::embed::DIMENSION;
 use crate::ledger::segment::sync_dir;
 use anyhow::{Context, Result, bail};
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
-use hnsw_rs::prelude::{DistDot, FilterT, Hnsw};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 const CHECKPOINT_FILE: &str = "CHECKPOINT";
-const MAX_LAYERS: usize = 16;
+/// How the graph is stored; a checkpoint in another format (e.g. hnsw_rs's, before
+/// version 0.2) is rebuilt from the stored vectors.
+const GRAPH_FORMAT: &str = "compact-i8-v1";
 
 /// What a checkpoint covers, written last (atomically) so a half-written graph is never used.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,24 +29,26 @@ pub struct CheckpointInfo {
     /// a critical event can be in before older low ones); not to be inserted again.
     #[serde(default)]
     pub extra: Vec<u64>,
-    /// File stem of `<basename>.hnsw.graph` / `.hnsw.data`.
+    /// File stem of `<basename>.graph`.
     pub basename: String,
     pub model_sha256: String,
+    /// How the graph is stored (checkpoints of hnsw_rs graphs have none).
+    #[serde(default)]
+    pub graph_format: String,
 }
 
 pub struct VectorIndex {
-    hnsw: Hnsw<'static, f32, DistDot>,
-    count: AtomicU64,
+    graph: Graph,
 }
 
 impl VectorIndex {
     pub fn new(config: &VectorConfig, capacity: usize) -> Self {
-        let hnsw = Hnsw::new(config.max_connections, capacity.max(100_000), MAX_LAYERS, config.ef_construction, DistDot {});
-        Self { hnsw, count: AtomicU64::new(0) }
+        let shape = Shape { m: config.max_connections, ef_construction: config.ef_construction };
+        Self { graph: Graph::new(shape, DIMENSION, capacity) }
     }
 
     pub fn len(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.graph.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,36 +57,47 @@ impl VectorIndex {
 
     /// Adds one unit vector under its `seq`.
     pub fn insert(&self, seq: u64, vector: &[f32]) {
-        self.hnsw.insert_slice((vector, seq as usize));
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.graph.insert(seq, vector);
     }
 
     /// Inserts many vectors using every core.
     pub fn insert_many(&self, items: &[(u64, Vec<f32>)]) {
-        let refs: Vec<(&[f32], usize)> = items.iter().map(|(s, v)| (v.as_slice(), *s as usize)).collect();
-        self.hnsw.parallel_insert_slice(&refs);
-        self.count.fetch_add(items.len() as u64, Ordering::Relaxed);
+        let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).min(items.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((seq, v)) = items.get(i) else { break };
+                        self.graph.insert(*seq, v);
+                    }
+                });
+            }
+        });
     }
 
-    /// The `k` nearest `(seq, score)` with score = cosine similarity (vectors are unit
-    /// length), keeping only ids the filter accepts, checked during traversal.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&dyn FilterT>) -> Vec<(u64, f32)> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        self.hnsw.search_filter(query, k, ef.max(k), filter).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance)).collect()
+    /// The `k` nearest `(seq, score)` with score ≈ cosine similarity (vectors are unit
+    /// length; the graph's 8-bit copies make it approximate to about ±0.01), keeping only
+    /// `seq`s the filter accepts, checked during traversal.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, filter: Option<&dyn Fn(u64) -> bool>) -> Vec<(u64, f32)> {
+        self.graph.search(query, k, ef, filter).into_iter().map(|(seq, distance)| (seq, 1.0 - distance)).collect()
     }
 
     /// Writes the graph to `dir` as a new checkpoint covering `seq`, then removes older ones.
     pub fn checkpoint(&self, dir: &Path, seq: u64, extra: Vec<u64>, model_sha256: &str) -> Result<CheckpointInfo> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let wanted = format!("graph-{seq:020}");
-        let basename = self.hnsw.file_dump(dir, &wanted).with_context(|| format!("writing the HNSW graph to {}", dir.display()))?;
-        for suffix in ["hnsw.graph", "hnsw.data"] {
-            let path = dir.join(format!("{basename}.{suffix}"));
-            std::fs::File::open(&path).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", path.display()))?;
-        }
-        let info = CheckpointInfo { seq, count: self.len(), extra, basename: basename.clone(), model_sha256: model_sha256.to_owned() };
+        let basename = format!("graph-{seq:020}");
+        let path = dir.join(format!("{basename}.graph"));
+        let count = self.graph.with_nodes(|nodes| graph_file::write(&path, self.graph.shape(), nodes).map(|()| nodes.len() as u64))?;
+        let info = CheckpointInfo {
+            seq,
+            count,
+            extra,
+            basename: basename.clone(),
+            model_sha256: model_sha256.to_owned(),
+            graph_format: GRAPH_FORMAT.to_owned(),
+        };
         let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
         std::fs::File::open(&tmp)?.sync_all()?;
@@ -100,7 +114,8 @@ impl VectorIndex {
     }
 
     /// Loads the checkpoint in `dir`. `Ok(None)` when there is none; an error when it is
-    /// unreadable, incomplete or of another model (the caller rebuilds from stored vectors).
+    /// unreadable, incomplete, of another format or of another model (the caller rebuilds
+    /// from stored vectors).
     pub fn load(dir: &Path, model_sha256: &str) -> Result<Option<(Self, CheckpointInfo)>> {
         let info_path = dir.join(CHECKPOINT_FILE);
         let text = match std::fs::read(&info_path) {
@@ -112,24 +127,14 @@ impl VectorIndex {
         if info.model_sha256 != model_sha256 {
             bail!("checkpoint was built with model {}, not {model_sha256}", info.model_sha256);
         }
-        for suffix in ["hnsw.graph", "hnsw.data"] {
-            let path = dir.join(format!("{}.{suffix}", info.basename));
-            if !path.is_file() {
-                bail!("checkpoint file {} is missing", path.display());
-            }
+        if info.graph_format != GRAPH_FORMAT {
+            bail!("checkpoint is stored as {:?}, this version reads {GRAPH_FORMAT:?}", info.graph_format);
         }
-        // The loaded graph borrows its loader; the loader is tiny and lives as long as the
-        // process, so leaking it gives the graph a 'static lifetime.
-        let hnsw = std::panic::catch_unwind(|| {
-            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, &info.basename)));
-            io.load_hnsw::<f32, DistDot>()
-        })
-        .map_err(|_| anyhow::anyhow!("the HNSW loader panicked on {}", info.basename))?
-        .with_context(|| format!("loading HNSW checkpoint {}", info.basename))?;
-        let count = hnsw.get_nb_point() as u64;
-        if count != info.count {
-            bail!("checkpoint {} holds {count} vectors, its CHECKPOINT says {}", info.basename, info.count);
+        let path = dir.join(format!("{}.graph", info.basename));
+        let (shape, nodes) = graph_file::read(&path, DIMENSION)?;
+        if nodes.len() as u64 != info.count {
+            bail!("checkpoint {} holds {} vectors, its CHECKPOINT says {}", path.display(), nodes.len(), info.count);
         }
-        Ok(Some((Self { hnsw, count: AtomicU64::new(count) }, info)))
+        Ok(Some((Self { graph: Graph::from_nodes(shape, nodes) }, info)))
     }
 }

@@ -1,8 +1,11 @@
 //! Vector search structures: the HNSW graph with its checkpoints, and the filter catalog.
 
 mod catalog;
+mod graph;
+mod graph_file;
 mod hnsw;
 mod load;
+mod quantized;
 
 pub use catalog::{Catalog, CompiledFilter, Filters};
 pub use hnsw::{CheckpointInfo, VectorIndex};
