@@ -4,7 +4,7 @@
 use crate::event::Priority;
 use crate::ledger::{LedgerCursor, Record};
 use crate::vector::{from_blob, to_blob};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -23,11 +23,14 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL,
     hash TEXT NOT NULL,
     summary TEXT NOT NULL,
-    details TEXT NOT NULL
+    details TEXT NOT NULL,
+    element_prev_seq INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS events_by_element ON events(element_id, seq);
--- No index on ts: time filters run on the in-memory catalog, and every index page an insert
--- touches is one more page in each incremental btrfs send.
+-- element_prev_seq: the element's event before this one (0 for its first); an element's
+-- history is a walk down these links from elements.last_seq, like the ledger's element chain.
+-- No index on ts or on element_id: time filters run on the in-memory catalog, histories walk
+-- element_prev_seq, and every index page an insert touches at random is one more page in
+-- each incremental btrfs send (an index by element made the increments grow with history).
 DROP INDEX IF EXISTS events_by_ts;
 CREATE TABLE IF NOT EXISTS elements (
     element_id TEXT PRIMARY KEY,
@@ -77,9 +80,12 @@ impl Index {
     /// Opens (creating) the index for writing.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).with_context(|| format!("opening index {}", path.display()))?;
-        // FULL: a committed batch of vectors is durable before the HNSW checkpoint that
-        // includes it, so the graph never holds vectors the index lost. Commits are batched.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")?;
+        // NORMAL: commits are not synced one by one (the index is derived from the ledger,
+        // which is; after a power loss the index rolls back to a consistent earlier state
+        // and catches up). Whatever must be durable — before an HNSW checkpoint that
+        // includes its vectors, before a snapshot — goes through a WAL checkpoint, which
+        // syncs the WAL first and the database after (`Index::make_durable`).
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")?;
         conn.execute_batch(SCHEMA).context("creating the index schema")?;
         migrate(&conn)?;
         Ok(Self { conn })
@@ -95,6 +101,27 @@ impl Index {
         )
         .with_context(|| format!("opening index {} read-only", path.display()))?;
         Ok(Self { conn })
+    }
+
+    /// Syncs every committed transaction to disk (a passive WAL checkpoint: it never waits
+    /// for readers, and syncs the WAL before anything else).
+    pub fn make_durable(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).context("checkpointing the index WAL")
+    }
+
+    /// Folds the whole WAL into the database file and empties it, so that a copy of the
+    /// file alone (a snapshot, opened `immutable`) holds every committed row. A reader in
+    /// the middle of a query can hold it up; that is retried, then reported.
+    pub fn fold_wal(&self) -> Result<()> {
+        for attempt in 0..50 {
+            let busy: i64 =
+                self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).context("checkpointing the index WAL")?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1 + attempt));
+        }
+        bail!("the index WAL could not be folded into the database: readers kept it busy")
     }
 
     pub fn connection(&self) -> &Connection {
@@ -199,18 +226,55 @@ impl Index {
 
     /// One element's events, newest first.
     pub fn history(&self, element_id: &str, limit: usize) -> Result<Vec<EventRow>> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE element_id = ?1 ORDER BY seq DESC LIMIT ?2");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![element_id, limit as i64], event_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_seq FROM elements WHERE element_id = ?1")?
+            .query_row([element_id], |r| r.get(0))
+            .optional()?;
+        match last {
+            Some(last) => self.walk_element(last as u64, u64::MAX, limit),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// One element's events up to and including `seq`, newest first.
     pub fn history_through(&self, element_id: &str, seq: u64, limit: usize) -> Result<Vec<EventRow>> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE element_id = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT ?3");
+        // Usually `seq` is one of the element's own events: start the walk there.
+        let own: Option<String> =
+            self.conn.prepare_cached("SELECT element_id FROM events WHERE seq = ?1")?.query_row([seq as i64], |r| r.get(0)).optional()?;
+        if own.as_deref() == Some(element_id) {
+            return self.walk_element(seq, seq, limit);
+        }
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_seq FROM elements WHERE element_id = ?1")?
+            .query_row([element_id], |r| r.get(0))
+            .optional()?;
+        match last {
+            Some(last) => self.walk_element(last as u64, seq, limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Follows `element_prev_seq` from `start`, keeping events at or below `through`.
+    fn walk_element(&self, start: u64, through: u64, limit: usize) -> Result<Vec<EventRow>> {
+        let sql = format!("SELECT {EVENT_COLUMNS}, element_prev_seq FROM events WHERE seq = ?1");
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![element_id, seq as i64, limit as i64], event_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut next = start;
+        while next != 0 && out.len() < limit {
+            let Some((row, prev)) = stmt.query_row([next as i64], |r| Ok((event_row(r)?, r.get::<_, i64>(10)? as u64))).optional()? else {
+                break;
+            };
+            if prev >= next {
+                bail!("index damaged: event {next} links back to {prev}; run `ovs-port-agent rebuild`");
+            }
+            if row.seq <= through {
+                out.push(row);
+            }
+            next = prev;
+        }
+        Ok(out)
     }
 
     /// The newest events, newest first.
@@ -356,7 +420,7 @@ impl Index {
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Brings an index written by an older version up to date in place (the index is derived,
 /// but its vectors are expensive to remake, so it is migrated rather than rebuilt).
@@ -371,6 +435,21 @@ fn migrate(conn: &Connection) -> Result<()> {
         conn.execute_batch("ALTER TABLE elements ADD COLUMN source TEXT NOT NULL DEFAULT ''")?;
         tracing::info!("index migrated: elements.source added");
     }
+    // Version 1 → 2: events link to their element's previous event; the index by element
+    // (whose random inserts made every incremental send grow with the history) goes.
+    let has_link: bool = conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'element_prev_seq'")?.exists([])?;
+    if !has_link {
+        let started = std::time::Instant::now();
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE events ADD COLUMN element_prev_seq INTEGER NOT NULL DEFAULT 0;
+             UPDATE events SET element_prev_seq = COALESCE(
+                 (SELECT max(e.seq) FROM events e WHERE e.element_id = events.element_id AND e.seq < events.seq), 0);
+             COMMIT;",
+        )?;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "index migrated: events.element_prev_seq filled");
+    }
+    conn.execute_batch("DROP INDEX IF EXISTS events_by_element")?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(())
 }
@@ -384,9 +463,16 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
 fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
     let details = serde_json::to_string(&record.details)?;
     let hash = record.hash_hex();
+    let previous: Option<(String, i64, i64)> = tx
+        .prepare_cached("SELECT state, height, last_seq FROM elements WHERE element_id = ?1")?
+        .query_row([&record.element_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if previous.as_ref().is_some_and(|(_, _, last)| *last as u64 >= record.seq) {
+        return Ok(()); // already applied: states and heights must not count it twice
+    }
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO events (seq, ts, element_id, element_type, action, priority, source, hash, summary, details)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO events (seq, ts, element_id, element_type, action, priority, source, hash, summary, details, element_prev_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         record.seq as i64,
@@ -398,14 +484,11 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> Result<()> {
         record.source,
         hash,
         record.summary,
-        details
+        details,
+        previous.as_ref().map_or(0, |(_, _, last)| *last)
     ])?;
-    let previous: Option<(String, i64)> = tx
-        .prepare_cached("SELECT state, height FROM elements WHERE element_id = ?1")?
-        .query_row([&record.element_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
     let (state, height) = match previous {
-        Some((state, height)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height),
+        Some((state, height, _)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height),
         None => (Value::Object(Map::new()), 0),
     };
     let state = next_state(state, &record.details);
@@ -492,5 +575,54 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         drop(index);
         Index::open(&path).unwrap();
+    }
+
+    fn record(seq: u64, element: &str) -> Record {
+        Record {
+            seq,
+            ts: seq as i64,
+            host: "h".into(),
+            source: "test".into(),
+            element_id: element.into(),
+            element_type: "interface".into(),
+            action: "link.down".into(),
+            priority: Priority::Low,
+            summary: format!("event {seq}"),
+            details: serde_json::json!({"n": seq}),
+            prev: [0; 32],
+            element_prev: [0; 32],
+            hash: [seq as u8; 32],
+        }
+    }
+
+    #[test]
+    fn histories_walk_element_links_and_a_version_1_index_is_linked_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let mut index = Index::open(&path).unwrap();
+        let records: Vec<Record> = (1..=30).map(|s| record(s, ["a", "b", "c"][(s % 3) as usize])).collect();
+        index.apply(&records).unwrap();
+        index.apply(&records[..5]).unwrap(); // applying again changes nothing
+        let seqs = |rows: Vec<EventRow>| rows.into_iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(index.history("a", 4).unwrap()), vec![30, 27, 24, 21]);
+        assert_eq!(seqs(index.history_through("b", 10, 3).unwrap()), vec![10, 7, 4]);
+        assert_eq!(seqs(index.history_through("b", 11, 2).unwrap()), vec![10, 7], "a seq of another element");
+        assert_eq!(index.element("a").unwrap().unwrap().height, 10);
+        assert!(index.history("nobody", 5).unwrap().is_empty());
+        // Make it look like version 1: no links, an index by element.
+        index
+            .connection()
+            .execute_batch(
+                "ALTER TABLE events DROP COLUMN element_prev_seq;
+                 CREATE INDEX events_by_element ON events(element_id, seq);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        drop(index);
+        let index = Index::open(&path).unwrap();
+        assert_eq!(seqs(index.history("c", 100).unwrap()), (0..10).rev().map(|i| i * 3 + 2).collect::<Vec<_>>());
+        let has_index: bool =
+            index.connection().prepare("SELECT 1 FROM sqlite_master WHERE name = 'events_by_element'").unwrap().exists([]).unwrap();
+        assert!(!has_index);
     }
 }

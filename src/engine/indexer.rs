@@ -263,7 +263,7 @@ impl Indexer {
         }
         let _barrier = request.writer.pause()?;
         self.index_new_records()?;
-        self.index.connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        self.index.fold_wal()?;
         let (head_seq, head_hash) = *self.head.borrow();
         let manifest = Manifest {
             seq: self.vectorized_seq,
@@ -292,6 +292,8 @@ impl Indexer {
         let graph = self.search.graph.read().expect("graph lock").clone();
         let extra: Vec<u64> = self.done.iter().copied().filter(|s| !self.failed.contains(s)).collect();
         let started = std::time::Instant::now();
+        // The vectors in the graph must be durable in the index before the graph says so.
+        self.index.make_durable()?;
         let info = graph.checkpoint(&self.policy.dir, self.vectorized_seq, extra, &self.model_sha256)?;
         tracing::info!(seq = info.seq, vectors = info.count, ms = started.elapsed().as_millis() as u64, "HNSW checkpoint written");
         self.checkpoint_count = info.count;
