@@ -275,4 +275,105 @@ fn a_stream_cut_mid_send_leaves_no_partial_subvolume() {
     assert!(!out.status.success(), "a cut stream is an error");
     assert!(!rep.join("data@1").exists(), "the partial subvolume was removed");
     assert_eq!(replica_state(&rep), serde_json::Value::Null, "nothing was acknowledged");
+
+    // A receiver killed outright cannot clean up; the next session does, first thing.
+    common::run_ok(std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(rep.join("data@9")));
+    let out = std::process::Command::new(common::agent_bin())
+        .args(["replica-receive", "--dir"])
+        .arg(&rep)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!rep.join("data@9").exists(), "a leftover partial subvolume survived a new session");
+}
+
+/// The pids of processes named `name` in a network namespace.
+fn pids_named(ns: &str, name: &str) -> Vec<i32> {
+    let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
+}
+
+#[test]
+fn the_ssh_connection_killed_mid_send_leaves_nothing_partial_and_the_send_converges() {
+    let primary = BtrfsMount::new(900);
+    let replica = BtrfsMount::new(1200);
+    let rep_dir = replica.path().join("rep");
+    let forced = format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display());
+    let host = common::SshReplicaHost::start(&forced);
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\", \"-o\", \"ConnectTimeout=3\"]\nremote_dir = \"/forced-by-the-key\"\n",
+        host.address,
+        host.client_key.display()
+    );
+    let config = write_daemon_config(tmp.path(), &extra);
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
+    let state = primary.path().join("state");
+    let daemon = AgentDaemon::start_in(&host.primary_ns, &bus.address, &state, &config);
+    // A big first snapshot (incompressible bytes in the data subvolume), so that the full
+    // send takes long enough to be cut in the middle.
+    let mut noise = vec![0u8; 256 << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(state.join("data").join("padding.bin"), &noise).unwrap();
+    drop(noise);
+    record(&daemon, "interface:eth0", "link.down", "eth0 lost carrier", "critical");
+
+    // The receive is under way: its subvolume exists, nothing is verified yet.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rep_dir.exists() || snapshots_in(&rep_dir).is_empty() {
+        assert!(Instant::now() < deadline, "the send never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(replica_state(&rep_dir), serde_json::Value::Null, "the send finished before it could be cut");
+    // No new connections for now (the listener goes; the running session stays), then the
+    // primary's ssh is killed in the middle of the stream.
+    let listener: i32 = std::fs::read_to_string(host.dir.path().join("sshd.pid")).unwrap().trim().parse().unwrap();
+    unsafe { libc::kill(listener, libc::SIGKILL) };
+    let clients = pids_named(&host.primary_ns.name, "ssh");
+    assert!(!clients.is_empty(), "no ssh client to kill");
+    for pid in clients {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    // The receiver sees the stream end early and removes the partial subvolume.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !snapshots_in(&rep_dir).is_empty() {
+        assert!(Instant::now() < deadline, "the partial subvolume stayed: {:?}", snapshots_in(&rep_dir));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(replica_state(&rep_dir), serde_json::Value::Null, "a cut stream was acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
+        let status: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
+        if status[0]["state"] == "unreachable" && status[0]["last_error"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the failure was not reported: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The replica host takes connections again: the daemon retries by itself and converges.
+    std::fs::remove_file(host.dir.path().join("sshd.pid")).unwrap();
+    host.start_sshd();
+    let s = wait_replica(&rep_dir, 1);
+    let snap = rep_dir.join(s["newest"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(snap.join("padding.bin")).unwrap().len(), 256 << 20);
+    let (code, out, _) = agent(&["verify", "--data-dir", snap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(snapshots_in(&rep_dir).len(), 1, "{:?}", snapshots_in(&rep_dir));
+    let (_, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
+    let status: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
+    assert_eq!(status[0]["state"], "healthy", "{status}");
 }

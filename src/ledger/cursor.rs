@@ -69,6 +69,14 @@ impl LedgerCursor {
         Ok(())
     }
 
+    /// True when nothing follows the records read so far: no bytes after them in their
+    /// segment and no later segment.
+    pub fn at_end(&self) -> Result<bool> {
+        let Some((segment, offset)) = &self.segment else { return Ok(false) };
+        let len = std::fs::metadata(&segment.path).with_context(|| format!("reading {}", segment.path.display()))?.len();
+        Ok(len == *offset && !self.dir.join(segment_name(self.next_seq)).exists())
+    }
+
     /// Finds the segment holding `next_seq`; the cursor then skips earlier lines.
     fn locate(&self) -> Result<(SegmentFile, u64)> {
         let segments = list_segments(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?;

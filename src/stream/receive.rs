@@ -7,7 +7,7 @@
 
 use super::frame::{Ack, Header, MAX_CHUNK};
 use super::snapshot::{self, Manifest};
-use crate::ledger::scan;
+use crate::ledger::{LedgerCursor, Record, scan};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,6 +40,9 @@ impl ReplicaState {
 /// Serves one session until stdin closes.
 pub fn run(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A receiver killed mid-stream (host crash, SIGKILL) leaves its partial subvolume behind;
+    // a new session starts by removing everything but the newest verified snapshot.
+    prune(dir, ReplicaState::load(dir).newest.as_deref().unwrap_or(""));
     let stdin = std::io::stdin();
     let mut input = BufReader::new(stdin.lock());
     let stdout = std::io::stdout();
@@ -179,22 +182,25 @@ fn drain(input: &mut impl Read) -> Result<()> {
 
 /// Checks a received snapshot; returns its received UUID and manifest.
 fn check(dir: &Path, target: &Path) -> Result<(String, Manifest)> {
-    // One `btrfs subvolume show` answers both: the flags and the received UUID.
-    let show = Command::new("btrfs").args(["subvolume", "show"]).arg(target).output()?;
-    let show = String::from_utf8_lossy(&show.stdout);
-    let field = |name: &str| show.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()));
-    if !field("Flags:").is_some_and(|f| f.contains("readonly")) {
+    let facts = crate::btrfs::subvolume_facts(target)?;
+    if !facts.read_only {
         bail!("{} is not read-only", target.display());
     }
-    let received_uuid = field("Received UUID:").filter(|u| u != "-" && !u.is_empty()).context("the subvolume has no received UUID")?;
+    let received_uuid = facts.received_uuid.context("the subvolume has no received UUID")?;
     let manifest = Manifest::read(target)?;
     let previous = ReplicaState::load(dir);
-    let mut anchor_ok = previous.head_seq == 0;
-    let outcome = scan(&target.join("ledger"), |r| {
-        if r.seq == previous.head_seq && r.hash_hex() == previous.head_hash {
-            anchor_ok = true;
-        }
-    })?;
+    let ledger = target.join("ledger");
+    if previous.head_seq == 0 {
+        verify_whole(&ledger, &manifest)?;
+    } else {
+        verify_from(&ledger, &previous, &manifest)?;
+    }
+    Ok((received_uuid, manifest))
+}
+
+/// The first snapshot a replica takes in: every record, every chain, up to the MANIFEST.
+fn verify_whole(ledger: &Path, manifest: &Manifest) -> Result<()> {
+    let outcome = scan(ledger, |_| {})?;
     if let Some(damage) = outcome.damage {
         bail!("the received ledger is damaged: {damage}");
     }
@@ -204,13 +210,43 @@ fn check(dir: &Path, target: &Path) -> Result<(String, Manifest)> {
     if outcome.state.head_seq != manifest.head_seq || hex::encode(outcome.state.head_hash) != manifest.head_hash {
         bail!("MANIFEST says head {} {}, the ledger ends at {}", manifest.head_seq, manifest.head_hash, outcome.state.head_seq);
     }
-    if !anchor_ok {
-        bail!("the received ledger does not continue the last verified head (seq {} {})", previous.head_seq, previous.head_hash);
-    }
-    Ok((received_uuid, manifest))
+    Ok(())
 }
 
-/// Keeps only `keep` (the parent the next incremental needs).
+/// A later snapshot: the records from the last verified head to the new one, each hash
+/// recomputed and each linked to the one before, and the first being that head itself.
+/// What precedes it was verified when it arrived; the head's own hash pins it.
+fn verify_from(ledger: &Path, previous: &ReplicaState, manifest: &Manifest) -> Result<()> {
+    let mut cursor = LedgerCursor::new(ledger, previous.head_seq);
+    let mut last: Option<Record> = None;
+    cursor
+        .read_through(manifest.head_seq, |record| {
+            match &last {
+                None if record.seq != previous.head_seq || record.hash_hex() != previous.head_hash => {
+                    bail!("the received ledger does not continue the last verified head (seq {} {})", previous.head_seq, previous.head_hash)
+                }
+                Some(before) if record.prev != before.hash => {
+                    bail!("the received ledger is damaged: seq {} does not link to seq {}", record.seq, before.seq)
+                }
+                _ => {}
+            }
+            last = Some(record);
+            Ok(())
+        })
+        .context("checking the received ledger")?;
+    let Some(head) = last else {
+        bail!("the received ledger does not continue the last verified head (seq {} {})", previous.head_seq, previous.head_hash);
+    };
+    if head.seq != manifest.head_seq || head.hash_hex() != manifest.head_hash {
+        bail!("MANIFEST says head {} {}, the ledger ends at {}", manifest.head_seq, manifest.head_hash, head.seq);
+    }
+    if !cursor.at_end()? {
+        bail!("the received ledger goes on past the MANIFEST's head {}", manifest.head_seq);
+    }
+    Ok(())
+}
+
+/// Keeps only `keep` (the parent the next incremental needs; "" keeps nothing).
 fn prune(dir: &Path, keep: &str) {
     for (_, path) in snapshot::list(dir) {
         if path.file_name().map(|n| n != keep).unwrap_or(false) {

@@ -55,7 +55,7 @@ pub fn snapshot_seq(name: &str) -> Option<u64> {
 pub fn take(data: &Path, snapshots: &Path, seq: u64) -> Result<PathBuf> {
     std::fs::create_dir_all(snapshots).with_context(|| format!("creating {}", snapshots.display()))?;
     let target = snapshots.join(snapshot_name(seq));
-    btrfs::run(Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(data).arg(&target))?;
+    btrfs::snapshot_read_only(data, &target)?;
     Ok(target)
 }
 

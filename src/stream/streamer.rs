@@ -12,7 +12,7 @@ use super::snapshot;
 use crate::config::{Compression, Config, ReplicaConfig};
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -295,7 +295,8 @@ async fn sync_once(
         *session = Some(Session::open(replica, binary)?);
     }
     let s = session.as_mut().expect("opened above");
-    s.send(path, parent, zstd_level, Duration::from_secs(300)).await
+    let what = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    s.send(path, parent, zstd_level, Duration::from_secs(300)).await.with_context(|| format!("sending {what} to replica {}", replica.name))
 }
 
 fn store(root: &Path, handle: &StreamHandle, status: &ReplicaStatus) {
