@@ -3,7 +3,7 @@
 //! written and nothing is re-embedded.
 
 use crate::config::Config;
-use crate::embed::{ModelFiles, SentenceModel};
+use crate::embed::{ModelFiles, SentenceModel, TextCache};
 use crate::index::Index;
 use crate::layout::Layout;
 use crate::search::{Hit, Readers, SearchState};
@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct OfflineReader {
     pub search: SearchState,
     model: Arc<Mutex<SentenceModel>>,
+    /// Query embeddings, so a repeated query (a dashboard, a client polling) costs a search only.
+    queries: Arc<Mutex<TextCache>>,
     model_sha256: String,
     pub vectorized_seq: u64,
     /// Events in the filter catalog through this seq.
@@ -53,11 +55,12 @@ impl OfflineReader {
         Ok(Self {
             search: SearchState {
                 graph: RwLock::new(Arc::new(graph)),
-                catalog: RwLock::new(catalog),
+                catalog: Arc::new(RwLock::new(catalog)),
                 readers: Readers::new(&layout.index_path(), layout.read_only),
                 ef_search: config.vector.ef_search,
             },
             model: Arc::new(Mutex::new(model)),
+            queries: Arc::new(Mutex::new(TextCache::new(config.embedding.cache_entries))),
             model_sha256: files.model_sha256,
             vectorized_seq,
             indexed_seq: index.covered_seq()?,
@@ -65,27 +68,28 @@ impl OfflineReader {
         })
     }
 
-    /// The same history one snapshot later: shares the graph and the model with `self`
-    /// (both only grow) and adds what is new, so switching costs what arrived, not the
-    /// whole history.
+    /// The same history one snapshot later: shares the graph, the filter catalog, the model
+    /// and the query cache with `self` (the first two only grow) and adds what is new, so
+    /// switching costs what arrived, not the whole history.
     pub fn advance(&self, layout: &Layout) -> Result<Self> {
         let index = open_index(layout)?;
         if index.meta("model_sha256")?.is_some_and(|m| m != self.model_sha256) {
             bail!("the new snapshot's vectors come from another model");
         }
         let graph = self.search.graph.read().expect("graph lock").clone();
-        let mut catalog = self.search.catalog.read().expect("catalog lock").clone();
-        catalog_events_after(&mut catalog, &index, self.indexed_seq)?;
+        let catalog = self.search.catalog.clone();
+        catalog_events_after(&mut catalog.write().expect("catalog lock"), &index, self.indexed_seq)?;
         insert_stored_after(&graph, &index, self.vectorized_seq, &self.extra)?;
         let vectorized_seq = index.vectorized_seq()?;
         Ok(Self {
             search: SearchState {
                 graph: RwLock::new(graph),
-                catalog: RwLock::new(catalog),
+                catalog,
                 readers: Readers::new(&layout.index_path(), layout.read_only),
                 ef_search: self.search.ef_search,
             },
             model: self.model.clone(),
+            queries: self.queries.clone(),
             model_sha256: self.model_sha256.clone(),
             vectorized_seq,
             indexed_seq: index.covered_seq()?,
@@ -94,7 +98,17 @@ impl OfflineReader {
     }
 
     pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Vec<Hit>> {
-        let vector = self.model.lock().expect("model lock").embed(&[query])?.pop().ok_or_else(|| anyhow!("no embedding"))?;
+        let key = TextCache::key(query);
+        let cached = self.queries.lock().expect("query cache lock").get(key);
+        let vector = match cached {
+            Some(v) => v,
+            None => {
+                let v: Arc<[f32]> =
+                    self.model.lock().expect("model lock").embed(&[query])?.pop().ok_or_else(|| anyhow!("no embedding"))?.into();
+                self.queries.lock().expect("query cache lock").insert(key, v.clone());
+                v
+            }
+        };
         self.search.search(&vector, limit, filters)
     }
 }

@@ -63,7 +63,8 @@ impl Readers {
 /// Everything a search needs besides the query vector.
 pub struct SearchState {
     pub graph: RwLock<Arc<VectorIndex>>,
-    pub catalog: RwLock<Catalog>,
+    /// Shared between a replica's successive snapshots, like the graph (both only grow).
+    pub catalog: Arc<RwLock<Catalog>>,
     pub readers: Readers,
     pub ef_search: usize,
 }

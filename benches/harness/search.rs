@@ -68,7 +68,7 @@ pub fn run(dir: &Path, sizes: &[usize]) {
         drop(index);
         let mut state = SearchState {
             graph: RwLock::new(Arc::new(graph)),
-            catalog: RwLock::new(Catalog::default()),
+            catalog: Arc::new(RwLock::new(Catalog::default())),
             readers: Readers::new(&index_path, false),
             ef_search: 128,
         };

@@ -6,13 +6,13 @@
 //! caller keeps the event in its backlog (the index), feeding it again when there is room:
 //! nothing is dropped, memory stays bounded.
 
+use super::cache::TextCache;
 use super::model::{ModelFiles, SentenceModel};
 use crate::event::Priority;
 use crate::metrics::LatencyRing;
 use anyhow::{Result, anyhow};
-use sha2::{Digest, Sha256};
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -267,41 +267,6 @@ fn work(mut model: SentenceModel, shared: &Shared) {
     }
 }
 
-/// A bounded map from a text's hash to its vector; the oldest entry goes first.
-struct TextCache {
-    map: HashMap<u128, Arc<[f32]>>,
-    order: VecDeque<u128>,
-    capacity: usize,
-}
-
-impl TextCache {
-    fn new(capacity: usize) -> Self {
-        Self { map: HashMap::new(), order: VecDeque::new(), capacity }
-    }
-
-    fn key(text: &str) -> u128 {
-        let digest = Sha256::digest(text.as_bytes());
-        u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
-    }
-
-    fn get(&self, key: u128) -> Option<Arc<[f32]>> {
-        self.map.get(&key).cloned()
-    }
-
-    fn insert(&mut self, key: u128, v: Arc<[f32]>) {
-        if self.capacity == 0 || self.map.contains_key(&key) {
-            return;
-        }
-        if self.map.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-        self.map.insert(key, v);
-        self.order.push_back(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,17 +283,5 @@ mod tests {
         heap.push(Job { class: 4, order: 100, text: String::new(), work: Work::Query { reply } });
         let order: Vec<(u8, u64)> = std::iter::from_fn(|| heap.pop()).map(|j| (j.class, j.order)).collect();
         assert_eq!(order, vec![(4, 100), (3, 5), (3, 9), (0, 1), (0, 2)]);
-    }
-
-    #[test]
-    fn cache_is_bounded() {
-        let mut cache = TextCache::new(2);
-        let v: Arc<[f32]> = vec![1.0].into();
-        for text in ["a", "b", "c"] {
-            cache.insert(TextCache::key(text), v.clone());
-        }
-        assert!(cache.get(TextCache::key("a")).is_none());
-        assert!(cache.get(TextCache::key("c")).is_some());
-        assert_eq!(cache.map.len(), 2);
     }
 }

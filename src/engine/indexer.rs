@@ -261,9 +261,11 @@ impl Indexer {
         if self.vectorized_seq <= request.after_seq {
             return Ok(None);
         }
+        let started = std::time::Instant::now();
         let _barrier = request.writer.pause()?;
         self.index_new_records()?;
         self.index.fold_wal()?;
+        let folded = std::time::Instant::now();
         let (head_seq, head_hash) = *self.head.borrow();
         let manifest = Manifest {
             seq: self.vectorized_seq,
@@ -277,6 +279,11 @@ impl Indexer {
         };
         manifest.write(&request.data)?;
         let path = crate::stream::snapshot::take(&request.data, &request.snapshots, manifest.seq)?;
+        tracing::debug!(
+            fold_us = (folded - started).as_micros() as u64,
+            snapshot_us = folded.elapsed().as_micros() as u64,
+            "consistent cut: index folded, snapshot taken"
+        );
         Ok(Some((manifest, path)))
     }
 

@@ -80,7 +80,7 @@ impl Engine {
         );
         let search = Arc::new(SearchState {
             graph: RwLock::new(Arc::new(graph)),
-            catalog: RwLock::new(catalog),
+            catalog: Arc::new(RwLock::new(catalog)),
             readers: Readers::new(&layout.index_path(), false),
             ef_search: config.vector.ef_search,
         });
