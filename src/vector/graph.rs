@@ -410,10 +410,10 @@ mod tests {
         for (i, v) in vectors.iter().enumerate() {
             graph.insert(i as u64 + 1, v);
         }
-        let even = |seq: u64| seq % 2 == 0;
+        let even = |seq: u64| seq.is_multiple_of(2);
         let found = graph.search(&vectors[10], 5, 64, Some(&even));
         assert_eq!(found.len(), 5);
-        assert!(found.iter().all(|(s, _)| s % 2 == 0));
+        assert!(found.iter().all(|(s, _)| s.is_multiple_of(2)));
         let own = graph.search(&vectors[41], 1, 64, None);
         assert_eq!(own[0].0, 42);
         assert!(graph.search(&vectors[0], 3, 64, Some(&|_| false)).is_empty());
