@@ -54,6 +54,9 @@ pub struct StreamHandle {
     pub newest: watch::Receiver<Option<(u64, PathBuf, Instant)>>,
     pub sync_now: Notify,
     pub notices: broadcast::Sender<ReplicaNotice>,
+    /// The snapshot each replica was last sent (or is being sent): not to be pruned under
+    /// the sender, and once acknowledged it is the parent of that replica's next incremental.
+    sending: Mutex<HashMap<String, String>>,
 }
 
 impl StreamHandle {
@@ -102,7 +105,8 @@ pub fn start(engine: Arc<Engine>, config: &Config) -> (Arc<StreamHandle>, Vec<to
     let (newest_tx, newest) = watch::channel(latest_snapshot(&engine.layout.snapshots_dir()));
     let statuses = config.stream.replicas.iter().map(|r| (r.name.clone(), load_status(&root, &r.name))).collect();
     let (notices, _) = broadcast::channel(256);
-    let handle = Arc::new(StreamHandle { statuses: Mutex::new(statuses), newest, sync_now: Notify::new(), notices });
+    let handle =
+        Arc::new(StreamHandle { statuses: Mutex::new(statuses), newest, sync_now: Notify::new(), notices, sending: Mutex::default() });
     let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ovs-port-agent"));
     let mut tasks = Vec::new();
     for replica in config.stream.replicas.clone() {
@@ -143,8 +147,11 @@ async fn trigger_loop(
         let mut forced = false;
         tokio::select! {
             r = records.recv() => match r {
-                Ok(r) => { pending.insert(r.seq, Instant::now() + delay(r.priority)); }
-                Err(broadcast::error::RecvError::Lagged(_)) => { pending.insert(u64::MAX, Instant::now() + delay(Priority::Medium)); }
+                // Only noted here: a record becomes due once vectorized, which wakes this
+                // loop by itself (and scanning the pending set per record would cost
+                // O(n²) in a burst).
+                Ok(r) => { pending.insert(r.seq, Instant::now() + delay(r.priority)); continue; }
+                Err(broadcast::error::RecvError::Lagged(_)) => { pending.insert(u64::MAX, Instant::now() + delay(Priority::Medium)); continue; }
                 Err(_) => return,
             },
             _ = vectorized.changed() => {}
@@ -153,10 +160,10 @@ async fn trigger_loop(
         }
         let through = *vectorized.borrow();
         let now = Instant::now();
-        let ready = pending.range(..=through);
+        let ready = || pending.range(..=through);
         let due = forced
-            || ready.clone().count() as u64 >= s.batch_events
-            || ready.clone().any(|(_, at)| *at <= now)
+            || ready().any(|(_, at)| *at <= now)
+            || ready().nth(s.batch_events.saturating_sub(1) as usize).is_some()
             || pending.get(&u64::MAX).is_some_and(|at| *at <= now);
         if !due || (through <= last && !forced) {
             continue;
@@ -179,7 +186,8 @@ async fn trigger_loop(
 /// Keeps the newest snapshot and every replica's acknowledged one (the parents of their
 /// next incrementals); deletes the rest.
 fn prune_local(dir: &Path, handle: &StreamHandle) {
-    let keep: Vec<String> = handle.statuses.lock().expect("status lock").values().filter_map(|s| s.acked_snapshot.clone()).collect();
+    let mut keep: Vec<String> = handle.statuses.lock().expect("status lock").values().filter_map(|s| s.acked_snapshot.clone()).collect();
+    keep.extend(handle.sending.lock().expect("sending lock").values().cloned());
     let all = snapshot::list(dir);
     let Some((newest, _)) = all.last().cloned() else { return };
     for (seq, path) in all {
@@ -218,6 +226,7 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
             Compression::Auto => (last_rate.unwrap_or(0.0) < 100e6).then_some(3),
         };
         let started = Instant::now();
+        handle.sending.lock().expect("sending lock").insert(replica.name.clone(), snapshot::snapshot_name(seq));
         let result = sync_once(&replica, &binary, &mut session, &path, parent.as_deref(), level).await;
         let mut status = status;
         match result {

@@ -1,4 +1,5 @@
-//! The in-memory HNSW graph over event vectors (ids are `seq`s), and its checkpoints.
+//! The in-memory HNSW graph over event vectors (ids are `seq`s), and its checkpoints. A
+//! checkpoint keeps the graph's shape (M, ef_construction) it was built with.
 //!
 //! A checkpoint rewrites the whole graph, so it is taken only when the vectors added since
 //! the last one reach a fraction of it (and at shutdown): the bytes rewritten, and so sent
@@ -14,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 const CHECKPOINT_FILE: &str = "CHECKPOINT";
-/// How the graph is stored; a checkpoint in another format (e.g. hnsw_rs's, before
-/// version 0.2) is rebuilt from the stored vectors.
+/// How the graph is stored; a checkpoint in another format (hnsw_rs's, from earlier
+/// builds) is rebuilt from the stored vectors.
 const GRAPH_FORMAT: &str = "compact-i8-v1";
 
 /// What a checkpoint covers, written last (atomically) so a half-written graph is never used.
