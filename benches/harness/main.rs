@@ -20,6 +20,10 @@ use std::process::Command;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // RUST_LOG=ovs_port_agent=debug shows what the daemon parts log while they are measured.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let sections: Vec<&str> =
         if args.is_empty() { vec!["ledger", "embed", "search", "dbus", "ingest"] } else { args.iter().map(String::as_str).collect() };
