@@ -226,15 +226,7 @@ impl Index {
 
     /// One element's events, newest first.
     pub fn history(&self, element_id: &str, limit: usize) -> Result<Vec<EventRow>> {
-        let last: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT last_seq FROM elements WHERE element_id = ?1")?
-            .query_row([element_id], |r| r.get(0))
-            .optional()?;
-        match last {
-            Some(last) => self.walk_element(last as u64, u64::MAX, limit),
-            None => Ok(Vec::new()),
-        }
+        self.walk_from_latest(element_id, u64::MAX, limit)
     }
 
     /// One element's events up to and including `seq`, newest first.
@@ -245,13 +237,18 @@ impl Index {
         if own.as_deref() == Some(element_id) {
             return self.walk_element(seq, seq, limit);
         }
+        self.walk_from_latest(element_id, seq, limit)
+    }
+
+    /// Walks the element's events from its latest one, keeping those at or below `through`.
+    fn walk_from_latest(&self, element_id: &str, through: u64, limit: usize) -> Result<Vec<EventRow>> {
         let last: Option<i64> = self
             .conn
             .prepare_cached("SELECT last_seq FROM elements WHERE element_id = ?1")?
             .query_row([element_id], |r| r.get(0))
             .optional()?;
         match last {
-            Some(last) => self.walk_element(last as u64, seq, limit),
+            Some(last) => self.walk_element(last as u64, through, limit),
             None => Ok(Vec::new()),
         }
     }
