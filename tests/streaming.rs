@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, agent, gdbus_string, write_daemon_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, agent, gdbus_string, write_replica_config, write_streaming_config};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,7 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
         "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 200\nlow_delay_ms = 200\n\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
         rep_dir.display()
     );
-    let config = write_daemon_config(tmp.path(), &extra);
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
+    let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
     let mut monitor = std::process::Command::new("gdbus")
@@ -127,11 +126,8 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     // history, properties; writes are refused; a newer snapshot is picked up by itself.
     let rep_bus = PrivateBus::open();
     let rep_tmp = tempfile::tempdir().unwrap();
-    let rep_config =
-        write_daemon_config(rep_tmp.path(), &format!("\n[replica]\ndir = \"{}\"\n", rep_dir.display())).to_string_lossy().into_owned();
-    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n"))
-        .unwrap();
-    let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), Path::new(&rep_config));
+    let rep_config = write_replica_config(rep_tmp.path(), &rep_dir);
+    let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), &rep_config);
     let (ok, out, _) = rep_daemon.gdbus_call("SemanticSearch", &["bridge device missing", "1"]);
     assert!(ok, "{out}");
     let hits: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
@@ -191,13 +187,11 @@ fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage_at_different
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\ncompression = \"auto\"\n\n[[stream.replicas]]\nname = \"local2\"\ntransport = \"local\"\ncompression = \"3\"\nremote_dir = \"{}\"\n",
-        host.address,
-        host.client_key.display(),
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n{}compression = \"auto\"\n\n[[stream.replicas]]\nname = \"local2\"\ntransport = \"local\"\ncompression = \"3\"\nremote_dir = \"{}\"\n",
+        host.replica_toml(&[]),
         replica.path().join("rep2").display()
     );
-    let config = write_daemon_config(tmp.path(), &extra);
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
+    let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");
     // The daemon runs in the primary host's namespace, so its ssh reaches the replica host.
     let daemon = AgentDaemon::start_in(&host.primary_ns, &bus.address, &state, &config);
@@ -307,13 +301,8 @@ fn the_ssh_connection_killed_mid_send_leaves_nothing_partial_and_the_send_conver
     let host = common::SshReplicaHost::start(&forced);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\", \"-o\", \"ConnectTimeout=3\"]\nremote_dir = \"/forced-by-the-key\"\n",
-        host.address,
-        host.client_key.display()
-    );
-    let config = write_daemon_config(tmp.path(), &extra);
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
+    let extra = format!("\n[sources]\novsdb = false\nnetworkmanager = false\n{}", host.replica_toml(&["-o", "ConnectTimeout=3"]));
+    let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start_in(&host.primary_ns, &bus.address, &state, &config);
     // A big first snapshot (incompressible bytes in the data subvolume), so that the full

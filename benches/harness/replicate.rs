@@ -9,7 +9,7 @@ mod common;
 
 use crate::report::Report;
 use crate::search::{base_vectors, synth};
-use common::{AgentDaemon, BtrfsMount, PrivateBus, SshReplicaHost, gdbus_string, write_daemon_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, SshReplicaHost, gdbus_string, write_replica_config, write_streaming_config};
 use ovs_port_agent::config::Config;
 use ovs_port_agent::embed::{ModelFiles, SentenceModel};
 use ovs_port_agent::layout::Layout;
@@ -28,13 +28,8 @@ pub fn latency() {
     let host = SshReplicaHost::start(&forced);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = [\"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \"LogLevel=ERROR\"]\nremote_dir = \"/unused\"\n",
-        host.address,
-        host.client_key.display()
-    );
-    let config = write_daemon_config(tmp.path(), &extra);
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("require_btrfs = false", "require_btrfs = true")).unwrap();
+    let extra = format!("\n[sources]\novsdb = false\nnetworkmanager = false\n{}", host.replica_toml(&[]));
+    let config = write_streaming_config(tmp.path(), &extra);
     let daemon = AgentDaemon::start_in(&host.primary_ns, &bus.address, &primary.path().join("state"), &config);
     // Prime the replica so the replica daemon has a snapshot to open.
     let _ = daemon.gdbus_call("RecordEvent", &["interface:prime", "link.up", "{\"summary\":\"prime\"}", "critical"]);
@@ -45,9 +40,7 @@ pub fn latency() {
     }
     let rep_bus = PrivateBus::open();
     let rep_tmp = tempfile::tempdir().unwrap();
-    let rep_config = write_daemon_config(rep_tmp.path(), &format!("\n[replica]\ndir = \"{}\"\n", rep_dir.display()));
-    std::fs::write(&rep_config, std::fs::read_to_string(&rep_config).unwrap().replace("[agent]\n", "[agent]\nrole = \"replica\"\n"))
-        .unwrap();
+    let rep_config = write_replica_config(rep_tmp.path(), &rep_dir);
     let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), &rep_config);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

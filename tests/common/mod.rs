@@ -220,14 +220,28 @@ impl Drop for PrivateBus {
     }
 }
 
-/// A dev config file for a daemon under test (no Btrfs needed unless `require_btrfs`).
+/// A dev config file for a daemon under test (its data need not be on Btrfs).
 pub fn write_daemon_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config(dir, "require_btrfs = false", extra)
+}
+
+/// The config of a primary that streams: its data must be on Btrfs.
+pub fn write_streaming_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config(dir, "require_btrfs = true", extra)
+}
+
+/// The config of a replica daemon serving the snapshots received in `replica_dir`.
+pub fn write_replica_config(dir: &Path, replica_dir: &Path) -> PathBuf {
+    write_config(dir, "require_btrfs = false\nrole = \"replica\"", &format!("\n[replica]\ndir = \"{}\"\n", replica_dir.display()))
+}
+
+fn write_config(dir: &Path, agent: &str, extra: &str) -> PathBuf {
     let model = model_config();
     let path = dir.join("agent.toml");
     std::fs::write(
         &path,
         format!(
-            "[agent]\nrequire_btrfs = false\nhost = \"test-host\"\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\nworkers = 2\n\n[vector]\ncheckpoint_min_vectors = 200\n{extra}",
+            "[agent]\n{agent}\nhost = \"test-host\"\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\nworkers = 2\n\n[vector]\ncheckpoint_min_vectors = 200\n{extra}",
             model.model_dir.display(),
             model.runtime_library.display()
         ),
@@ -650,6 +664,21 @@ impl SshReplicaHost {
         }
         let _ = std::fs::remove_file(self.dir.path().join("sshd.pid"));
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+impl SshReplicaHost {
+    /// The `[[stream.replicas]]` entry named `rep1` for this host. Its `remote_dir` is
+    /// deliberately wrong: the restricted key forces the receiver's real directory.
+    pub fn replica_toml(&self, extra_ssh_options: &[&str]) -> String {
+        let mut options = vec!["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"];
+        options.extend_from_slice(extra_ssh_options);
+        format!(
+            "\n[[stream.replicas]]\nname = \"rep1\"\ntransport = \"ssh\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nssh_options = {:?}\nremote_dir = \"/nonexistent/the-key-forces-the-real-one\"\n",
+            self.address,
+            self.client_key.display(),
+            options
+        )
     }
 }
 
