@@ -7,6 +7,7 @@ use crate::report::Report;
 use crate::search::{base_vectors, synth};
 use crate::texts::QUERIES;
 use ovs_port_agent::config::Config;
+use ovs_port_agent::dbus::{BUS_NAME, OBJECT_PATH};
 use ovs_port_agent::embed::{ModelFiles, SentenceModel};
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::metrics::median_p99;
@@ -18,6 +19,14 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 50;
 const CALLS: usize = 100;
+
+/// One call to a member of the agent's interface.
+pub async fn call_agent<B>(conn: &zbus::Connection, member: &str, body: &B) -> zbus::Result<zbus::Message>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some(BUS_NAME), member, body).await
+}
 
 fn seed(dir: &Path, n: usize, files: &ModelFiles, base: &[Vec<f32>]) {
     let mut config = Config::default();
@@ -75,7 +84,7 @@ pub fn run(dir: &Path, n: usize) {
     rt.block_on(async {
         let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
         loop {
-            if conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "Ping", &()).await.is_ok() {
+            if call_agent(&conn, "Ping", &()).await.is_ok() {
                 break;
             }
             assert!(t0.elapsed() < Duration::from_secs(3600), "the daemon did not come up");
@@ -95,31 +104,14 @@ pub fn run(dir: &Path, n: usize) {
                     for i in 0..CALLS {
                         let t = Instant::now();
                         let r = match member {
-                            "Ping" => {
-                                conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), "Ping", &())
-                                    .await
-                            }
+                            "Ping" => call_agent(&conn, "Ping", &()).await,
                             "SemanticSearch" => {
                                 let q = format!("{} {}", QUERIES[(c + i) % QUERIES.len()], i);
-                                conn.call_method(
-                                    Some("dev.ovs.PortAgent1"),
-                                    "/dev/ovs/PortAgent1",
-                                    Some("dev.ovs.PortAgent1"),
-                                    "SemanticSearch",
-                                    &(q.as_str(), 10u32),
-                                )
-                                .await
+                                call_agent(&conn, "SemanticSearch", &(q.as_str(), 10u32)).await
                             }
                             _ => {
                                 let element = format!("interface:bench{c}");
-                                conn.call_method(
-                                    Some("dev.ovs.PortAgent1"),
-                                    "/dev/ovs/PortAgent1",
-                                    Some("dev.ovs.PortAgent1"),
-                                    "RecordEvent",
-                                    &(element.as_str(), "link.flap", "{\"summary\":\"bench\"}", "low"),
-                                )
-                                .await
+                                call_agent(&conn, "RecordEvent", &(element.as_str(), "link.flap", "{\"summary\":\"bench\"}", "low")).await
                             }
                         };
                         r.expect("every call is answered");
@@ -149,15 +141,7 @@ pub fn run(dir: &Path, n: usize) {
             // A different wording from the concurrent phase, so no query comes from the cache.
             let q = format!("{} alone {}", QUERIES[i % QUERIES.len()], i);
             let t = Instant::now();
-            conn.call_method(
-                Some("dev.ovs.PortAgent1"),
-                "/dev/ovs/PortAgent1",
-                Some("dev.ovs.PortAgent1"),
-                "SemanticSearch",
-                &(q.as_str(), 10u32),
-            )
-            .await
-            .unwrap();
+            call_agent(&conn, "SemanticSearch", &(q.as_str(), 10u32)).await.unwrap();
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         lat

@@ -7,6 +7,7 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
+use crate::dbus::call_agent;
 use crate::report::Report;
 use crate::search::{base_vectors, synth};
 use common::{AgentDaemon, BtrfsMount, PrivateBus, SshReplicaHost, gdbus_string, write_replica_config, write_streaming_config};
@@ -50,20 +51,20 @@ pub fn latency() {
             zbus::connection::Builder::address(rep_bus.address.as_str()).unwrap().build().await.unwrap(),
         )
     });
-    let call = |conn: &zbus::Connection, method: &str, body: &dyn erased_body::Body| body.call(&rt, conn, method);
     let mut lat = Vec::new();
     for i in 0..40 {
         let summary = format!("bench critical event {i}: uplink eth{i} lost carrier on rack {i}");
         let t0 = Instant::now();
-        let reply = call(
-            &primary_conn,
-            "RecordEvent",
-            &(format!("interface:bench{i}"), "link.down", format!("{{\"summary\":\"{summary}\"}}"), "critical"),
-        )
-        .unwrap();
+        let reply = rt
+            .block_on(call_agent(
+                &primary_conn,
+                "RecordEvent",
+                &(format!("interface:bench{i}"), "link.down", format!("{{\"summary\":\"{summary}\"}}"), "critical"),
+            ))
+            .unwrap();
         let hash: String = reply.body().deserialize().unwrap();
         loop {
-            let reply = call(&replica_conn, "SemanticSearch", &(summary.clone(), 1u32)).unwrap();
+            let reply = rt.block_on(call_agent(&replica_conn, "SemanticSearch", &(summary.as_str(), 1u32))).unwrap();
             let text: String = reply.body().deserialize().unwrap();
             if text.contains(&hash) {
                 break;
@@ -81,18 +82,6 @@ pub fn latency() {
     drop(rep_daemon);
     drop(daemon);
     report.finish();
-}
-
-/// Sends any body with zbus.
-mod erased_body {
-    pub trait Body {
-        fn call(&self, rt: &tokio::runtime::Runtime, conn: &zbus::Connection, method: &str) -> zbus::Result<zbus::Message>;
-    }
-    impl<T: serde::Serialize + zbus::zvariant::DynamicType> Body for T {
-        fn call(&self, rt: &tokio::runtime::Runtime, conn: &zbus::Connection, method: &str) -> zbus::Result<zbus::Message> {
-            rt.block_on(conn.call_method(Some("dev.ovs.PortAgent1"), "/dev/ovs/PortAgent1", Some("dev.ovs.PortAgent1"), method, self))
-        }
-    }
 }
 
 /// Bytes of `btrfs send -p` for one batch of 100 events after histories of 1k, 100k, 1M.
