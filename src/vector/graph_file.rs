@@ -73,9 +73,10 @@ impl Out {
         self.file.write_all(bytes)
     }
 
-    fn u32s(&mut self, values: &[u32]) -> std::io::Result<()> {
+    /// Writes `values` as their little-endian bytes, a slice at a time.
+    fn values<T: Copy, const N: usize>(&mut self, values: &[T], le_bytes: impl Fn(T) -> [u8; N]) -> std::io::Result<()> {
         for chunk in values.chunks(16_384) {
-            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| le_bytes(*v)).collect();
             self.put(&bytes)?;
         }
         Ok(())
@@ -95,19 +96,13 @@ pub fn write(path: &Path, shape: Shape, nodes: &Nodes) -> Result<()> {
         out.put(&(shape.ef_construction as u32).to_le_bytes())?;
         out.put(&(nodes.len() as u64).to_le_bytes())?;
         out.put(&nodes.entry.map_or(NONE, u64::from).to_le_bytes())?;
-        for chunk in nodes.seqs.chunks(16_384) {
-            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-            out.put(&bytes)?;
-        }
+        out.values(&nodes.seqs, u64::to_le_bytes)?;
         out.put(&nodes.levels)?;
-        for chunk in nodes.codes.chunks(1 << 20) {
-            let bytes: Vec<u8> = chunk.iter().map(|c| *c as u8).collect();
-            out.put(&bytes)?;
-        }
-        out.u32s(&nodes.layer0)?;
+        out.values(&nodes.codes, i8::to_le_bytes)?;
+        out.values(&nodes.layer0, u32::to_le_bytes)?;
         for (node, level) in nodes.levels.iter().enumerate() {
             if *level > 0 {
-                out.u32s(&nodes.upper[&(node as u32)])?;
+                out.values(&nodes.upper[&(node as u32)], u32::to_le_bytes)?;
             }
         }
         let checksum = std::mem::take(&mut out.hash).finish();
