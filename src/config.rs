@@ -99,6 +99,9 @@ pub struct EmbeddingConfig {
     /// Events waiting to be embedded kept in memory; beyond this the backlog is read back
     /// from the index when the queue drains (nothing is dropped).
     pub queue_capacity: usize,
+    /// Search queries waiting for their embedding; beyond this a search is refused at once
+    /// as busy (`dev.ovs.PortAgent1.Error.Busy`) instead of queueing without bound.
+    pub query_queue_capacity: usize,
     /// Embeddings of identical semantic texts kept for reuse.
     pub cache_entries: usize,
     /// Token limit of one text (the model's own is 256).
@@ -112,6 +115,7 @@ impl Default for EmbeddingConfig {
             runtime_library: PathBuf::from("/usr/lib/ovs-port-agent/libonnxruntime.so.1.24.4"),
             workers: 0,
             queue_capacity: 10_000,
+            query_queue_capacity: 64,
             cache_entries: 4096,
             max_length: 256,
         }
@@ -257,7 +261,14 @@ pub struct ReplicaConfig {
     /// The ssh private key (pinned to replica-receive on the far side).
     #[serde(default)]
     pub identity: PathBuf,
-    /// Extra ssh options, e.g. ["-o", "UserKnownHostsFile=/etc/ovs-port-agent/known_hosts"].
+    /// The known_hosts file holding the replica's pinned host key (ssh always checks it:
+    /// `StrictHostKeyChecking=yes`); empty means ssh's default (~/.ssh/known_hosts).
+    #[serde(default)]
+    pub known_hosts: PathBuf,
+    /// Extra ssh options, `-o Name=value` pairs (or `-p PORT`), from an allow-list:
+    /// Port, ConnectTimeout, ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax,
+    /// UserKnownHostsFile, HostKeyAlias, HostKeyAlgorithms, Ciphers, MACs, KexAlgorithms,
+    /// Compression, IPQoS, LogLevel, AddressFamily, BindAddress.
     #[serde(default)]
     pub ssh_options: Vec<String>,
     /// The agent binary on the far side (ignored when the key forces the command).
@@ -281,7 +292,76 @@ pub enum Compression {
     Auto,
 }
 
+/// ssh options a replica may set (`-o Name=value`); anything else is refused, in particular
+/// ProxyCommand, LocalCommand, PermitLocalCommand and turning host-key checking off.
+pub const ALLOWED_SSH_OPTIONS: &[&str] = &[
+    "port",
+    "connecttimeout",
+    "connectionattempts",
+    "serveraliveinterval",
+    "serveralivecountmax",
+    "userknownhostsfile",
+    "hostkeyalias",
+    "hostkeyalgorithms",
+    "ciphers",
+    "macs",
+    "kexalgorithms",
+    "compression",
+    "ipqos",
+    "loglevel",
+    "addressfamily",
+    "bindaddress",
+];
+
+/// A path or word that reaches the replica host inside ssh's remote command line, which
+/// the remote shell splits: only characters no shell treats specially.
+fn shell_safe(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '@' | ':' | '+' | ','))
+}
+
 impl ReplicaConfig {
+    /// Checks one replica entry (names, paths, ssh options).
+    pub fn validate(&self) -> Result<()> {
+        let name = &self.name;
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+            bail!("stream.replicas: name {name:?} must be 1 to 64 letters, digits, - or _");
+        }
+        if self.transport == Transport::Ssh
+            && (self.destination.is_empty() || self.destination.starts_with('-') || !shell_safe(&self.destination))
+        {
+            bail!("stream.replicas {name}: ssh needs a destination like root@replica1 (letters, digits and . _ - @ : only)");
+        }
+        self.compression()?;
+        let remote = self.remote_dir.to_str().unwrap_or("");
+        if !self.remote_dir.is_absolute()
+            || !shell_safe(remote)
+            || self.remote_dir.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            bail!("stream.replicas {name}: remote_dir must be an absolute path of letters, digits, / . _ - without '..', not {remote:?}");
+        }
+        if !shell_safe(&self.remote_command) {
+            bail!("stream.replicas {name}: remote_command {:?} may only hold letters, digits and / . _ -", self.remote_command);
+        }
+        let mut options = self.ssh_options.iter();
+        while let Some(flag) = options.next() {
+            let value = options.next().map(String::as_str).unwrap_or("");
+            match flag.as_str() {
+                "-p" if value.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                "-o" => {
+                    let (key, val) = value.split_once('=').map(|(k, v)| (k.trim(), v.trim())).unwrap_or((value.trim(), ""));
+                    if !ALLOWED_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) || val.is_empty() {
+                        bail!(
+                            "stream.replicas {name}: ssh option {value:?} is not allowed (allowed: -p PORT and -o with {}); host keys are always checked",
+                            ALLOWED_SSH_OPTIONS.join(", ")
+                        );
+                    }
+                }
+                other => bail!("stream.replicas {name}: ssh_options takes only \"-o\", \"Name=value\" pairs and \"-p\", \"PORT\", not {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
     pub fn compression(&self) -> Result<Compression> {
         match self.compression.as_str() {
             "off" => Ok(Compression::Off),
@@ -339,6 +419,9 @@ impl Config {
         if self.embedding.queue_capacity < 16 {
             bail!("embedding.queue_capacity must be at least 16, not {}", self.embedding.queue_capacity);
         }
+        if !(1..=100_000).contains(&self.embedding.query_queue_capacity) {
+            bail!("embedding.query_queue_capacity must be between 1 and 100000, not {}", self.embedding.query_queue_capacity);
+        }
         if !(8..=512).contains(&self.embedding.max_length) {
             bail!("embedding.max_length must be between 8 and 512, not {}", self.embedding.max_length);
         }
@@ -360,16 +443,11 @@ impl Config {
         if self.sources.coalesce_ms > 10_000 {
             bail!("sources.coalesce_ms must be at most 10000, not {}", self.sources.coalesce_ms);
         }
+        let mut names = std::collections::HashSet::new();
         for r in &self.stream.replicas {
-            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
-                bail!("stream.replicas: name {:?} must be letters, digits, - or _", r.name);
-            }
-            if r.transport == Transport::Ssh && (r.destination.is_empty() || r.destination.starts_with('-')) {
-                bail!("stream.replicas {}: ssh needs a destination like root@replica1", r.name);
-            }
-            r.compression()?;
-            if !r.remote_dir.is_absolute() {
-                bail!("stream.replicas {}: remote_dir must be an absolute path", r.name);
+            r.validate()?;
+            if !names.insert(r.name.as_str()) {
+                bail!("stream.replicas: the name {:?} is used twice (each replica keeps its state under its name)", r.name);
             }
         }
         if self.agent.bus.is_empty() {
@@ -447,5 +525,31 @@ mod tests {
     fn missing_default_file_means_defaults() {
         assert!(Config::load(Path::new("/nonexistent/config.toml"), false).is_ok());
         assert!(Config::load(Path::new("/nonexistent/config.toml"), true).is_err());
+    }
+
+    #[test]
+    fn replica_entries_are_checked_for_ssh_safety() {
+        let replica = |extra: &str| {
+            load_str(&format!(
+                "[[stream.replicas]]\nname = \"r1\"\ntransport = \"ssh\"\ndestination = \"root@10.0.0.2\"\nremote_dir = \"/var/lib/r\"\n{extra}"
+            ))
+        };
+        replica("").unwrap();
+        replica("ssh_options = [\"-o\", \"UserKnownHostsFile=/etc/x\", \"-p\", \"2222\"]").unwrap();
+        for bad in [
+            "ssh_options = [\"-o\", \"ProxyCommand=nc %h %p\"]",
+            "ssh_options = [\"-o\", \"StrictHostKeyChecking=no\"]",
+            "ssh_options = [\"-oLocalCommand=touch /x\"]",
+            "ssh_options = [\"-o\", \"PermitLocalCommand=yes\"]",
+        ] {
+            let err = replica(bad).unwrap_err().to_string();
+            assert!(err.contains("r1"), "{bad}: {err}");
+        }
+        let err = load_str("[[stream.replicas]]\nname = \"r1\"\ntransport = \"ssh\"\ndestination = \"h\"\nremote_dir = \"/var/lib/r;rm -rf /\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote_dir"), "{err}");
+        let twice = "[[stream.replicas]]\nname = \"r1\"\ntransport = \"local\"\nremote_dir = \"/a\"\n".repeat(2);
+        assert!(load_str(&twice).unwrap_err().to_string().contains("used twice"));
     }
 }

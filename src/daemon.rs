@@ -1,21 +1,33 @@
-//! `ovs-port-agent daemon`: opens the engine (or, as a replica, the newest received
-//! snapshot), serves `dev.ovs.PortAgent1`, forwards signals, and shuts down cleanly on
-//! SIGTERM/SIGINT. The name is owned only once
-//! everything is ready, so systemd's Type=dbus readiness means "ready".
+//! `ovs-port-agent daemon`: opens the engine (or, as a replica, its serving store), starts
+//! every task under one [`Supervisor`], serves `dev.ovs.PortAgent1`, and shuts down in one
+//! order on SIGTERM/SIGINT or when a task it cannot run without ends. The name is owned
+//! only once everything is ready, so systemd's Type=dbus readiness means "ready".
+//!
+//! Shutdown order (primary): stop the sources (no new input) → the recorder records what
+//! they queued → the D-Bus name is released (no new calls) → the streamer takes a last
+//! snapshot and gives the replicas a moment to take it → the engine closes the ledger
+//! writer, lets the indexer finish and checkpoints the graph.
 
 use crate::config::{Config, Role};
-use crate::dbus::backend::Backend;
-use crate::dbus::{self, BUS_NAME, OBJECT_PATH, PortAgent};
+use crate::dbus::backend::{Backend, Reporting};
+use crate::dbus::{BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
+use crate::health::Health;
 use crate::layout::Layout;
-use crate::replica::ReplicaView;
+use crate::replica::{ReplicaView, StateWatch};
 use crate::sources::Recorder;
+use crate::stream::receive;
 use crate::stream::streamer::{ReplicaNotice, StreamHandle};
+use crate::supervisor::{Restart, Stopping, Supervisor};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::object_server::InterfaceRef;
+
+/// How long each group gets to stop before its tasks are aborted.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
     match config.agent.role {
@@ -26,19 +38,23 @@ pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
 
 async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> {
     let started = std::time::Instant::now();
+    let health = Arc::new(Health::default());
     let engine = {
-        let (config, layout) = (config.clone(), layout.clone());
-        Arc::new(tokio::task::spawn_blocking(move || Engine::open(&layout, &config)).await??)
+        let (config, layout, health) = (config.clone(), layout.clone(), health.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Engine::open_with_health(&layout, &config, health)).await??)
     };
-    let (stream, mut tasks) = start_streaming(&config, &layout, engine.clone())?;
-    let conn = dbus::connect(&bus).await?;
-    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone())).await?;
+    let mut supervisor = Supervisor::new();
+    watch_threads(&mut supervisor, engine.clone());
+    let stream = start_streaming(&mut supervisor, &config, &layout, engine.clone(), health.clone())?;
+    let conn = crate::bus::connect(&bus).await?;
+    let reporting = Reporting { health: health.clone(), tasks: supervisor.status() };
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting)).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
-    tasks.extend(spawn_signal_forwarders(engine.clone(), iface.clone()));
+    spawn_signal_forwarders(&mut supervisor, engine.clone(), iface.clone());
     if let Some(stream) = &stream {
-        tasks.push(spawn_replica_signals(stream.clone(), iface));
+        spawn_replica_signals(&mut supervisor, stream.clone(), iface);
     }
-    tasks.extend(spawn_sources(&config, &bus, engine.clone()));
+    start_sources(&mut supervisor, &config, &bus, engine.clone(), health);
     own_name(&conn).await?;
     tracing::info!(
         name = BUS_NAME,
@@ -48,54 +64,86 @@ async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> 
         ready_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    wait_for_signal().await?;
-    // Stop taking calls first, then flush and checkpoint.
-    stop_serving(&conn, tasks).await;
+    let outcome = wait_for_stop(&mut supervisor).await;
+    supervisor.stop_group("sources", STOP_DEADLINE).await;
+    supervisor.stop_group("recorder", STOP_DEADLINE).await;
+    stop_serving(&conn).await;
+    supervisor.stop_group("signals", STOP_DEADLINE).await;
+    if let Some(stream) = &stream {
+        supervisor.stop_group("stream", STOP_DEADLINE).await;
+        stream.finish(&engine, STOP_DEADLINE).await;
+    }
+    supervisor.stop_group("watchdog", STOP_DEADLINE).await;
     let shutdown = tokio::task::spawn_blocking(move || engine.shutdown());
     if tokio::time::timeout(Duration::from_secs(20), shutdown).await.is_err() {
-        tracing::error!("shutdown took longer than 20 s; exiting anyway");
+        tracing::error!("closing the ledger and checkpointing took longer than 20 s; exiting anyway");
     }
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
-/// The replica role: read-only members from the newest verified snapshot, switching when a
-/// newer one arrives (the receiver's state file is checked every 5 ms; a stat when nothing changed).
+/// The replica role: read-only members from the serving store, taking in each snapshot the
+/// receiver verifies as soon as it publishes it.
 async fn run_replica(config: Config, bus: String) -> Result<()> {
     let dir = config.replica.dir.clone();
     let view = {
         let (config, dir) = (config.clone(), dir.clone());
         Arc::new(tokio::task::spawn_blocking(move || ReplicaView::open(&dir, &config)).await??)
     };
-    let conn = dbus::connect(&bus).await?;
-    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(view.clone()), None)).await?;
+    let mut supervisor = Supervisor::new();
+    let conn = crate::bus::connect(&bus).await?;
+    let reporting = Reporting { health: Arc::new(Health::default()), tasks: supervisor.status() };
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(view.clone()), None, reporting)).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
-    let watcher = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let v = view.clone();
-            match tokio::task::spawn_blocking(move || v.refresh()).await {
-                Ok(Ok(true)) => {
-                    let agent = iface.get().await;
-                    let emitter = iface.signal_emitter();
-                    let _ = agent.head_seq_changed(emitter).await;
-                    let _ = agent.head_hash_changed(emitter).await;
-                    let _ = agent.vectorized_seq_changed(emitter).await;
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), "could not open the newest snapshot; still serving the previous one")
-                }
-                Err(_) => {}
-            }
-        }
+    let state_file = receive::state_file(&dir);
+    supervisor.spawn("replica", "snapshot-watcher", Restart::Always, move |stopping| {
+        follow_snapshots(view.clone(), iface.clone(), state_file.clone(), stopping)
     });
     own_name(&conn).await?;
     tracing::info!(name = BUS_NAME, bus = %bus, dir = %dir.display(), "ready (replica)");
-    wait_for_signal().await?;
-    stop_serving(&conn, vec![watcher]).await;
+    let outcome = wait_for_stop(&mut supervisor).await;
+    stop_serving(&conn).await;
+    supervisor.stop_group("replica", STOP_DEADLINE).await;
     tracing::info!("stopped");
-    Ok(())
+    outcome
+}
+
+/// Takes in each newly verified snapshot (woken by inotify; a slow timer as a safety net).
+async fn follow_snapshots(view: Arc<ReplicaView>, iface: InterfaceRef<PortAgent>, state_file: std::path::PathBuf, mut stopping: Stopping) -> Result<()> {
+    let mut watch = StateWatch::new(&state_file)?;
+    loop {
+        let v = view.clone();
+        match tokio::task::spawn_blocking(move || v.refresh()).await? {
+            Ok(true) => {
+                let agent = iface.get().await;
+                let emitter = iface.signal_emitter();
+                let _ = agent.head_seq_changed(emitter).await;
+                let _ = agent.head_hash_changed(emitter).await;
+                let _ = agent.vectorized_seq_changed(emitter).await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not take in the newest snapshot; still serving the previous one"),
+        }
+        tokio::select! {
+            changed = watch.changed() => changed?,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stopping.wait() => return Ok(()),
+        }
+    }
+}
+
+/// Waits for SIGTERM/SIGINT, or for a task the daemon cannot run without to end.
+async fn wait_for_stop(supervisor: &mut Supervisor) -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); Ok(()) }
+        _ = int.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); Ok(()) }
+        fatal = supervisor.fatal() => {
+            tracing::error!(task = %fatal.task, why = %fatal.why, "shutting down");
+            Err(anyhow::anyhow!("{} {}", fatal.task, fatal.why))
+        }
+    }
 }
 
 async fn own_name(conn: &zbus::Connection) -> Result<()> {
@@ -109,115 +157,157 @@ async fn own_name(conn: &zbus::Connection) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = which, "shutting down");
-    Ok(())
-}
-
-async fn stop_serving(conn: &zbus::Connection, tasks: Vec<tokio::task::JoinHandle<()>>) {
+async fn stop_serving(conn: &zbus::Connection) {
     let _ = conn.release_name(BUS_NAME).await;
     let _ = conn.object_server().remove::<PortAgent, _>(OBJECT_PATH).await;
-    for task in tasks {
-        task.abort();
-    }
+}
+
+/// The engine's threads run outside the runtime; this task fails (and so stops the daemon,
+/// for systemd to restart it) when one of them has died.
+fn watch_threads(supervisor: &mut Supervisor, engine: Arc<Engine>) {
+    supervisor.spawn("watchdog", "engine-threads", Restart::Never, move |mut stopping| {
+        let engine = engine.clone();
+        async move {
+            loop {
+                if let Some(dead) = engine.dead_thread() {
+                    bail!("the {dead} thread has stopped");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stopping.wait() => return Ok(()),
+                }
+            }
+        }
+    });
 }
 
 /// Emits `EventRecorded` per record and `BatchVectorized` as vectors land, with the
 /// matching `PropertiesChanged` (coalesced per burst).
-fn spawn_signal_forwarders(engine: Arc<Engine>, iface: zbus::object_server::InterfaceRef<PortAgent>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut records = engine.subscribe();
-    let recorded_iface = iface.clone();
-    let recorded = tokio::spawn(async move {
-        loop {
-            let first = match records.recv().await {
-                Ok(r) => Some(r),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "EventRecorded signals skipped (a burst outran the bus)");
-                    None
+fn spawn_signal_forwarders(supervisor: &mut Supervisor, engine: Arc<Engine>, iface: InterfaceRef<PortAgent>) {
+    let (records_engine, records_iface) = (engine.clone(), iface.clone());
+    supervisor.spawn("signals", "event-recorded", Restart::Always, move |mut stopping| {
+        let mut records = records_engine.subscribe();
+        let iface = records_iface.clone();
+        async move {
+            loop {
+                let first = tokio::select! {
+                    r = records.recv() => r,
+                    _ = stopping.wait() => return Ok(()),
+                };
+                let first = match first {
+                    Ok(r) => Some(r),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "EventRecorded signals skipped (a burst outran the bus)");
+                        None
+                    }
+                    Err(_) => return Ok(()),
+                };
+                let emitter = iface.signal_emitter();
+                let mut batch: Vec<_> = first.into_iter().collect();
+                while let Ok(r) = records.try_recv() {
+                    batch.push(r);
                 }
-                Err(_) => return,
-            };
-            let emitter = recorded_iface.signal_emitter();
-            let mut batch: Vec<_> = first.into_iter().collect();
-            while let Ok(r) = records.try_recv() {
-                batch.push(r);
+                for r in &batch {
+                    let _ = PortAgent::event_recorded(emitter, r.seq, &r.element_id, &r.action, &r.hash_hex()).await;
+                }
+                let agent = iface.get().await;
+                let _ = agent.head_seq_changed(emitter).await;
+                let _ = agent.head_hash_changed(emitter).await;
             }
-            for r in &batch {
-                let _ = PortAgent::event_recorded(emitter, r.seq, &r.element_id, &r.action, &r.hash_hex()).await;
-            }
-            let agent = recorded_iface.get().await;
-            let _ = agent.head_seq_changed(emitter).await;
-            let _ = agent.head_hash_changed(emitter).await;
         }
     });
-    let mut vectorized = engine.vectorized();
-    let vectorized_task = tokio::spawn(async move {
-        while vectorized.changed().await.is_ok() {
-            let through = *vectorized.borrow_and_update();
-            let emitter = iface.signal_emitter();
-            let _ = PortAgent::batch_vectorized(emitter, through).await;
-            let _ = iface.get().await.vectorized_seq_changed(emitter).await;
+    supervisor.spawn("signals", "batch-vectorized", Restart::Always, move |mut stopping| {
+        let mut vectorized = engine.vectorized();
+        let iface = iface.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    changed = vectorized.changed() => if changed.is_err() { return Ok(()) },
+                    _ = stopping.wait() => return Ok(()),
+                }
+                let through = *vectorized.borrow_and_update();
+                let emitter = iface.signal_emitter();
+                let _ = PortAgent::batch_vectorized(emitter, through).await;
+                let _ = iface.get().await.vectorized_seq_changed(emitter).await;
+            }
         }
     });
-    vec![recorded, vectorized_task]
 }
 
 /// Starts the configured sources and the recorder that feeds their events to the ledger.
-fn spawn_sources(config: &Config, bus: &str, engine: Arc<Engine>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut recorder = Recorder::new(&config.sources);
-    let mut tasks = Vec::new();
+fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine: Arc<Engine>, health: Arc<Health>) {
+    let recorder = Recorder::new(&config.sources);
     if config.sources.ovsdb {
         let sink = recorder.sink("ovsdb");
-        tasks.push(tokio::spawn(crate::sources::ovsdb::run(config.sources.ovsdb_socket(), sink, engine.clone())));
+        let (socket, engine) = (config.sources.ovsdb_socket(), engine.clone());
+        supervisor.spawn("sources", "source:ovsdb", Restart::Always, move |mut stopping| {
+            let run = crate::sources::ovsdb::run(socket.clone(), sink.clone(), engine.clone());
+            async move {
+                tokio::select! {
+                    () = run => Ok(()),
+                    _ = stopping.wait() => Ok(()),
+                }
+            }
+        });
     }
     if config.sources.networkmanager {
         let sink = recorder.sink("nm");
         let nm_bus = if config.sources.nm_bus.is_empty() { bus.to_owned() } else { config.sources.nm_bus.clone() };
         let coalesce = Duration::from_millis(config.sources.coalesce_ms);
-        tasks.push(tokio::spawn(crate::sources::nm::run(nm_bus, coalesce, sink, engine.clone())));
+        let engine = engine.clone();
+        supervisor.spawn("sources", "source:nm", Restart::Always, move |mut stopping| {
+            let run = crate::sources::nm::run(nm_bus.clone(), coalesce, sink.clone(), engine.clone());
+            async move {
+                tokio::select! {
+                    () = run => Ok(()),
+                    _ = stopping.wait() => Ok(()),
+                }
+            }
+        });
     }
-    tasks.push(tokio::spawn(recorder.run(engine)));
-    tasks
+    supervisor.spawn("recorder", "recorder", Restart::Always, move |stopping| recorder.clone().run(engine.clone(), health.clone(), stopping));
 }
 
 /// Starts snapshots and replication when the data directory is on Btrfs.
 fn start_streaming(
+    supervisor: &mut Supervisor,
     config: &Config,
     layout: &Layout,
     engine: Arc<Engine>,
-) -> Result<(Option<Arc<StreamHandle>>, Vec<tokio::task::JoinHandle<()>>)> {
+    health: Arc<Health>,
+) -> Result<Option<Arc<StreamHandle>>> {
     if !config.stream.enabled {
-        return Ok((None, Vec::new()));
+        return Ok(None);
     }
     if !crate::btrfs::is_btrfs(&layout.data)? {
         tracing::warn!(data = %layout.data.display(), "snapshots and replication are off: the data directory is not on Btrfs");
-        return Ok((None, Vec::new()));
+        return Ok(None);
     }
-    let (handle, tasks) = crate::stream::streamer::start(engine, config);
-    Ok((Some(handle), tasks))
+    Ok(Some(crate::stream::streamer::start(supervisor, engine, config, health)?))
 }
 
 /// Emits `ReplicaSynced` and `ReplicaFailed`.
-fn spawn_replica_signals(stream: Arc<StreamHandle>, iface: zbus::object_server::InterfaceRef<PortAgent>) -> tokio::task::JoinHandle<()> {
-    let mut notices = stream.notices.subscribe();
-    tokio::spawn(async move {
-        loop {
-            let notice = match notices.recv().await {
-                Ok(n) => n,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
-            };
-            let emitter = iface.signal_emitter();
-            let _ = match notice {
-                ReplicaNotice::Synced { replica, seq } => PortAgent::replica_synced(emitter, &replica, seq).await,
-                ReplicaNotice::Failed { replica, error } => PortAgent::replica_failed(emitter, &replica, &error).await,
-            };
+fn spawn_replica_signals(supervisor: &mut Supervisor, stream: Arc<StreamHandle>, iface: InterfaceRef<PortAgent>) {
+    supervisor.spawn("signals", "replica-signals", Restart::Always, move |mut stopping| {
+        let mut notices = stream.notices.subscribe();
+        let iface = iface.clone();
+        async move {
+            loop {
+                let notice = tokio::select! {
+                    n = notices.recv() => n,
+                    _ = stopping.wait() => return Ok(()),
+                };
+                let notice = match notice {
+                    Ok(n) => n,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return Ok(()),
+                };
+                let emitter = iface.signal_emitter();
+                let _ = match notice {
+                    ReplicaNotice::Synced { replica, seq } => PortAgent::replica_synced(emitter, &replica, seq).await,
+                    ReplicaNotice::Failed { replica, error } => PortAgent::replica_failed(emitter, &replica, &error).await,
+                };
+            }
         }
-    })
+    });
 }

@@ -118,10 +118,115 @@ impl NewEvent {
         Ok(())
     }
 
+    /// Makes an event a source produced recordable when it is not: control characters in
+    /// the summary become spaces, an overlong summary is cut with `…`, and details beyond
+    /// the size limit lose list items and string tails — each cut marked in place and its
+    /// path listed under `details.truncated` — until they fit. Returns the event and what
+    /// was cut. Identifiers that break the rules cannot be mended: that is an error (the
+    /// caller records an `event.rejected` instead).
+    pub fn fit(mut self) -> Result<(Self, Vec<String>), EventError> {
+        let mut cuts = Vec::new();
+        if self.summary.chars().any(char::is_control) {
+            self.summary = self.summary.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            cuts.push("summary: control characters replaced".to_owned());
+        }
+        if self.summary.len() > MAX_SUMMARY_BYTES {
+            self.summary = format!("{}…", truncate_at_char(&self.summary, MAX_SUMMARY_BYTES - '…'.len_utf8()));
+            cuts.push("summary: shortened".to_owned());
+        }
+        let mut paths = Vec::new();
+        for _ in 0..256 {
+            let size = serde_json::to_vec(&self.details).map(|v| v.len()).unwrap_or(usize::MAX);
+            // Room for the list of what was cut.
+            if size + 64 * paths.len() + 32 <= MAX_DETAILS_BYTES {
+                break;
+            }
+            match shrink_largest(&mut self.details, "details") {
+                Some(path) => paths.push(path),
+                None => break,
+            }
+        }
+        if !paths.is_empty() {
+            if let Value::Object(map) = &mut self.details {
+                map.insert("truncated".into(), Value::from(paths.clone()));
+            }
+            cuts.extend(paths.into_iter().map(|p| format!("{p}: shortened")));
+        }
+        self.validate()?;
+        Ok((self, cuts))
+    }
+
     /// The summary, or a generated one when a caller gave none.
     pub fn summary_or_default(&self) -> String {
         if self.summary.is_empty() { format!("{} {}", self.element_id, self.action) } else { self.summary.clone() }
     }
+}
+
+/// Lists keep this many items when shortened; strings this many bytes.
+const KEEP_ITEMS: usize = 16;
+const KEEP_STRING_BYTES: usize = 256;
+
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Shortens the largest list or string under `value` (the one whose JSON is longest) that
+/// can still be shortened; returns its path, or `None` when nothing can be.
+fn shrink_largest(value: &mut Value, path: &str) -> Option<String> {
+    fn find(value: &Value, path: String, best: &mut Option<(usize, String)>) {
+        let size = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+        match value {
+            Value::Array(items) => {
+                if items.len() > KEEP_ITEMS + 1 && best.as_ref().is_none_or(|(s, _)| size(value) > *s) {
+                    *best = Some((size(value), path.clone()));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    find(item, format!("{path}[{i}]"), best);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    find(v, format!("{path}.{k}"), best);
+                }
+            }
+            Value::String(text) if text.len() > KEEP_STRING_BYTES + 64 && best.as_ref().is_none_or(|(s, _)| text.len() > *s) => {
+                *best = Some((text.len(), path));
+            }
+            _ => {}
+        }
+    }
+    fn at<'a>(value: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+        let mut node = value;
+        for part in path.split('.').skip(1).flat_map(|p| p.split('[')) {
+            node = match part.strip_suffix(']') {
+                Some(index) => node.get_mut(index.parse::<usize>().ok()?)?,
+                None => node.get_mut(part)?,
+            };
+        }
+        Some(node)
+    }
+    let mut best = None;
+    find(value, path.to_owned(), &mut best);
+    let (_, target) = best?;
+    // Paths are built from keys as they are; a key holding '.' or '[' cannot be walked back.
+    let node = at(value, &target)?;
+    match node {
+        Value::Array(items) => {
+            let more = items.len() - KEEP_ITEMS;
+            items.truncate(KEEP_ITEMS);
+            items.push(Value::from(format!("… {more} more (truncated)")));
+        }
+        Value::String(text) => {
+            let cut = text.len() - KEEP_STRING_BYTES;
+            *text = format!("{}… ({cut} bytes truncated)", truncate_at_char(text, KEEP_STRING_BYTES));
+        }
+        _ => return None,
+    }
+    Some(target)
 }
 
 /// `interface:eth0` → `interface`; an id without a prefix is of type `element`.
@@ -175,6 +280,31 @@ mod tests {
         for p in Priority::ALL {
             assert_eq!(Priority::from_rank(p.rank()), Some(p));
         }
+    }
+
+    #[test]
+    fn fit_shortens_what_is_too_long_and_marks_it() {
+        let ports: Vec<String> = (0..1900).map(|i| format!("vm-port-number-{i:05}")).collect();
+        let e = NewEvent::new(
+            "ovsdb",
+            "bridge:br-big",
+            "port.added",
+            Priority::Medium,
+            json!({"port": "p1", "before": {"ports": ports[..1899]}, "after": {"ports": ports}, "changed": ["ports"]}),
+        )
+        .with_summary("connection \"office\twifi\" added\n");
+        assert!(e.validate().is_err(), "too big and with control characters as it came");
+        let (fitted, cuts) = e.fit().unwrap();
+        fitted.validate().unwrap();
+        assert_eq!(fitted.summary, "connection \"office wifi\" added ");
+        assert_eq!(fitted.details["port"], "p1");
+        let after = fitted.details["after"]["ports"].as_array().unwrap();
+        assert_eq!(after.len(), KEEP_ITEMS + 1);
+        assert_eq!(after[KEEP_ITEMS], "… 1884 more (truncated)");
+        assert!(fitted.details["truncated"].as_array().unwrap().iter().any(|p| p == "details.after.ports"));
+        assert!(cuts.len() >= 2, "{cuts:?}");
+        let bad = NewEvent::new("nm", "interface:eth0", "link down", Priority::High, json!({}));
+        assert!(bad.fit().is_err(), "a bad identifier cannot be mended");
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! ovs-port-agent: a tamper-evident, semantically searchable history of NetworkManager and
-//! Open vSwitch changes. The binary (`src/main.rs`) is a thin shell over this library.
+//! Open vSwitch changes. The binary (`src/main.rs`) is a thin shell over this library;
+//! `docs/ARCHITECTURE.md` walks through the modules and how data moves between them.
 
+pub mod backoff;
 pub mod btrfs;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dataset;
 pub mod dbus;
+pub mod durable;
 pub mod embed;
 pub mod engine;
 pub mod event;
+pub mod failure;
+pub mod health;
 pub mod import;
 pub mod index;
 pub mod layout;
@@ -19,6 +26,6 @@ pub mod reader;
 pub mod replica;
 pub mod search;
 pub mod sources;
-pub mod store;
 pub mod stream;
+pub mod supervisor;
 pub mod vector;

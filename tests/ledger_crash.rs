@@ -6,7 +6,7 @@ use common::{BtrfsMount, plain_config, sample_event};
 use ovs_port_agent::event::{NewEvent, Priority};
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::ledger::{Ledger, LedgerOptions, LedgerWriter, scan};
-use ovs_port_agent::store::Store;
+use ovs_port_agent::dataset::DataSet;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 use std::collections::HashMap;
@@ -176,7 +176,7 @@ fn a_full_disk_fails_appends_clearly_and_they_resume_when_space_is_freed() {
     config.agent.require_btrfs = true;
     config.ledger.segment_max_bytes = 1024 * 1024;
     let layout = Layout::state(&fs.path().join("state"));
-    let mut store = Store::open(&layout, &config).unwrap();
+    let mut store = DataSet::open_writable(&layout, &config).unwrap();
     assert!(layout.data.exists(), "the data subvolume was created");
 
     // Fill the file system with a ballast file, leaving a little room.
@@ -191,7 +191,7 @@ fn a_full_disk_fails_appends_clearly_and_they_resume_when_space_is_freed() {
     let mut error = None;
     for i in 0..200_000 {
         let event = NewEvent::new("test", &format!("interface:e{}", i % 50), "filler", Priority::Low, json!({"pad": "p".repeat(4000)}));
-        match store.ledger.append_batch(&[event]) {
+        match store.ledger_mut().append_batch(&[event]) {
             Ok(records) => acked.push((records[0].seq, records[0].hash)),
             Err(e) => {
                 error = Some(e.to_string());
@@ -202,15 +202,15 @@ fn a_full_disk_fails_appends_clearly_and_they_resume_when_space_is_freed() {
     let error = error.expect("the disk never filled up");
     assert!(error.contains("No space left") || error.contains("space"), "unclear error: {error}");
     // A second attempt also fails cleanly and leaves nothing behind.
-    assert!(store.ledger.append_batch(&[sample_event(1)]).is_err());
-    let head_before = store.ledger.head_seq();
+    assert!(store.ledger_mut().append_batch(&[sample_event(1)]).is_err());
+    let head_before = store.ledger_mut().head_seq();
     assert_eq!(head_before, acked.last().map(|a| a.0).unwrap_or(0));
 
     std::fs::remove_file(&ballast).unwrap();
     Command::new("sync").status().unwrap();
     let mut resumed = None;
     for _ in 0..50 {
-        match store.ledger.append_batch(&[sample_event(2)]) {
+        match store.ledger_mut().append_batch(&[sample_event(2)]) {
             Ok(r) => {
                 resumed = Some(r[0].seq);
                 break;

@@ -20,7 +20,7 @@ fn an_overflowing_burst_is_counted_recorded_and_reconciled() {
     config.sources.queue_capacity = 16;
     config.sources.priorities.insert("link.down".into(), Priority::Critical);
     let engine = Arc::new(Engine::open(&Layout::state(tmp.path()), &config).unwrap());
-    let mut recorder = Recorder::new(&config.sources);
+    let recorder = Recorder::new(&config.sources);
     let sink = recorder.sink("ovsdb");
     let stats = recorder.stats.clone();
     // The burst arrives before the recorder drains anything: 16 fit, 84 overflow.
@@ -30,7 +30,7 @@ fn an_overflowing_burst_is_counted_recorded_and_reconciled() {
     let resync = sink.resync.clone();
     rt.block_on(async {
         let notified = resync.notified();
-        tokio::spawn(recorder.run(engine.clone()));
+        tokio::spawn(recorder.run(engine.clone(), Default::default(), ovs_port_agent::supervisor::Stopping::never()));
         tokio::time::timeout(Duration::from_secs(10), notified).await.expect("the source was asked to reconcile");
         // Give the recorder a moment to append the overflow event it queued.
         for _ in 0..100 {

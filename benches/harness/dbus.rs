@@ -11,7 +11,7 @@ use ovs_port_agent::dbus::{BUS_NAME, OBJECT_PATH};
 use ovs_port_agent::embed::{ModelFiles, SentenceModel};
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::metrics::median_p99;
-use ovs_port_agent::store::Store;
+use ovs_port_agent::dataset::DataSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -32,15 +32,15 @@ fn seed(dir: &Path, n: usize, files: &ModelFiles, base: &[Vec<f32>]) {
     let mut config = Config::default();
     config.agent.require_btrfs = false;
     let layout = Layout::state(dir);
-    let mut store = Store::open(&layout, &config).unwrap();
+    let mut store = DataSet::open_writable(&layout, &config).unwrap();
     for start in (0..n).step_by(10_000) {
         let events: Vec<_> = (start..(start + 10_000).min(n)).map(crate::ledger::event).collect();
-        let records = store.ledger.append_batch(&events).unwrap();
-        store.index.apply(&records).unwrap();
+        let records = store.ledger_mut().append_batch(&events).unwrap();
+        store.index_mut().apply(&records).unwrap();
         let vectors: Vec<(u64, Arc<[f32]>)> = records.iter().map(|r| (r.seq, synth(base, r.seq as usize).into())).collect();
-        store.index.put_vectors(&vectors, records.last().unwrap().seq).unwrap();
+        store.index_mut().put_vectors(&vectors, records.last().unwrap().seq).unwrap();
     }
-    store.index.bind_model(&files.model_id(), &files.model_sha256).unwrap();
+    store.index_mut().bind_model(&files.model_id(), &files.model_sha256).unwrap();
 }
 
 pub fn run(dir: &Path, n: usize) {

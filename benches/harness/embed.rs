@@ -57,12 +57,11 @@ pub fn run() {
     // A realistic stream: 1,000 events whose texts repeat (40 distinct), through the pool.
     let (tx, rx) = channel();
     let tx = std::sync::Mutex::new(tx);
+    let mut pool_config = crate::model_config();
+    pool_config.workers = 2;
     let pool = EmbedPool::start(
         &files,
-        2,
-        256,
-        10_000,
-        4096,
+        &pool_config,
         Box::new(move |e| {
             let _ = tx.lock().unwrap().send(e);
         }),

@@ -82,6 +82,7 @@ fn measure(dir: &Path, mode: Streaming, report: &mut Report) -> f64 {
             destination: String::new(),
             remote_dir: replica_dir.clone(),
             identity: Default::default(),
+            known_hosts: Default::default(),
             ssh_options: Vec::new(),
             remote_command: env!("CARGO_BIN_EXE_ovs-port-agent").into(),
             compression: "off".into(),
@@ -91,13 +92,14 @@ fn measure(dir: &Path, mode: Streaming, report: &mut Report) -> f64 {
     let engine = Arc::new(Engine::open(&Layout::state(&state), &config).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (lat, rate) = rt.block_on(async {
+        let mut supervisor = ovs_port_agent::supervisor::Supervisor::new();
         if streaming {
-            let _ = ovs_port_agent::stream::streamer::start(engine.clone(), &config);
+            ovs_port_agent::stream::streamer::start(&mut supervisor, engine.clone(), &config, Default::default()).unwrap();
         }
-        let mut recorder = Recorder::new(&config.sources);
+        let recorder = Recorder::new(&config.sources);
         let sink = recorder.sink("ovsdb");
         tokio::spawn(ovs_port_agent::sources::ovsdb::run(sock.clone(), sink, engine.clone()));
-        tokio::spawn(recorder.run(engine.clone()));
+        tokio::spawn(recorder.run(engine.clone(), Default::default(), ovs_port_agent::supervisor::Stopping::never()));
         let mut records = engine.subscribe();
         // Wait for the baseline.
         tokio::time::timeout(Duration::from_secs(30), records.recv()).await.expect("baseline").unwrap();

@@ -15,7 +15,7 @@ use ovs_port_agent::config::Config;
 use ovs_port_agent::embed::{ModelFiles, SentenceModel};
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::metrics::median_p99;
-use ovs_port_agent::store::Store;
+use ovs_port_agent::dataset::DataSet;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,22 +95,22 @@ pub fn incremental_bytes() {
         let mut config = Config::default();
         config.agent.host = "bench".into();
         let layout = Layout::state(&root);
-        let mut store = Store::open(&layout, &config).unwrap();
-        let append = |store: &mut Store, from: usize, to: usize| {
+        let mut store = DataSet::open_writable(&layout, &config).unwrap();
+        let append = |store: &mut DataSet, from: usize, to: usize| {
             for start in (from..to).step_by(10_000) {
                 let events: Vec<_> = (start..(start + 10_000).min(to)).map(crate::ledger::event).collect();
-                let records = store.ledger.append_batch(&events).unwrap();
-                store.index.apply(&records).unwrap();
+                let records = store.ledger_mut().append_batch(&events).unwrap();
+                store.index_mut().apply(&records).unwrap();
                 let vectors: Vec<(u64, Arc<[f32]>)> = records.iter().map(|r| (r.seq, synth(&base, r.seq as usize).into())).collect();
-                store.index.put_vectors(&vectors, records.last().unwrap().seq).unwrap();
+                store.index_mut().put_vectors(&vectors, records.last().unwrap().seq).unwrap();
             }
-            store.index.connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+            store.index_mut().connection().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
         };
         append(&mut store, 0, n);
         let snaps = root.join(".snapshots");
-        let a = ovs_port_agent::stream::snapshot::take(&layout.data, &snaps, n as u64).unwrap();
+        let a = ovs_port_agent::stream::snapshot::snapshot_into(&layout.data, &snaps, n as u64).unwrap();
         append(&mut store, n, n + 100);
-        let b = ovs_port_agent::stream::snapshot::take(&layout.data, &snaps, n as u64 + 100).unwrap();
+        let b = ovs_port_agent::stream::snapshot::snapshot_into(&layout.data, &snaps, n as u64 + 100).unwrap();
         let out = Command::new("btrfs").args(["send", "-q", "-p"]).arg(&a).arg(&b).output().unwrap();
         assert!(out.status.success());
         report.add(&format!("incremental send for 100 new events on a history of {n}"), out.stdout.len() as f64 / 1024.0, "KiB");

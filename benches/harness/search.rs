@@ -69,7 +69,7 @@ pub fn run(dir: &Path, sizes: &[usize]) {
         let mut state = SearchState {
             graph: RwLock::new(Arc::new(graph)),
             catalog: Arc::new(RwLock::new(Catalog::default())),
-            readers: Readers::new(&index_path, false),
+            readers: Readers::new(&index_path, ovs_port_agent::search::ReadMode::Live),
             ef_search: 128,
         };
         let graph = state.graph.read().unwrap().clone();

@@ -82,9 +82,15 @@ pub enum Command {
     /// The replica's end of a replication session (the forced command of a restricted ssh
     /// key): reads framed btrfs send streams on stdin, acknowledges each on stdout.
     ReplicaReceive {
-        /// Where received snapshots are kept.
+        /// Where received snapshots are kept (made private, 0700).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Refuse a stream larger than this many bytes (after decompression).
+        #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+        max_stream_bytes: u64,
+        /// End the session when one stream takes longer than this.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        max_stream_seconds: u64,
     },
     /// Per-replica state of the running daemon.
     Replicas,
@@ -126,7 +132,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(crate::failure::classify(&error).exit_code())
         }
     }
 }
@@ -172,11 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => client::search(&bus, query, search_options(*limit, filters)?, cli.json),
         },
         Command::History { element, limit } => match offline {
-            Some(dir) => offline::history(&config, dir, element, *limit, cli.json),
+            Some(dir) => offline::history(dir, element, *limit, cli.json),
             None => client::history(&bus, element, (*limit).min(1000) as u32, cli.json),
         },
         Command::Tail { limit, follow } => match offline {
-            Some(dir) => offline::tail(&config, dir, *limit, *follow, cli.json),
+            Some(dir) => offline::tail(dir, *limit, *follow, cli.json),
             None if *follow => client::follow(&bus, cli.json),
             None => anyhow::bail!("tail without --follow needs --data-dir (the daemon streams new events with --follow)"),
         },
@@ -186,8 +192,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Rebuild => offline::rebuild(&config, &data_dir, cli.json),
         Command::Reembed => offline::reembed(&config, &data_dir, cli.json),
-        Command::ReplicaReceive { dir } => {
-            crate::stream::receive::run(dir)?;
+        Command::ReplicaReceive { dir, max_stream_bytes, max_stream_seconds } => {
+            let limits = crate::stream::receive::Limits { max_stream_bytes: *max_stream_bytes, max_stream_seconds: *max_stream_seconds };
+            crate::stream::receive::run(dir, limits)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replicas => client::replicas(&bus, cli.json),

@@ -3,11 +3,10 @@
 use super::output::{event_line, print_events, print_hits};
 use crate::config::Config;
 use crate::import::parse_input;
-use crate::index::Index;
+use crate::dataset::DataSet;
 use crate::layout::Layout;
 use crate::ledger::scan;
 use crate::lock::DataDirLock;
-use crate::store::Store;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::io::BufReader;
@@ -21,16 +20,16 @@ pub fn import(config: &Config, data_dir: &Path, file: &Path, json: bool) -> Resu
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         parse_input(BufReader::new(f)).with_context(|| format!("importing {}", file.display()))?
     };
-    let mut store = Store::open(&Layout::detect(data_dir), config)?;
+    let mut dataset = DataSet::open_writable(&Layout::detect(data_dir), config)?;
     let mut imported = 0usize;
     for chunk in events.chunks(config.ledger.max_batch) {
-        let records = store.ledger.append_batch(chunk)?;
-        store.index.apply(&records)?;
+        let records = dataset.ledger_mut().append_batch(chunk)?;
+        dataset.index_mut().apply(&records)?;
         imported += records.len();
     }
-    let head = store.ledger.head_seq();
+    let head = dataset.ledger_mut().head_seq();
     if json {
-        println!("{}", json!({"imported": imported, "head_seq": head, "head_hash": hex::encode(store.ledger.head_hash())}));
+        println!("{}", json!({"imported": imported, "head_seq": head, "head_hash": hex::encode(dataset.ledger_mut().head_hash())}));
     } else {
         println!("imported {imported} events; ledger head is seq {head}");
     }
@@ -80,28 +79,27 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// The index to read from: a snapshot's (immutable), the live one caught up when nobody
-/// holds the data directory, or the live one as the daemon keeps it.
-fn open_index_for_reading(config: &Config, data_dir: &Path) -> Result<Index> {
+/// A data set opened read-only (a read command never writes), with a note on stderr when
+/// its index does not cover the whole ledger.
+fn open_for_reading(data_dir: &Path) -> Result<DataSet> {
     let layout = Layout::detect(data_dir);
-    if layout.read_only {
-        return crate::reader::open_index(&layout);
-    }
     if !layout.ledger_dir().is_dir() {
         bail!("no ledger at {}", layout.ledger_dir().display());
     }
-    match DataDirLock::acquire(&layout.root) {
-        Ok(lock) => {
-            drop(lock);
-            Ok(Store::open(&layout, config)?.into_parts().2)
-        }
-        Err(_) => Index::open(&layout.index_path()),
+    let dataset = DataSet::open_read_only(&layout)?;
+    let missing = dataset.unindexed()?;
+    if missing > 0 {
+        eprintln!(
+            "note: the last {missing} events of the ledger are not in the index yet (the daemon adds them as it runs; without it, run `ovs-port-agent rebuild --data-dir {}`)",
+            data_dir.display()
+        );
     }
+    Ok(dataset)
 }
 
-pub fn history(config: &Config, data_dir: &Path, element: &str, limit: usize, json: bool) -> Result<ExitCode> {
-    let index = open_index_for_reading(config, data_dir)?;
-    let events = index.history(element, limit.clamp(1, 100_000))?;
+pub fn history(data_dir: &Path, element: &str, limit: usize, json: bool) -> Result<ExitCode> {
+    let dataset = open_for_reading(data_dir)?;
+    let events = dataset.index().history(element, limit.clamp(1, 100_000))?;
     if events.is_empty() && !json {
         eprintln!("no events for {element}");
         return Ok(ExitCode::from(1));
@@ -110,8 +108,9 @@ pub fn history(config: &Config, data_dir: &Path, element: &str, limit: usize, js
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tail(config: &Config, data_dir: &Path, limit: usize, follow: bool, json: bool) -> Result<ExitCode> {
-    let index = open_index_for_reading(config, data_dir)?;
+pub fn tail(data_dir: &Path, limit: usize, follow: bool, json: bool) -> Result<ExitCode> {
+    let dataset = open_for_reading(data_dir)?;
+    let index = dataset.index();
     let mut events = index.recent(limit.clamp(1, 100_000))?;
     events.reverse();
     print_events(&events, json)?;
@@ -134,11 +133,13 @@ pub fn tail(config: &Config, data_dir: &Path, limit: usize, follow: bool, json: 
 
 pub fn rebuild(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode> {
     let layout = Layout::detect(data_dir);
-    let mut store = Store::open(&layout, config)?;
+    let mut dataset = DataSet::open_writable(&layout, config)?;
     let started = std::time::Instant::now();
-    store.index.clear_events()?;
-    let events = store.index.catch_up(&layout.ledger_dir(), store.ledger.head_seq())?;
-    let (_, elements) = store.index.counts()?;
+    let head = dataset.ledger_mut().head_seq();
+    let index = dataset.index_mut();
+    index.clear_events()?;
+    let events = index.catch_up(&layout.ledger_dir(), head)?;
+    let (_, elements) = index.counts()?;
     let secs = started.elapsed().as_secs_f64();
     if json {
         println!("{}", json!({"events": events, "elements": elements, "seconds": secs}));
@@ -154,13 +155,21 @@ pub fn search(config: &Config, data_dir: &Path, query: &str, limit: u32, filters
     }
     let reader = crate::reader::OfflineReader::open(&Layout::detect(data_dir), config)?;
     let hits = reader.search(query, limit as usize, filters)?;
+    let unvectorized = reader.indexed_seq.saturating_sub(reader.vectorized_seq) + reader.unindexed;
+    if unvectorized > 0 {
+        eprintln!(
+            "note: {unvectorized} of the newest events are not vectorized yet and cannot be found by meaning (the daemon embeds them as it runs; without it, `ovs-port-agent reembed --data-dir {}`)",
+            data_dir.display()
+        );
+    }
     print_hits(&hits, json)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn status(data_dir: &Path, json: bool) -> Result<ExitCode> {
     let layout = Layout::detect(data_dir);
-    let index = crate::reader::open_index(&layout)?;
+    let dataset = DataSet::open_read_only(&layout)?;
+    let index = dataset.index();
     let (events, elements) = index.counts()?;
     let manifest = std::fs::read_to_string(layout.manifest_path()).ok().and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok());
     let status = json!({
@@ -169,6 +178,7 @@ pub fn status(data_dir: &Path, json: bool) -> Result<ExitCode> {
         "events": events,
         "elements": elements,
         "indexed_seq": index.covered_seq()?,
+        "unindexed": dataset.unindexed()?,
         "vectorized_seq": index.vectorized_seq()?,
         "model_id": index.meta("model_id")?,
         "manifest": manifest,
@@ -183,10 +193,7 @@ pub fn status(data_dir: &Path, json: bool) -> Result<ExitCode> {
 
 pub fn reembed(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode> {
     let layout = Layout::detect(data_dir);
-    {
-        let mut store = Store::open(&layout, config)?;
-        store.index.clear_vectors()?;
-    }
+    DataSet::open_writable(&layout, config)?.index_mut().clear_vectors()?;
     let hnsw = layout.hnsw_dir();
     if hnsw.exists() {
         std::fs::remove_dir_all(&hnsw).with_context(|| format!("removing {}", hnsw.display()))?;

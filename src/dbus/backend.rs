@@ -1,16 +1,22 @@
-//! What the D-Bus object serves from: the primary's engine, or a replica's newest verified
-//! snapshot. Read-only members work on both; writes only on the primary.
+//! What the D-Bus object serves from: the primary's engine, or a replica's serving store.
+//! Read-only members work on both; writes only on the primary.
 
 use crate::engine::Engine;
+use crate::health::Health;
 use crate::index::EventRow;
 use crate::ledger::{ScanOutcome, scan};
 use crate::replica::ReplicaView;
 use crate::search::Hit;
+use crate::supervisor::TaskStatus;
 use crate::vector::Filters;
 use anyhow::Result;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub enum Backend {
@@ -18,14 +24,54 @@ pub enum Backend {
     Replica(Arc<ReplicaView>),
 }
 
+/// Everything the object reports besides the backend: stage health and supervised tasks.
+#[derive(Clone, Default)]
+pub struct Reporting {
+    pub health: Arc<Health>,
+    pub tasks: Arc<Mutex<BTreeMap<String, TaskStatus>>>,
+}
+
+type VerifyResult = Result<Arc<ScanOutcome>, String>;
+
+/// At most one ledger verification runs at a time; callers arriving meanwhile share its
+/// result. A flood of `VerifyChain` calls costs one scan (streaming, bounded memory).
+#[derive(Default)]
+pub struct VerifyGate {
+    running: Mutex<Option<Shared<BoxFuture<'static, VerifyResult>>>>,
+}
+
+impl VerifyGate {
+    pub async fn verify(&self, dir: PathBuf) -> Result<Arc<ScanOutcome>> {
+        let flight = {
+            let mut running = self.running.lock().expect("verify lock");
+            match running.as_ref().filter(|f| f.peek().is_none()) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = async move {
+                        match tokio::task::spawn_blocking(move || scan(&dir, |_| {})).await {
+                            Ok(Ok(outcome)) => Ok(Arc::new(outcome)),
+                            Ok(Err(e)) => Err(format!("reading the ledger: {e}")),
+                            Err(e) => Err(format!("the verification stopped: {e}")),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    *running = Some(f.clone());
+                    f
+                }
+            }
+        };
+        flight.await.map_err(anyhow::Error::msg)
+    }
+}
+
 impl Backend {
     pub async fn search(&self, query: &str, limit: usize, filters: Filters) -> Result<Vec<Hit>> {
         match self {
             Self::Primary(engine) => engine.semantic_search(query, limit, filters).await,
             Self::Replica(view) => {
-                let current = view.current()?;
-                let query = query.to_owned();
-                tokio::task::spawn_blocking(move || current.reader.search(&query, limit, &filters)).await?
+                let (view, query) = (view.clone(), query.to_owned());
+                tokio::task::spawn_blocking(move || view.search(&query, limit, &filters)).await?
             }
         }
     }
@@ -34,20 +80,18 @@ impl Backend {
         match self {
             Self::Primary(engine) => engine.history(element_id, limit).await,
             Self::Replica(view) => {
-                let current = view.current()?;
-                tokio::task::spawn_blocking(move || current.reader.search.readers.with(|i| i.history(&element_id, limit))).await?
+                let view = view.clone();
+                tokio::task::spawn_blocking(move || view.history(&element_id, limit)).await?
             }
         }
     }
 
-    pub async fn verify(&self) -> Result<ScanOutcome> {
-        match self {
-            Self::Primary(engine) => engine.verify().await,
-            Self::Replica(view) => {
-                let dir = view.current()?.layout.ledger_dir();
-                Ok(tokio::task::spawn_blocking(move || scan(&dir, |_| {})).await??)
-            }
-        }
+    /// The ledger directory a verification reads.
+    pub fn ledger_dir(&self) -> Result<PathBuf> {
+        Ok(match self {
+            Self::Primary(engine) => engine.layout().ledger_dir(),
+            Self::Replica(view) => view.current()?.path.join("ledger"),
+        })
     }
 
     /// `(head seq, head hash)`.
@@ -66,7 +110,7 @@ impl Backend {
     pub fn vectorized_seq(&self) -> u64 {
         match self {
             Self::Primary(engine) => *engine.vectorized().borrow(),
-            Self::Replica(view) => view.current().map(|c| c.reader.vectorized_seq).unwrap_or(0),
+            Self::Replica(view) => view.vectorized_seq(),
         }
     }
 
@@ -74,7 +118,7 @@ impl Backend {
     pub async fn stats(&self) -> Result<Value> {
         match self {
             Self::Primary(engine) => {
-                let (events, elements) = engine.read_index(|index| index.counts()).await?;
+                let (events, elements) = engine.read_index(|index| Ok(index.counts()?)).await?;
                 let writer = engine.writer().stats();
                 let pool = engine.pool().stats();
                 let indexer = engine.indexer_stats();
@@ -89,6 +133,7 @@ impl Backend {
                     "queues": {
                         "ledger_appends": writer.queued.load(Ordering::Relaxed),
                         "embedding": engine.pool().queued_events(),
+                        "embedding_queries": engine.pool().queued_queries(),
                         "embedding_backlog": indexer.backlog.load(Ordering::Relaxed),
                     },
                     "ledger": {
@@ -108,16 +153,17 @@ impl Backend {
             Self::Replica(view) => {
                 let current = view.current()?;
                 let counts = {
-                    let c = current.clone();
-                    tokio::task::spawn_blocking(move || c.reader.search.readers.with(|i| i.counts())).await??
+                    let v = view.clone();
+                    tokio::task::spawn_blocking(move || v.counts()).await??
                 };
                 Ok(json!({
                     "events": counts.0,
                     "elements": counts.1,
                     "snapshot": current.name,
                     "manifest": current.manifest,
-                    "vectors": current.reader.search.graph.read().expect("graph lock").len(),
+                    "vectors": view.search_state().graph.read().expect("graph lock").len(),
                     "model": {"id": current.manifest.model_id, "sha256": current.manifest.model_sha256},
+                    "rejected_snapshots": view.rejections(),
                 }))
             }
         }

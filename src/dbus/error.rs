@@ -1,6 +1,8 @@
 //! The one place D-Bus errors are made: bad input is the standard
-//! `org.freedesktop.DBus.Error.InvalidArgs`; everything else a `dev.ovs.PortAgent1.Error.*`.
+//! `org.freedesktop.DBus.Error.InvalidArgs`; everything else a `dev.ovs.PortAgent1.Error.*`
+//! that tells the kinds of failure apart (see `crate::failure`).
 
+use crate::failure::{Kind, classify};
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
@@ -12,13 +14,22 @@ pub enum AgentError {
     /// The caller may not call this member.
     #[error("{0}")]
     AccessDenied(String),
-    /// The ledger is damaged and refuses appends.
+    /// The ledger (or the index) is damaged.
     #[error("{0}")]
     LedgerDamaged(String),
     /// This daemon is a replica and does not take writes.
     #[error("{0}")]
     ReadOnly(String),
-    /// Something failed inside the daemon (I/O, a full disk, the model).
+    /// A queue is full (query embeddings, verification); try again shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// No space left on the data's file system.
+    #[error("{0}")]
+    DiskFull(String),
+    /// What the caller named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something else failed inside the daemon.
     #[error("{0}")]
     Internal(String),
 }
@@ -34,25 +45,36 @@ impl AgentError {
 
     fn message(&self) -> &str {
         match self {
-            Self::InvalidArgs(m) | Self::AccessDenied(m) | Self::LedgerDamaged(m) | Self::ReadOnly(m) | Self::Internal(m) => m,
+            Self::InvalidArgs(m)
+            | Self::AccessDenied(m)
+            | Self::LedgerDamaged(m)
+            | Self::ReadOnly(m)
+            | Self::Busy(m)
+            | Self::DiskFull(m)
+            | Self::NotFound(m)
+            | Self::Internal(m) => m,
         }
     }
 }
 
 impl From<anyhow::Error> for AgentError {
     fn from(e: anyhow::Error) -> Self {
-        Self::Internal(format!("{e:#}"))
+        let message = format!("{e:#}");
+        match classify(&e) {
+            Kind::InvalidInput => Self::InvalidArgs(message),
+            Kind::NotFound => Self::NotFound(message),
+            Kind::Busy => Self::Busy(message),
+            Kind::DiskFull => Self::DiskFull(message),
+            Kind::Damaged => Self::LedgerDamaged(message),
+            Kind::ReadOnly => Self::ReadOnly(message),
+            Kind::Internal => Self::Internal(message),
+        }
     }
 }
 
 impl From<crate::ledger::LedgerError> for AgentError {
     fn from(e: crate::ledger::LedgerError) -> Self {
-        use crate::ledger::LedgerError as L;
-        match e {
-            L::Invalid(e) => Self::InvalidArgs(e.to_string()),
-            L::Damaged(_) => Self::LedgerDamaged(e.to_string()),
-            other => Self::Internal(other.to_string()),
-        }
+        Self::from(anyhow::Error::new(e))
     }
 }
 
@@ -63,6 +85,9 @@ impl zbus::DBusError for AgentError {
             Self::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
             Self::LedgerDamaged(_) => "dev.ovs.PortAgent1.Error.LedgerDamaged",
             Self::ReadOnly(_) => "dev.ovs.PortAgent1.Error.ReadOnly",
+            Self::Busy(_) => "dev.ovs.PortAgent1.Error.Busy",
+            Self::DiskFull(_) => "dev.ovs.PortAgent1.Error.DiskFull",
+            Self::NotFound(_) => "dev.ovs.PortAgent1.Error.NotFound",
             Self::Internal(_) => "dev.ovs.PortAgent1.Error.Internal",
         })
     }

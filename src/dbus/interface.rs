@@ -2,7 +2,7 @@
 //! Heavy work (embedding, search, verification) runs off the executor inside the engine.
 
 use super::args;
-use super::backend::Backend;
+use super::backend::{Backend, Reporting, VerifyGate};
 use super::error::AgentError;
 use crate::config::Role;
 use crate::event::{NewEvent, element_type_of};
@@ -24,18 +24,28 @@ pub const OBJECT_PATH: &str = "/dev/ovs/PortAgent1";
 pub struct PortAgent {
     backend: Backend,
     stream: Option<Arc<StreamHandle>>,
+    reporting: Reporting,
     role: Role,
+    verify: VerifyGate,
     search_latency: LatencyRing,
     record_latency: LatencyRing,
 }
 
 impl PortAgent {
-    pub fn new(backend: Backend, stream: Option<Arc<StreamHandle>>) -> Self {
+    pub fn new(backend: Backend, stream: Option<Arc<StreamHandle>>, reporting: Reporting) -> Self {
         let role = match backend {
             Backend::Primary(_) => Role::Primary,
             Backend::Replica(_) => Role::Replica,
         };
-        Self { backend, stream, role, search_latency: LatencyRing::new(4096), record_latency: LatencyRing::new(4096) }
+        Self {
+            backend,
+            stream,
+            reporting,
+            role,
+            verify: VerifyGate::default(),
+            search_latency: LatencyRing::new(4096),
+            record_latency: LatencyRing::new(4096),
+        }
     }
 
     async fn run_search(&self, query: &str, limit: usize, filters: Filters) -> Result<String, AgentError> {
@@ -100,6 +110,8 @@ impl PortAgent {
             "search_latency": self.search_latency.percentiles(),
             "record_latency": self.record_latency.percentiles(),
             "replicas": self.stream.as_ref().map(|s| s.report()).unwrap_or_default(),
+            "health": self.reporting.health.report(),
+            "tasks": self.reporting.tasks.lock().expect("task status lock").clone(),
         });
         if let (Some(map), serde_json::Value::Object(more)) = (stats.as_object_mut(), extra) {
             map.extend(more);
@@ -110,13 +122,13 @@ impl PortAgent {
     /// Verifies the whole ledger: (intact, JSON report).
     #[zbus(out_args("intact", "report"))]
     async fn verify_chain(&self) -> Result<(bool, String), AgentError> {
-        let outcome = self.backend.verify().await?;
+        let outcome = self.verify.verify(self.backend.ledger_dir()?).await?;
         let report = json!({
             "intact": outcome.damage.is_none(),
             "head_seq": outcome.state.head_seq,
             "head_hash": hex::encode(outcome.state.head_hash),
             "segments": outcome.segments,
-            "damage": outcome.damage,
+            "damage": &outcome.damage,
         });
         // A partial last line under the running writer is a write in flight, not damage.
         Ok((outcome.damage.is_none(), report.to_string()))

@@ -1,18 +1,23 @@
-//! The embedding worker pool: one model per thread, a priority queue (queries first, then
-//! critical … low events, oldest first within a class), and a bounded cache so identical
-//! texts are embedded once.
+//! The embedding worker pool: one model per thread, two queues — queries (first come, first
+//! served) and events (critical … low, oldest first within a class) — and a bounded cache so
+//! identical texts are embedded once. Queries go first, but never more than
+//! [`QUERY_BURST`] in a row while events wait, so a flood of searches cannot starve
+//! recording.
 //!
-//! Backpressure: the event queue is bounded. When it is full `submit_event` says so and the
-//! caller keeps the event in its backlog (the index), feeding it again when there is room:
-//! nothing is dropped, memory stays bounded.
+//! Backpressure: both queues are bounded. When the event queue is full `submit_event` says
+//! so and the caller keeps the event in its backlog (the index), feeding it again when there
+//! is room: nothing is dropped. When the query queue is full a query fails at once with
+//! [`Busy`] (the caller may retry); it never waits without bound.
 
 use super::cache::TextCache;
 use super::model::{ModelFiles, SentenceModel};
+use crate::config::EmbeddingConfig;
 use crate::event::Priority;
+use crate::failure::Busy;
 use crate::metrics::LatencyRing;
 use anyhow::{Result, anyhow};
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -31,8 +36,11 @@ enum Work {
     Query { reply: oneshot::Sender<Result<Arc<[f32]>, String>> },
 }
 
+/// Queries taken in a row before a waiting event gets a worker.
+pub const QUERY_BURST: u32 = 4;
+
 struct Job {
-    /// 4 for queries, else the event's priority rank.
+    /// The event's priority rank (queries: unused).
     class: u8,
     order: u64,
     text: String,
@@ -59,10 +67,27 @@ impl Ord for Job {
 
 #[derive(Default)]
 struct Queue {
-    heap: BinaryHeap<Job>,
-    events: usize,
+    events: BinaryHeap<Job>,
+    queries: VecDeque<Job>,
+    queries_in_a_row: u32,
     query_order: u64,
     shutdown: bool,
+}
+
+impl Queue {
+    /// The next job: a query, unless [`QUERY_BURST`] queries ran in a row and an event waits.
+    fn next(&mut self) -> Option<Job> {
+        let event_turn = self.queries_in_a_row >= QUERY_BURST && !self.events.is_empty();
+        if !event_turn {
+            if let Some(job) = self.queries.pop_front() {
+                self.queries_in_a_row += 1;
+                return Some(job);
+            }
+        }
+        let job = self.events.pop()?;
+        self.queries_in_a_row = 0;
+        Some(job)
+    }
 }
 
 /// Counters for stats.
@@ -79,6 +104,7 @@ struct Shared {
     cache: Mutex<TextCache>,
     results: Box<dyn Fn(Embedded) + Send + Sync>,
     event_capacity: usize,
+    query_capacity: usize,
     stats: PoolStats,
     event_latency: LatencyRing,
     query_latency: LatencyRing,
@@ -94,21 +120,19 @@ pub struct EmbedPool {
 impl EmbedPool {
     /// Loads one model per worker (all must load) and starts the workers. Each finished
     /// event embedding is handed to `results`.
-    pub fn start(
-        files: &ModelFiles,
-        workers: usize,
-        max_length: usize,
-        event_capacity: usize,
-        cache_entries: usize,
-        results: Box<dyn Fn(Embedded) + Send + Sync>,
-    ) -> Result<Self> {
-        let workers = if workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { workers };
+    pub fn start(files: &ModelFiles, config: &EmbeddingConfig, results: Box<dyn Fn(Embedded) + Send + Sync>) -> Result<Self> {
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let max_length = config.max_length;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
-            cache: Mutex::new(TextCache::new(cache_entries)),
+            cache: Mutex::new(TextCache::new(config.cache_entries)),
             results,
-            event_capacity,
+            event_capacity: config.queue_capacity,
+            query_capacity: config.query_queue_capacity,
             stats: PoolStats::default(),
             event_latency: LatencyRing::new(4096),
             query_latency: LatencyRing::new(4096),
@@ -152,11 +176,10 @@ impl EmbedPool {
     /// the event and offers it again later.
     pub fn submit_event(&self, seq: u64, priority: Priority, text: String) -> bool {
         let mut q = self.shared.queue.lock().expect("queue lock");
-        if q.events >= self.shared.event_capacity {
+        if q.events.len() >= self.shared.event_capacity {
             return false;
         }
-        q.events += 1;
-        q.heap.push(Job { class: priority.rank(), order: seq, text, work: Work::Event { seq } });
+        q.events.push(Job { class: priority.rank(), order: seq, text, work: Work::Event { seq } });
         drop(q);
         self.shared.ready.notify_one();
         true
@@ -164,7 +187,12 @@ impl EmbedPool {
 
     /// Events waiting right now.
     pub fn queued_events(&self) -> usize {
-        self.shared.queue.lock().expect("queue lock").events
+        self.shared.queue.lock().expect("queue lock").events.len()
+    }
+
+    /// Queries waiting right now.
+    pub fn queued_queries(&self) -> usize {
+        self.shared.queue.lock().expect("queue lock").queries.len()
     }
 
     /// How many more events the queue takes now.
@@ -172,21 +200,30 @@ impl EmbedPool {
         self.shared.event_capacity.saturating_sub(self.queued_events())
     }
 
-    /// Embeds a query ahead of every queued event.
+    /// Embeds a query ahead of queued events; fails at once with [`Busy`] when the query
+    /// queue is full.
     pub async fn embed_query(&self, text: &str) -> Result<Arc<[f32]>> {
-        let rx = self.queue_query(text);
+        let rx = self.queue_query(text)?;
         rx.await.map_err(|_| anyhow!("embedding workers stopped"))?.map_err(|e| anyhow!(e))
     }
 
-    fn queue_query(&self, text: &str) -> oneshot::Receiver<Result<Arc<[f32]>, String>> {
+    fn queue_query(&self, text: &str) -> Result<oneshot::Receiver<Result<Arc<[f32]>, String>>, Busy> {
         let (reply, rx) = oneshot::channel();
         let mut q = self.shared.queue.lock().expect("queue lock");
+        if q.queries.len() >= self.shared.query_capacity {
+            return Err(Busy { what: "query embedding", detail: format!("{} queries are waiting; try again shortly", q.queries.len()) });
+        }
         q.query_order += 1;
         let order = q.query_order;
-        q.heap.push(Job { class: 4, order, text: text.to_owned(), work: Work::Query { reply } });
+        q.queries.push_back(Job { class: 0, order, text: text.to_owned(), work: Work::Query { reply } });
         drop(q);
         self.shared.ready.notify_one();
-        rx
+        Ok(rx)
+    }
+
+    /// False when a worker thread has ended while the pool runs (a panic).
+    pub fn workers_alive(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -221,10 +258,7 @@ fn work(mut model: SentenceModel, shared: &Shared) {
         let job = {
             let mut q = shared.queue.lock().expect("queue lock");
             loop {
-                if let Some(job) = q.heap.pop() {
-                    if matches!(job.work, Work::Event { .. }) {
-                        q.events -= 1;
-                    }
+                if let Some(job) = q.next() {
                     break job;
                 }
                 if q.shutdown {
@@ -272,16 +306,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queries_then_critical_then_oldest() {
-        let mut heap = BinaryHeap::new();
-        let job = |class, order| Job { class, order, text: String::new(), work: Work::Event { seq: order } };
-        heap.push(job(0, 1));
-        heap.push(job(3, 9));
-        heap.push(job(0, 2));
-        heap.push(job(3, 5));
-        let (reply, _rx) = oneshot::channel();
-        heap.push(Job { class: 4, order: 100, text: String::new(), work: Work::Query { reply } });
-        let order: Vec<(u8, u64)> = std::iter::from_fn(|| heap.pop()).map(|j| (j.class, j.order)).collect();
-        assert_eq!(order, vec![(4, 100), (3, 5), (3, 9), (0, 1), (0, 2)]);
+    fn queries_first_but_events_get_every_fifth_turn() {
+        let mut q = Queue::default();
+        let event = |class, order| Job { class, order, text: String::new(), work: Work::Event { seq: order } };
+        q.events.push(event(0, 1));
+        q.events.push(event(3, 9));
+        q.events.push(event(0, 2));
+        q.events.push(event(3, 5));
+        for order in 100..106 {
+            let (reply, _rx) = oneshot::channel();
+            q.queries.push_back(Job { class: 0, order, text: String::new(), work: Work::Query { reply } });
+        }
+        let taken: Vec<(bool, u64)> =
+            std::iter::from_fn(|| q.next()).map(|j| (matches!(j.work, Work::Query { .. }), j.order)).collect();
+        assert_eq!(
+            taken,
+            vec![(true, 100), (true, 101), (true, 102), (true, 103), (false, 5), (true, 104), (true, 105), (false, 9), (false, 1), (false, 2)]
+        );
     }
 }

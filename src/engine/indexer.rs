@@ -1,46 +1,71 @@
-//! The indexer thread: follows the durable ledger head into the SQLite index and the filter
-//! catalog, hands new events to the embedding pool (most urgent first), and stores finished
-//! vectors in SQLite and the HNSW graph, advancing `vectorized_seq` over a contiguous prefix.
-//! It also decides when to checkpoint the graph.
+//! The indexer thread, the index's only writer. It runs three stages in order, each its own
+//! type: the [`Follower`] brings newly durable records into the index and catalog, the
+//! [`Scheduler`] hands them to the embedding pool, and the [`VectorStore`] stores what
+//! comes back. It also runs consistent cuts for the streamer (see [`Cut`]): while this
+//! thread holds still, nothing writes the index.
+//!
+//! A step that fails (a full disk under the index, say) stops the pipeline where it is —
+//! nothing is skipped — is reported in [`Health`] and as an `agent:indexer` event, and is
+//! retried with backoff until it succeeds; then the stall's end is recorded too.
 
-use crate::embed::text::semantic_text;
-use crate::embed::{EmbedPool, Embedded};
-use crate::index::{EventRow, Index, next_state};
-use crate::ledger::{Hash, LedgerCursor, LedgerWriter, Record};
+use super::follower::Follower;
+use super::scheduler::Scheduler;
+use super::vectors::VectorStore;
+use crate::embed::Embedded;
+use crate::event::{NewEvent, Priority};
+use crate::health::{Health, Transition};
+use crate::index::Index;
+use crate::ledger::{Hash, LedgerWriter};
 use crate::search::SearchState;
-use crate::stream::snapshot::Manifest;
 use anyhow::Result;
-use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+
+/// The stage names this thread reports in [`Health`].
+pub const INDEX_STAGE: &str = "index";
+pub const EMBEDDING_STAGE: &str = "embedding";
+
+/// No embedding finished for this long while events wait: the embedding stage is stalled.
+const EMBEDDING_STALL_AFTER: Duration = Duration::from_secs(60);
 
 /// What wakes the indexer.
 pub enum IndexerMsg {
     /// The ledger head moved.
     Committed,
     Embedded(Embedded),
-    /// Checkpoint now (a snapshot or shutdown wants the graph on disk).
+    /// Checkpoint the graph now.
     Checkpoint,
-    /// Take a consistent snapshot (see `stream::snapshot`).
-    Snapshot(SnapshotRequest),
+    /// Run a consistent cut.
+    Cut(CutRequest),
     Shutdown,
 }
 
-/// What the indexer needs to take a snapshot, and where the answer goes.
-pub struct SnapshotRequest {
-    pub writer: LedgerWriter,
-    pub data: PathBuf,
-    pub snapshots: PathBuf,
+/// The state of the data set at a consistent cut, handed to the code that snapshots it.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// Every event through this seq is in the ledger and the index and has its vector.
+    pub vectorized_seq: u64,
+    /// The ledger's durable head at the cut (≥ `vectorized_seq`).
+    pub head_seq: u64,
+    pub head_hash: Hash,
     pub model_id: String,
-    pub host: String,
-    /// Skip when nothing was vectorized since this seq ("nothing changed, nothing sent").
+    pub model_sha256: String,
+    /// The data directory (subvolume) the cut is of.
+    pub data_dir: PathBuf,
+}
+
+/// What runs at a cut.
+pub type CutFn = Box<dyn FnOnce(&Cut) -> Result<()> + Send>;
+
+pub struct CutRequest {
+    /// Skip when nothing was vectorized after this seq ("nothing changed, nothing sent").
     pub after_seq: u64,
-    pub reply: tokio::sync::oneshot::Sender<Result<Option<(Manifest, PathBuf)>>>,
+    pub run: CutFn,
+    pub reply: tokio::sync::oneshot::Sender<Result<Option<Cut>>>,
 }
 
 /// Counters the stats member reports.
@@ -53,44 +78,62 @@ pub struct IndexerStats {
     pub checkpoint_seq: AtomicU64,
 }
 
-pub struct CheckpointPolicy {
-    pub dir: PathBuf,
-    pub fraction: f64,
-    pub min_vectors: u64,
-}
-
+/// Everything the indexer thread owns.
 pub struct Indexer {
-    pub index: Index,
-    pub cursor: LedgerCursor,
-    pub head: watch::Receiver<(u64, Hash)>,
-    pub pool: Arc<EmbedPool>,
-    pub search: Arc<SearchState>,
-    pub vectorized_tx: watch::Sender<u64>,
-    pub stats: Arc<IndexerStats>,
-    pub policy: CheckpointPolicy,
-    pub model_sha256: String,
-    /// Queued in the pool, not finished.
-    pub in_flight: HashSet<u64>,
-    /// Finished above `vectorized_seq`.
-    pub done: BTreeSet<u64>,
-    /// Failed embeddings (kept out of the backlog so they are not retried forever).
-    pub failed: HashSet<u64>,
-    /// Events that did not fit the pool's queue wait in the index.
-    pub backlog: bool,
-    pub vectorized_seq: u64,
-    /// Vectors in the last checkpoint, and added since.
-    pub checkpoint_count: u64,
-    pub since_checkpoint: u64,
+    index: Index,
+    follower: Follower,
+    scheduler: Scheduler,
+    vectors: VectorStore,
+    search: Arc<SearchState>,
+    writer: LedgerWriter,
+    stats: Arc<IndexerStats>,
+    health: Arc<Health>,
+    model_id: String,
+    model_sha256: String,
+    data_dir: PathBuf,
+    last_embedding: Instant,
 }
 
 impl Indexer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: Index,
+        follower: Follower,
+        scheduler: Scheduler,
+        vectors: VectorStore,
+        search: Arc<SearchState>,
+        writer: LedgerWriter,
+        stats: Arc<IndexerStats>,
+        health: Arc<Health>,
+        model: (String, String),
+        data_dir: PathBuf,
+    ) -> Self {
+        let (model_id, model_sha256) = model;
+        Self {
+            index,
+            follower,
+            scheduler,
+            vectors,
+            search,
+            writer,
+            stats,
+            health,
+            model_id,
+            model_sha256,
+            data_dir,
+            last_embedding: Instant::now(),
+        }
+    }
+
     pub fn run(mut self, rx: Receiver<IndexerMsg>) -> Result<()> {
+        let mut failures = 0u32;
         loop {
             let mut shutdown = false;
             let mut checkpoint = false;
-            let mut snapshots = Vec::new();
+            let mut cuts = Vec::new();
             let mut embedded = Vec::new();
-            let first = match rx.recv_timeout(Duration::from_millis(500)) {
+            let wait = if failures == 0 { Duration::from_millis(500) } else { crate::backoff::backoff(failures.min(4)) };
+            let first = match rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => Some(IndexerMsg::Shutdown),
@@ -100,22 +143,38 @@ impl Indexer {
                     IndexerMsg::Committed => {}
                     IndexerMsg::Embedded(e) => embedded.push(e),
                     IndexerMsg::Checkpoint => checkpoint = true,
-                    IndexerMsg::Snapshot(request) => snapshots.push(request),
+                    IndexerMsg::Cut(request) => cuts.push(request),
                     IndexerMsg::Shutdown => shutdown = true,
                 }
             }
-            let result = self.index_new_records().and_then(|()| self.store_vectors(embedded)).and_then(|()| self.refill_from_backlog());
-            if let Err(e) = result {
-                tracing::error!(error = %format!("{e:#}"), "indexer step failed; retrying");
-                std::thread::sleep(Duration::from_millis(200));
+            if !embedded.is_empty() {
+                self.last_embedding = Instant::now();
             }
-            for request in snapshots {
-                let result = self.snapshot(&request);
+            for seq in self.vectors.take(embedded) {
+                self.scheduler.finished(seq);
+            }
+            match self.step() {
+                Ok(()) => {
+                    failures = 0;
+                    self.report(INDEX_STAGE, None);
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    self.report(INDEX_STAGE, Some(format!("{e:#}")));
+                }
+            }
+            self.watch_embedding();
+            for request in cuts {
+                let result = self.cut(request.after_seq, request.run);
                 let _ = request.reply.send(result);
             }
-            if checkpoint || shutdown || self.checkpoint_due() {
-                if let Err(e) = self.checkpoint() {
+            if checkpoint || shutdown || self.vectors.checkpoint_due() {
+                if let Err(e) = self.vectors.checkpoint(&self.index) {
                     tracing::error!(error = %format!("{e:#}"), "HNSW checkpoint failed");
+                } else {
+                    let state = self.vectors.checkpoint_state();
+                    self.stats.checkpoints.store(state.written, Ordering::Relaxed);
+                    self.stats.checkpoint_seq.store(state.seq, Ordering::Relaxed);
                 }
             }
             if shutdown {
@@ -124,193 +183,120 @@ impl Indexer {
         }
     }
 
-    /// Reads newly durable records into the index and queues them for embedding.
-    fn index_new_records(&mut self) -> Result<()> {
-        let head = self.head.borrow().0;
-        if self.cursor.next_seq() > head {
-            return Ok(());
-        }
-        let mut records: Vec<Record> = Vec::new();
-        self.cursor.read_through(head, |r| {
-            records.push(r);
-            Ok(())
-        })?;
-        for chunk in records.chunks(2048) {
-            let texts = self.texts_for(chunk)?;
-            self.index.apply(chunk)?;
-            {
-                let mut catalog = self.search.catalog.write().expect("catalog lock");
-                for r in chunk {
-                    catalog.insert(r.seq, r.ts, &r.element_id, &r.element_type, &r.action, &r.source, r.priority);
-                }
-            }
-            for (r, text) in chunk.iter().zip(texts) {
-                if self.backlog || !self.pool.submit_event(r.seq, r.priority, text) {
-                    self.backlog = true;
-                } else {
-                    self.in_flight.insert(r.seq);
-                }
-            }
-            self.stats.indexed_seq.store(chunk.last().expect("chunk").seq, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// The semantic text of each record, with the element's state as it is after the record
-    /// and its actions just before it (tracked through the batch).
-    fn texts_for(&self, records: &[Record]) -> Result<Vec<String>> {
-        let mut elements: HashMap<&str, (Value, Vec<String>)> = HashMap::new();
-        let mut texts = Vec::with_capacity(records.len());
-        for r in records {
-            if !elements.contains_key(r.element_id.as_str()) {
-                let state = self.index.element(&r.element_id)?.map(|e| e.state).unwrap_or(Value::Null);
-                let recent = self.index.history(&r.element_id, 3)?.into_iter().map(|e| e.action).collect();
-                elements.insert(&r.element_id, (state, recent));
-            }
-            let (state, recent) = elements.get_mut(r.element_id.as_str()).expect("inserted above");
-            *state = next_state(std::mem::take(state), &r.details);
-            texts.push(semantic_text(&r.element_id, &r.element_type, &r.action, &r.summary, &r.details, state, recent));
-            recent.insert(0, r.action.clone());
-            recent.truncate(3);
-        }
-        Ok(texts)
-    }
-
-    /// Feeds waiting events from the index when the pool has room, most urgent first.
-    fn refill_from_backlog(&mut self) -> Result<()> {
-        if !self.backlog {
-            self.stats.backlog.store(0, Ordering::Relaxed);
-            return Ok(());
-        }
-        let room = self.pool.room();
-        if room == 0 {
-            return Ok(());
-        }
-        let mut exclude = self.in_flight.clone();
-        exclude.extend(self.failed.iter().copied());
-        let rows = self.index.unvectorized(self.vectorized_seq, room, &exclude)?;
-        let fetched = rows.len();
-        for row in rows {
-            let text = self.backlog_text(&row)?;
-            if !self.pool.submit_event(row.seq, row.priority, text) {
-                break;
-            }
-            self.in_flight.insert(row.seq);
-        }
-        if fetched < room {
-            self.backlog = false;
-        }
+    /// One pass: follow the ledger, store finished vectors, feed the backlog.
+    fn step(&mut self) -> Result<()> {
+        self.follow()?;
+        self.vectors.store(&mut self.index)?;
+        self.scheduler.refill(&self.index, self.vectors.vectorized_seq(), &self.vectors.settled())?;
         let indexed = self.stats.indexed_seq.load(Ordering::Relaxed);
-        let waiting = indexed.saturating_sub(self.vectorized_seq).saturating_sub(self.in_flight.len() as u64 + self.done.len() as u64);
+        let waiting = indexed
+            .saturating_sub(self.vectors.vectorized_seq())
+            .saturating_sub(self.scheduler.in_flight() as u64 + self.vectors.done_count() as u64);
         self.stats.backlog.store(waiting, Ordering::Relaxed);
+        self.stats.embed_failures.store(self.vectors.failures() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Backlogged events get the same text they would have had live: the element's state
-    /// folded over its events up to this one, and the actions just before it. (Only the last
-    /// `HISTORY_FOLD` events of an element are folded; older fields are rarely shown.)
-    fn backlog_text(&self, row: &EventRow) -> Result<String> {
-        const HISTORY_FOLD: usize = 1000;
-        let history = self.index.history_through(&row.element_id, row.seq, HISTORY_FOLD)?;
-        let mut state = Value::Null;
-        for e in history.iter().rev() {
-            state = next_state(state, &e.details);
-        }
-        let recent: Vec<String> = history.iter().skip(1).take(3).map(|e| e.action.clone()).collect();
-        Ok(semantic_text(&row.element_id, &row.element_type, &row.action, &row.summary, &row.details, &state, &recent))
-    }
-
-    /// Stores finished vectors, inserts them into the graph and advances `vectorized_seq`.
-    fn store_vectors(&mut self, embedded: Vec<Embedded>) -> Result<()> {
-        if embedded.is_empty() {
-            return Ok(());
-        }
-        let mut items = Vec::with_capacity(embedded.len());
-        for e in embedded {
-            self.in_flight.remove(&e.seq);
-            match e.vector {
-                Ok(v) => items.push((e.seq, v)),
-                Err(error) => {
-                    tracing::error!(seq = e.seq, %error, "embedding failed; the event stays searchable by filters only");
-                    self.stats.embed_failures.fetch_add(1, Ordering::Relaxed);
-                    self.failed.insert(e.seq);
+    /// Brings every durable record into the index, a chunk at a time; on failure the
+    /// follower goes back to what the index holds.
+    fn follow(&mut self) -> Result<()> {
+        loop {
+            let records = self.follower.read_chunk()?;
+            let Some(last) = records.last().map(|r| r.seq) else { return Ok(()) };
+            let applied = self
+                .scheduler
+                .texts_for(&self.index, &records)
+                .and_then(|texts| self.follower.apply(&mut self.index, &self.search.catalog, &records).map(|()| texts));
+            match applied {
+                Ok(texts) => {
+                    self.scheduler.submit(&records, texts);
+                    self.stats.indexed_seq.store(last, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let covered = self.index.covered_seq().unwrap_or(records[0].seq - 1);
+                    self.follower.rewind(covered);
+                    return Err(e);
                 }
             }
-            self.done.insert(e.seq);
         }
-        let mut through = self.vectorized_seq;
-        while self.done.remove(&(through + 1)) {
-            through += 1;
+    }
+
+    /// Embedding is stalled when events wait and nothing came back for a while.
+    fn watch_embedding(&mut self) {
+        let waiting = self.scheduler.in_flight() > 0;
+        if waiting && self.last_embedding.elapsed() >= EMBEDDING_STALL_AFTER {
+            let reason = format!("no embedding finished for {} s while {} events wait", self.last_embedding.elapsed().as_secs(), self.scheduler.in_flight());
+            self.report(EMBEDDING_STAGE, Some(reason));
+        } else if !waiting || self.last_embedding.elapsed() < EMBEDDING_STALL_AFTER {
+            self.report(EMBEDDING_STAGE, None);
         }
-        self.index.put_vectors(&items, through)?;
-        let graph = self.search.graph.read().expect("graph lock").clone();
-        for (seq, v) in &items {
-            graph.insert(*seq, v);
+    }
+
+    /// Updates a stage's health; a change is logged and recorded as an event (best effort:
+    /// when the ledger itself cannot be written, the resume event says what happened).
+    fn report(&self, stage: &str, error: Option<String>) {
+        let transition = match &error {
+            Some(reason) => self.health.stalled(stage, reason.clone()),
+            None => self.health.ok(stage),
+        };
+        let event = match transition {
+            Transition::None => return,
+            Transition::Stalled => {
+                let reason = error.unwrap_or_default();
+                tracing::error!(stage, error = %reason, "stalled; retrying with backoff until it works again");
+                stage_event(stage, "stalled", Priority::Critical, json!({"stage": stage, "reason": reason}), format!("{stage} stalled: {reason}"))
+            }
+            Transition::Resumed { since_unix_ns, reason } => {
+                let secs = (crate::event::now_ns() - since_unix_ns) as f64 / 1e9;
+                tracing::info!(stage, stalled_s = secs, "moving again");
+                stage_event(
+                    stage,
+                    "resumed",
+                    Priority::High,
+                    json!({"stage": stage, "reason": reason, "stalled_since_unix_ns": since_unix_ns, "stalled_s": secs}),
+                    format!("{stage} moving again after {secs:.1} s stalled ({reason})"),
+                )
+            }
+        };
+        if let Err(e) = self.writer.append_blocking(vec![event]) {
+            tracing::warn!(stage, error = %e, "could not record the stage's change in the ledger");
         }
-        self.since_checkpoint += items.len() as u64;
-        if through != self.vectorized_seq {
-            self.vectorized_seq = through;
-            self.vectorized_tx.send_replace(through);
-        }
-        Ok(())
     }
 
     /// A consistent cut: index everything durable and fold the WAL into the database file
     /// (nothing else writes the index while this thread is here, so it holds still), then,
-    /// under the ledger's write barrier, write the MANIFEST and take the read-only snapshot.
-    /// The barrier covers only that last step, a few milliseconds, so appends barely wait;
-    /// records that arrive during the fold are in the snapshot's ledger (up to the head in
-    /// the MANIFEST) and reach its index with the next one.
-    fn snapshot(&mut self, request: &SnapshotRequest) -> Result<Option<(Manifest, PathBuf)>> {
-        if self.vectorized_seq <= request.after_seq {
+    /// under the ledger's write barrier, run `f`. The barrier covers only `f`, so appends
+    /// barely wait; records that arrive during the fold are in the ledger at the cut (up to
+    /// `head_seq`) and reach the next cut's index.
+    fn cut(&mut self, after_seq: u64, f: CutFn) -> Result<Option<Cut>> {
+        if self.vectors.vectorized_seq() <= after_seq {
             return Ok(None);
         }
-        let started = std::time::Instant::now();
-        self.index_new_records()?;
+        let started = Instant::now();
+        self.follow()?;
         self.index.fold_wal()?;
-        let folded = std::time::Instant::now();
-        let _barrier = request.writer.pause()?;
-        let (head_seq, head_hash) = *self.head.borrow();
-        let manifest = Manifest {
-            seq: self.vectorized_seq,
+        let folded = Instant::now();
+        let _barrier = self.writer.pause()?;
+        let (head_seq, head_hash) = self.follower.head();
+        let cut = Cut {
+            vectorized_seq: self.vectors.vectorized_seq(),
             head_seq,
-            head_hash: hex::encode(head_hash),
-            vectorized_seq: self.vectorized_seq,
-            model_id: request.model_id.clone(),
+            head_hash,
+            model_id: self.model_id.clone(),
             model_sha256: self.model_sha256.clone(),
-            created_unix_ns: crate::event::now_ns(),
-            host: request.host.clone(),
+            data_dir: self.data_dir.clone(),
         };
-        manifest.write(&request.data)?;
-        let path = crate::stream::snapshot::take(&request.data, &request.snapshots, manifest.seq)?;
+        f(&cut)?;
         tracing::debug!(
             fold_us = (folded - started).as_micros() as u64,
             barrier_us = folded.elapsed().as_micros() as u64,
-            "consistent cut: index folded, snapshot taken"
+            "consistent cut"
         );
-        Ok(Some((manifest, path)))
+        Ok(Some(cut))
     }
+}
 
-    fn checkpoint_due(&self) -> bool {
-        self.since_checkpoint >= self.policy.min_vectors
-            && self.since_checkpoint as f64 >= self.policy.fraction * self.checkpoint_count as f64
-    }
-
-    fn checkpoint(&mut self) -> Result<()> {
-        if self.since_checkpoint == 0 {
-            return Ok(());
-        }
-        let graph = self.search.graph.read().expect("graph lock").clone();
-        let extra: Vec<u64> = self.done.iter().copied().filter(|s| !self.failed.contains(s)).collect();
-        let started = std::time::Instant::now();
-        // The vectors in the graph must be durable in the index before the graph says so.
-        self.index.make_durable()?;
-        let info = graph.checkpoint(&self.policy.dir, self.vectorized_seq, extra, &self.model_sha256)?;
-        tracing::info!(seq = info.seq, vectors = info.count, ms = started.elapsed().as_millis() as u64, "HNSW checkpoint written");
-        self.checkpoint_count = info.count;
-        self.since_checkpoint = 0;
-        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        self.stats.checkpoint_seq.store(info.seq, Ordering::Relaxed);
-        Ok(())
-    }
+/// An `agent:<stage>` event about the pipeline itself.
+pub fn stage_event(stage: &str, what: &str, priority: Priority, details: serde_json::Value, summary: String) -> NewEvent {
+    NewEvent::new("agent", &format!("agent:{stage}"), &format!("{stage}.{what}"), priority, details).with_summary(summary)
 }

@@ -1,33 +1,46 @@
-//! The primary's pipeline, assembled: ledger writer (group commit) → indexer thread (SQLite,
-//! filter catalog) → embedding pool → vectors (SQLite + HNSW). The daemon and the tests
-//! drive it through this one type; it knows nothing of D-Bus.
+//! The primary's pipeline, assembled: ledger writer (group commit) → indexer thread
+//! (follower → scheduler → embedding pool → vector store) → SQLite and the HNSW graph. The
+//! daemon, `import`, `reembed` and the tests drive it through this one type; it knows
+//! nothing of D-Bus or of snapshots (those reach it through [`Engine::cut`]).
 
+mod follower;
 mod indexer;
+mod scheduler;
+mod vectors;
 
-pub use indexer::{IndexerStats, SnapshotRequest};
+pub use indexer::{Cut, EMBEDDING_STAGE, INDEX_STAGE, IndexerStats, stage_event};
 
 use crate::config::Config;
+use crate::dataset::DataSet;
 use crate::embed::{EmbedPool, ModelFiles};
 use crate::event::NewEvent;
-use crate::index::{EventRow, Index};
+use crate::health::Health;
+use crate::index::EventRow;
 use crate::layout::Layout;
-use crate::ledger::{LedgerCursor, LedgerError, LedgerWriter, Record, WriterThread, scan};
 use crate::lock::DataDirLock;
-use crate::search::{Hit, Readers, SearchState};
-use crate::store::Store;
-use crate::vector::{Catalog, Filters, catalog_events_after, load_graph};
+use crate::ledger::{LedgerError, LedgerWriter, Record, WriterThread};
+use crate::search::{Hit, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
+use crate::vector::{Catalog, Filters};
 use anyhow::{Context, Result, anyhow};
-use indexer::{CheckpointPolicy, Indexer, IndexerMsg};
-use std::collections::{BTreeSet, HashSet};
+use follower::Follower;
+use indexer::{CutRequest, Indexer, IndexerMsg};
+use scheduler::Scheduler;
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::{broadcast, watch};
+use vectors::{CheckpointPolicy, VectorStore};
+
+/// Records kept for slow `subscribe`rs (signals, the streamer's trigger); a subscriber that
+/// falls further behind is told how many it missed (records are never lost: they are in
+/// the ledger).
+const RECORD_NOTICES: usize = 4096;
 
 pub struct Engine {
-    pub layout: Layout,
+    layout: Layout,
     writer: LedgerWriter,
     writer_thread: Mutex<Option<WriterThread>>,
     pool: Arc<EmbedPool>,
@@ -35,32 +48,37 @@ pub struct Engine {
     indexer_tx: Mutex<Sender<IndexerMsg>>,
     indexer_thread: Mutex<Option<JoinHandle<Result<()>>>>,
     indexer_stats: Arc<IndexerStats>,
+    health: Arc<Health>,
     vectorized: watch::Receiver<u64>,
     records: broadcast::Sender<Arc<Record>>,
     started: Instant,
+    // Held for as long as the engine lives: one writer per data directory.
     _lock: DataDirLock,
 }
 
 impl Engine {
-    /// Opens the state directory, loads the model and the vectors, and starts the pipeline.
-    /// Returns once everything is ready to take events and queries.
+    /// Opens the state directory for writing, loads the model and the vectors, and starts
+    /// the pipeline. Returns once everything is ready to take events and queries.
     pub fn open(layout: &Layout, config: &Config) -> Result<Self> {
-        let store = Store::open(layout, config)?;
-        let (layout, ledger, index, report, lock) = store.into_parts();
-        if let Some(damage) = &report.damage {
+        Self::open_with_health(layout, config, Arc::new(Health::default()))
+    }
+
+    /// [`open`](Self::open), reporting stalls into `health` (shared with the daemon's
+    /// other stages).
+    pub fn open_with_health(layout: &Layout, config: &Config, health: Arc<Health>) -> Result<Self> {
+        let mut dataset = DataSet::open_writable(layout, config)?;
+        if let Some(damage) = &dataset.report().damage {
             tracing::error!(%damage, "serving read-only: the ledger is damaged");
         }
         let files = ModelFiles::locate(&config.embedding)?;
+        let index = dataset.take_index();
         index.bind_model(&files.model_id(), &files.model_sha256)?;
 
         let (indexer_tx, indexer_rx) = channel();
         let results_tx = Mutex::new(indexer_tx.clone());
         let pool = Arc::new(EmbedPool::start(
             &files,
-            config.embedding.workers,
-            config.embedding.max_length,
-            config.embedding.queue_capacity,
-            config.embedding.cache_entries,
+            &config.embedding,
             Box::new(move |e| {
                 let _ = results_tx.lock().expect("results lock").send(IndexerMsg::Embedded(e));
             }),
@@ -81,21 +99,20 @@ impl Engine {
         let search = Arc::new(SearchState {
             graph: RwLock::new(Arc::new(graph)),
             catalog: Arc::new(RwLock::new(catalog)),
-            readers: Readers::new(&layout.index_path(), false),
+            readers: Readers::new(&layout.index_path(), ReadMode::Live),
             ef_search: config.vector.ef_search,
         });
 
-        let (records_tx, _) = broadcast::channel(4096);
+        let (records_tx, _) = broadcast::channel(RECORD_NOTICES);
         let hook_records = records_tx.clone();
         let hook_indexer = Mutex::new(indexer_tx.clone());
+        let ledger = dataset.take_ledger();
         let (writer, writer_thread) = LedgerWriter::spawn_with_hook(
             ledger,
             config.ledger.queue_capacity,
             config.ledger.max_batch,
             Box::new(move |batch| {
                 for r in batch {
-                    // Lagging subscribers lose old notifications, never records: the
-                    // ledger is the truth and is read from disk by the indexer.
                     let _ = hook_records.send(Arc::new(r.clone()));
                 }
                 let _ = hook_indexer.lock().expect("indexer lock").send(IndexerMsg::Committed);
@@ -107,34 +124,37 @@ impl Engine {
         let indexer_stats = Arc::new(IndexerStats::default());
         let covered_seq = index.covered_seq()?;
         indexer_stats.indexed_seq.store(covered_seq, Ordering::Relaxed);
-        let backlog = covered_seq > vectorized_seq;
-        let indexer = Indexer {
-            cursor: LedgerCursor::new(&layout.ledger_dir(), covered_seq + 1),
-            index,
-            head: writer.head(),
-            pool: pool.clone(),
-            search: search.clone(),
-            vectorized_tx,
-            stats: indexer_stats.clone(),
-            policy: CheckpointPolicy {
-                dir: layout.hnsw_dir(),
-                fraction: config.vector.checkpoint_fraction,
-                min_vectors: config.vector.checkpoint_min_vectors,
-            },
-            model_sha256: files.model_sha256.clone(),
-            in_flight: HashSet::new(),
-            done,
-            failed: HashSet::new(),
-            backlog,
-            vectorized_seq,
-            checkpoint_count,
-            since_checkpoint,
+        let policy = CheckpointPolicy {
+            dir: layout.hnsw_dir(),
+            fraction: config.vector.checkpoint_fraction,
+            min_vectors: config.vector.checkpoint_min_vectors,
         };
+        let indexer = Indexer::new(
+            index,
+            Follower::new(layout.ledger_dir(), covered_seq, writer.head()),
+            Scheduler::new(pool.clone(), covered_seq > vectorized_seq),
+            VectorStore::new(
+                search.clone(),
+                policy,
+                files.model_sha256.clone(),
+                vectorized_seq,
+                vectorized_tx,
+                done,
+                checkpoint_count,
+                since_checkpoint,
+            ),
+            search.clone(),
+            writer.clone(),
+            indexer_stats.clone(),
+            health.clone(),
+            (files.model_id(), files.model_sha256.clone()),
+            layout.data.clone(),
+        );
         let indexer_thread = std::thread::Builder::new().name("indexer".into()).spawn(move || indexer.run(indexer_rx))?;
         // Wake the indexer once so a backlog left by the last run starts at once.
         let _ = indexer_tx.send(IndexerMsg::Committed);
         Ok(Self {
-            layout,
+            layout: layout.clone(),
             writer,
             writer_thread: Mutex::new(Some(writer_thread)),
             pool,
@@ -142,11 +162,16 @@ impl Engine {
             indexer_tx: Mutex::new(indexer_tx),
             indexer_thread: Mutex::new(Some(indexer_thread)),
             indexer_stats,
+            health,
             vectorized,
             records: records_tx,
             started: Instant::now(),
-            _lock: lock,
+            _lock: dataset.into_lock(),
         })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Appends events; returns once they are durable.
@@ -187,6 +212,10 @@ impl Engine {
         &self.indexer_stats
     }
 
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
@@ -198,36 +227,37 @@ impl Engine {
         tokio::task::spawn_blocking(move || search.search(&vector, limit, &filters)).await?
     }
 
-    /// Runs `f` on a read connection of the index, off the async executor.
-    pub async fn read_index<T: Send + 'static>(&self, f: impl FnOnce(&Index) -> Result<T> + Send + 'static) -> Result<T> {
+    /// Runs `f` on a read-only connection of the index, off the async executor.
+    pub async fn read_index<T: Send + 'static>(&self, f: impl FnOnce(&crate::index::Index) -> Result<T> + Send + 'static) -> Result<T> {
         let search = self.search.clone();
         tokio::task::spawn_blocking(move || search.readers.with(f)).await?
     }
 
     pub async fn history(&self, element_id: String, limit: usize) -> Result<Vec<EventRow>> {
-        self.read_index(move |index| index.history(&element_id, limit)).await
+        self.read_index(move |index| Ok(index.history(&element_id, limit)?)).await
     }
 
-    /// Verifies the whole ledger from disk (off the executor).
-    pub async fn verify(&self) -> Result<crate::ledger::ScanOutcome> {
-        let dir = self.layout.ledger_dir();
-        tokio::task::spawn_blocking(move || scan(&dir, |_| {}).with_context(|| format!("reading {}", dir.display()))).await?
-    }
-
-    /// Takes a consistent snapshot if anything was vectorized after `after_seq`.
-    pub async fn snapshot(&self, after_seq: u64, host: String) -> Result<Option<(crate::stream::snapshot::Manifest, std::path::PathBuf)>> {
+    /// A consistent cut (see [`Cut`]): when anything was vectorized after `after_seq`, the
+    /// index is caught up and folded, appends are held, and `f` runs; returns the cut.
+    pub async fn cut(&self, after_seq: u64, f: impl FnOnce(&Cut) -> Result<()> + Send + 'static) -> Result<Option<Cut>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let request = SnapshotRequest {
-            writer: self.writer.clone(),
-            data: self.layout.data.clone(),
-            snapshots: self.layout.snapshots_dir(),
-            model_id: self.pool.model_id().to_owned(),
-            host,
-            after_seq,
-            reply,
-        };
-        self.indexer_tx.lock().expect("indexer lock").send(IndexerMsg::Snapshot(request)).map_err(|_| anyhow!("the indexer stopped"))?;
-        rx.await.map_err(|_| anyhow!("the indexer stopped"))?
+        let request = CutRequest { after_seq, run: Box::new(f), reply };
+        self.indexer_tx.lock().expect("indexer lock").send(IndexerMsg::Cut(request)).map_err(|_| anyhow!("the indexer stopped"))?;
+        rx.await.map_err(|_| anyhow!("the indexer stopped"))?.context("taking a consistent cut")
+    }
+
+    /// The name of an engine thread that has stopped while the engine runs (a panic), if any.
+    pub fn dead_thread(&self) -> Option<&'static str> {
+        if self.writer_thread.lock().expect("writer lock").as_ref().is_some_and(WriterThread::is_finished) {
+            return Some("ledger writer");
+        }
+        if self.indexer_thread.lock().expect("indexer lock").as_ref().is_some_and(JoinHandle::is_finished) {
+            return Some("indexer");
+        }
+        if !self.pool.workers_alive() {
+            return Some("embedding worker");
+        }
+        None
     }
 
     /// Asks the indexer to checkpoint the graph now.

@@ -7,14 +7,15 @@ pub mod segment;
 pub mod verify;
 mod writer;
 
-pub use cursor::LedgerCursor;
+pub use cursor::{LedgerCursor, head_seq};
 pub use record::{Hash, Record, ZERO_HASH};
-pub use verify::{ChainState, Damage, DamageKind, ScanOutcome, TornTail, scan};
+pub use verify::{ChainState, Damage, DamageKind, MAX_LINE_BYTES, ScanOutcome, TornTail, open_segment_file, scan};
 pub use writer::{CommitHook, LedgerWriter, PauseGuard, WriterStats, WriterThread};
 
 use crate::event::{EventError, NewEvent, Priority, now_ns};
 use record::{Body, encode_line};
-use segment::{SegmentFile, segment_name, sync_dir};
+use crate::durable::sync_dir;
+use segment::{SegmentFile, segment_name};
 use serde_json::json;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -45,11 +45,6 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     Ok(segments)
 }
 
-/// fsyncs a directory so that a new or renamed entry in it is durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

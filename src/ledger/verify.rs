@@ -6,7 +6,8 @@ use super::segment::{SegmentFile, list_segments};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// What is wrong at the first bad record.
@@ -143,38 +144,59 @@ impl ScanOutcome {
     }
 }
 
-/// Reads every segment of `dir` in order, checks every record and calls `visit` on each
-/// good one. Stops at the first damage.
+/// The longest line accepted: far above any record the writer makes (its details are
+/// limited to 64 KiB), low enough that a damaged or planted file cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// Reads every segment of `dir` in order, a line at a time (memory stays bounded by the
+/// longest line, not the segment), checks every record and calls `visit` on each good one.
+/// Stops at the first damage.
 pub fn scan(dir: &Path, mut visit: impl FnMut(&Record)) -> io::Result<ScanOutcome> {
     let segments = list_segments(dir)?;
     let mut state = ChainState::new();
     let mut outcome = ScanOutcome { state: ChainState::new(), damage: None, torn: None, tail_segment: None, segments: segments.len() };
     let count = segments.len();
+    let mut line = Vec::new();
     for (index, segment) in segments.into_iter().enumerate() {
         let is_last = index + 1 == count;
-        let bytes = std::fs::read(&segment.path)?;
-        let complete_len = match bytes.iter().rposition(|&b| b == b'\n') {
-            Some(pos) => pos + 1,
-            None => 0,
-        };
+        let mut reader = BufReader::with_capacity(1 << 20, open_segment_file(&segment.path)?);
         let mut line_no = 0u64;
-        let mut offset = 0usize;
+        let mut offset = 0u64;
         let mut damage_kind = None;
-        while offset < complete_len {
-            let end = offset + bytes[offset..complete_len].iter().position(|&b| b == b'\n').expect("complete part ends in a newline");
-            line_no += 1;
+        loop {
+            let read = read_line(&mut reader, &mut line)?;
+            if read.bytes == 0 {
+                break;
+            }
             let expected_seq = state.head_seq + 1;
-            let checked = decode_line(&bytes[offset..end])
-                .map_err(|e| match e {
-                    LineError::Malformed(reason) => DamageKind::Malformed { reason },
-                    LineError::HashMismatch { stored, computed } => DamageKind::HashMismatch { stored, computed },
-                })
-                .and_then(|record| {
-                    if line_no == 1 && record.seq != segment.first_seq && record.seq == expected_seq {
-                        return Err(DamageKind::SegmentMisnamed { named_first_seq: segment.first_seq });
-                    }
-                    state.advance(&record).map(|()| record)
-                });
+            if !read.complete {
+                if is_last {
+                    outcome.torn = Some(TornTail { seq: expected_seq, segment: segment.path.clone(), offset, bytes: read.bytes });
+                } else {
+                    damage_kind = Some((
+                        expected_seq,
+                        line_no + 1,
+                        DamageKind::Malformed { reason: "the segment ends in the middle of a record".into() },
+                    ));
+                }
+                break;
+            }
+            line_no += 1;
+            let checked = if read.oversized {
+                Err(DamageKind::Malformed { reason: format!("a line of {} bytes, more than the {MAX_LINE_BYTES} allowed", read.bytes) })
+            } else {
+                decode_line(&line)
+                    .map_err(|e| match e {
+                        LineError::Malformed(reason) => DamageKind::Malformed { reason },
+                        LineError::HashMismatch { stored, computed } => DamageKind::HashMismatch { stored, computed },
+                    })
+                    .and_then(|record| {
+                        if line_no == 1 && record.seq != segment.first_seq && record.seq == expected_seq {
+                            return Err(DamageKind::SegmentMisnamed { named_first_seq: segment.first_seq });
+                        }
+                        state.advance(&record).map(|()| record)
+                    })
+            };
             match checked {
                 Ok(record) => visit(&record),
                 Err(kind) => {
@@ -182,32 +204,64 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&Record)) -> io::Result<ScanOutcom
                     break;
                 }
             }
-            offset = end + 1;
-        }
-        if damage_kind.is_none() && complete_len < bytes.len() {
-            if is_last {
-                outcome.torn = Some(TornTail {
-                    seq: state.head_seq + 1,
-                    segment: segment.path.clone(),
-                    offset: complete_len as u64,
-                    bytes: (bytes.len() - complete_len) as u64,
-                });
-            } else {
-                damage_kind = Some((
-                    state.head_seq + 1,
-                    line_no + 1,
-                    DamageKind::Malformed { reason: "the segment ends in the middle of a record".into() },
-                ));
-            }
+            offset += read.bytes;
         }
         if let Some((seq, line, kind)) = damage_kind {
             outcome.damage = Some(Damage { seq, segment: segment.path.clone(), line, kind });
             break;
         }
         if is_last {
-            outcome.tail_segment = Some((segment, complete_len as u64));
+            outcome.tail_segment = Some((segment, offset));
         }
     }
     outcome.state = state;
     Ok(outcome)
+}
+
+/// Opens a segment for reading without following a symbolic link (a link in a received
+/// ledger could point at a device or a FIFO).
+pub fn open_segment_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a regular file", path.display())));
+    }
+    Ok(file)
+}
+
+/// One line as read: its length with the newline, whether a newline ended it, and whether
+/// it was longer than [`MAX_LINE_BYTES`] (then `line` holds only its start).
+pub(crate) struct LineRead {
+    pub bytes: u64,
+    pub complete: bool,
+    pub oversized: bool,
+}
+
+/// Reads the next line into `line` (without its newline), keeping at most
+/// [`MAX_LINE_BYTES`] of it in memory.
+pub(crate) fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<LineRead> {
+    line.clear();
+    let mut read = LineRead { bytes: 0, complete: false, oversized: false };
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(read);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let content = if done { &buf[..take - 1] } else { &buf[..take] };
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        if content.len() > room {
+            read.oversized = true;
+        }
+        line.extend_from_slice(&content[..content.len().min(room)]);
+        reader.consume(take);
+        read.bytes += take as u64;
+        if done {
+            read.complete = true;
+            return Ok(read);
+        }
+    }
 }

@@ -5,8 +5,9 @@ use super::{Hash, Ledger, LedgerError, Record};
 use crate::event::NewEvent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{Receiver, Sender, channel};
 use tokio::sync::{oneshot, watch};
 
 /// Called with each durable batch.
@@ -59,7 +60,7 @@ pub struct WriterStats {
 /// is gone and hands its ledger back through [`LedgerWriter::join`].
 #[derive(Clone)]
 pub struct LedgerWriter {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     head: watch::Receiver<(u64, Hash)>,
     stats: Arc<WriterStats>,
 }
@@ -68,6 +69,11 @@ pub struct LedgerWriter {
 pub struct WriterThread(JoinHandle<Ledger>);
 
 impl WriterThread {
+    /// True once the thread has ended (it ends only when closed, or by a panic).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
     pub fn join(self) -> Ledger {
         self.0.join().expect("ledger writer thread panicked")
     }
@@ -83,7 +89,7 @@ impl LedgerWriter {
     /// Like [`spawn`](Self::spawn), calling `on_commit` with every batch once it is durable
     /// (before its callers are answered), on the writer thread: keep it quick.
     pub fn spawn_with_hook(ledger: Ledger, queue_capacity: usize, max_batch: usize, on_commit: CommitHook) -> (Self, WriterThread) {
-        let (tx, rx) = sync_channel(queue_capacity.max(1));
+        let (tx, rx) = channel(queue_capacity.max(1));
         let (head_tx, head) = watch::channel((ledger.head_seq(), ledger.head_hash()));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -94,50 +100,65 @@ impl LedgerWriter {
         (Self { tx, head, stats }, WriterThread(handle))
     }
 
-    /// Appends events and waits (asynchronously) until they are durable.
+    /// Appends events and waits (asynchronously) until they are durable. When the queue is
+    /// full the caller waits for room without blocking its executor thread.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Record>, LedgerError> {
-        let rx = self.submit(events)?;
+        let (msg, rx) = self.request(events)?;
+        let sent = match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => self.tx.send(msg).await.map_err(|_| ()),
+            Err(TrySendError::Closed(_)) => Err(()),
+        };
+        self.sent(sent)?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 
-    /// Appends events and blocks the calling thread until they are durable.
+    /// Appends events and blocks the calling thread until they are durable. For threads
+    /// outside the async runtime (the indexer, tests); never call it from async code.
     pub fn append_blocking(&self, events: Vec<NewEvent>) -> Result<Vec<Record>, LedgerError> {
-        let rx = self.submit(events)?;
+        let (msg, rx) = self.request(events)?;
+        let sent = self.tx.blocking_send(msg).map_err(|_| ());
+        self.sent(sent)?;
         rx.blocking_recv().map_err(|_| LedgerError::Closed)?
     }
 
-    fn submit(&self, events: Vec<NewEvent>) -> Result<oneshot::Receiver<Result<Vec<Record>, LedgerError>>, LedgerError> {
+    fn request(&self, events: Vec<NewEvent>) -> Result<(Msg, oneshot::Receiver<Result<Vec<Record>, LedgerError>>), LedgerError> {
         for event in &events {
             event.validate()?;
         }
         let (reply, rx) = oneshot::channel();
+        // Counted before it is queued, so a full queue shows in the stats while callers wait.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let request = Request { events, reply };
-        // Try first so a full queue is visible in the stats before we block on it.
-        let sent = match self.tx.try_send(Msg::Append(request)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(msg)) => self.tx.send(msg).map_err(|_| ()),
-            Err(TrySendError::Disconnected(_)) => Err(()),
-        };
+        Ok((Msg::Append(Request { events, reply }), rx))
+    }
+
+    fn sent(&self, sent: Result<(), ()>) -> Result<(), LedgerError> {
         if sent.is_err() {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(LedgerError::Closed);
         }
-        Ok(rx)
+        Ok(())
     }
 
     /// Stops the writer once what is already queued is written; later appends fail with
-    /// [`LedgerError::Closed`].
+    /// [`LedgerError::Closed`]. Safe from any thread (the wait for room in a full queue
+    /// happens on a helper thread, never on an executor's).
     pub fn close(&self) {
-        let _ = self.tx.send(Msg::Close);
+        if let Err(TrySendError::Full(msg)) = self.tx.try_send(Msg::Close) {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _ = self.tx.blocking_send(msg);
+                });
+            });
+        }
     }
 
     /// Waits until the writer has made everything before this call durable and stopped;
-    /// appends wait until the guard is dropped.
+    /// appends wait until the guard is dropped. Called from the indexer thread.
     pub fn pause(&self) -> Result<PauseGuard, LedgerError> {
         let (paused_tx, paused) = std::sync::mpsc::channel();
         let (resume_tx, resume) = std::sync::mpsc::channel();
-        self.tx.send(Msg::Pause(Pause { paused: paused_tx, resume })).map_err(|_| LedgerError::Closed)?;
+        self.tx.blocking_send(Msg::Pause(Pause { paused: paused_tx, resume })).map_err(|_| LedgerError::Closed)?;
         paused.recv().map_err(|_| LedgerError::Closed)?;
         Ok(PauseGuard { _resume: resume_tx })
     }
@@ -154,7 +175,7 @@ impl LedgerWriter {
 
 fn run(
     mut ledger: Ledger,
-    rx: Receiver<Msg>,
+    mut rx: Receiver<Msg>,
     head_tx: watch::Sender<(u64, Hash)>,
     stats: Arc<WriterStats>,
     max_batch: usize,
@@ -162,13 +183,13 @@ fn run(
 ) -> Ledger {
     let mut closing = false;
     while !closing {
-        let first = match rx.recv() {
-            Ok(Msg::Append(first)) => first,
-            Ok(Msg::Pause(pause)) => {
+        let first = match rx.blocking_recv() {
+            Some(Msg::Append(first)) => first,
+            Some(Msg::Pause(pause)) => {
                 pause.hold();
                 continue;
             }
-            Ok(Msg::Close) | Err(_) => break,
+            Some(Msg::Close) | None => break,
         };
         let mut pause_after = None;
         let mut requests = vec![first];

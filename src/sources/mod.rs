@@ -1,6 +1,7 @@
 //! Sources: NetworkManager (D-Bus) and Open vSwitch (OVSDB monitor) turn host changes into
 //! events. Each source is a task that pushes events into one bounded queue; the recorder
-//! drains it into the ledger in batches.
+//! drains it into the ledger in batches, shortening or rejecting (as a recorded
+//! `event.rejected`) what breaks the ledger's limits, so no single event can stop it.
 //!
 //! Backpressure: the queue is bounded. When a burst overflows it, the overflowing events are
 //! counted (never dropped silently): the recorder records an `agent:sources`
@@ -17,11 +18,13 @@ pub use diff::{Diff, diff, value_text};
 use crate::config::SourcesConfig;
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
+use crate::health::{Health, Transition};
+use crate::supervisor::Stopping;
+use anyhow::Result;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 /// Where a source puts its events.
@@ -48,66 +51,120 @@ impl Sink {
 pub struct SourceStats {
     pub recorded: AtomicU64,
     pub overflowed: AtomicU64,
+    /// Events shortened to fit the ledger's limits.
+    pub shortened: AtomicU64,
+    /// Events that could not be recorded as they were, recorded as `event.rejected`.
+    pub rejected: AtomicU64,
 }
 
-/// The queue and the recorder draining it into the engine.
+/// The health stage of recording source events into the ledger.
+pub const RECORDING_STAGE: &str = "recording";
+
+/// Most events recorded with one append.
+const RECORD_BATCH: usize = 1024;
+
+/// The queue and the recorder draining it into the engine. The recorder may be restarted
+/// (it keeps nothing the queue does not hold); a batch that could not be appended is kept
+/// across retries.
 pub struct Recorder {
-    rx: mpsc::Receiver<NewEvent>,
+    rx: tokio::sync::Mutex<(mpsc::Receiver<NewEvent>, Vec<NewEvent>)>,
     tx: mpsc::Sender<NewEvent>,
-    sinks: Vec<Sink>,
+    sinks: std::sync::Mutex<Vec<Sink>>,
     priorities: HashMap<String, Priority>,
     pub stats: Arc<SourceStats>,
 }
 
 impl Recorder {
-    pub fn new(config: &SourcesConfig) -> Self {
+    pub fn new(config: &SourcesConfig) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
-        Self { rx, tx, sinks: Vec::new(), priorities: config.priorities.clone(), stats: Arc::default() }
+        Arc::new(Self {
+            rx: tokio::sync::Mutex::new((rx, Vec::new())),
+            tx,
+            sinks: std::sync::Mutex::new(Vec::new()),
+            priorities: config.priorities.clone(),
+            stats: Arc::default(),
+        })
     }
 
     /// A sink for one source.
-    pub fn sink(&mut self, source: &'static str) -> Sink {
+    pub fn sink(&self, source: &'static str) -> Sink {
         let sink = Sink { tx: self.tx.clone(), source, overflow: Arc::default(), resync: Arc::new(Notify::new()) };
-        self.sinks.push(sink.clone());
+        self.sinks.lock().expect("sinks lock").push(sink.clone());
         sink
     }
 
-    /// Drains the queue into the ledger until every sink is gone. A failed append (a full
-    /// disk) is retried: the batch is kept, and the queue's overflow accounting takes over.
-    pub async fn run(mut self, engine: Arc<Engine>) {
-        drop(self.tx);
-        let mut batch = Vec::new();
+    /// Drains the queue into the ledger until asked to stop (then it records what is still
+    /// queued and returns). An event that breaks the ledger's limits is shortened, or
+    /// replaced by an `event.rejected` naming why — never retried for ever. A failed append
+    /// (a full disk) is retried with backoff, reported in `health` while it lasts; the queue's
+    /// overflow accounting and reconciliation cover what arrives meanwhile.
+    pub async fn run(self: Arc<Self>, engine: Arc<Engine>, health: Arc<Health>, mut stopping: Stopping) -> Result<()> {
+        let mut guard = self.rx.lock().await;
+        let (rx, batch) = &mut *guard;
+        let mut failures = 0u32;
         loop {
             if batch.is_empty() {
-                match self.rx.recv().await {
+                let first = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = stopping.wait() => None,
+                };
+                match first {
                     Some(e) => batch.push(e),
-                    None => return,
+                    None if stopping.is_set() => {
+                        // Stopping: whatever is still queued is recorded, then we are done.
+                        while let Ok(e) = rx.try_recv() {
+                            batch.push(e);
+                        }
+                        if batch.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    None => return Ok(()),
                 }
-                while batch.len() < 1024 {
-                    match self.rx.try_recv() {
+                while batch.len() < RECORD_BATCH {
+                    match rx.try_recv() {
                         Ok(e) => batch.push(e),
                         Err(_) => break,
                     }
                 }
-                for e in &mut batch {
-                    if let Some(p) = self.priorities.get(&e.action) {
-                        e.priority = *p;
-                    }
-                }
+                let events = std::mem::take(batch);
+                *batch = events.into_iter().map(|e| self.prepare(e)).collect();
             }
             let count = batch.len() as u64;
             match engine.record(batch.clone()).await {
                 Ok(_) => {
                     self.stats.recorded.fetch_add(count, Ordering::Relaxed);
                     batch.clear();
+                    failures = 0;
+                    if let Transition::Resumed { since_unix_ns, reason } = health.ok(RECORDING_STAGE) {
+                        let secs = (crate::event::now_ns() - since_unix_ns) as f64 / 1e9;
+                        batch.push(
+                            NewEvent::new(
+                                "agent",
+                                "agent:recording",
+                                "recording.resumed",
+                                Priority::High,
+                                json!({"stage": RECORDING_STAGE, "reason": reason, "stalled_since_unix_ns": since_unix_ns, "stalled_s": secs}),
+                            )
+                            .with_summary(format!("recording source events resumed after {secs:.1} s ({reason})")),
+                        );
+                    }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, events = count, "recording source events failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    failures = failures.saturating_add(1);
+                    if health.stalled(RECORDING_STAGE, e.to_string()) == Transition::Stalled {
+                        tracing::error!(error = %e, events = count, "recording source events failed; retrying with backoff");
+                    }
+                    if stopping.is_set() && failures > 3 {
+                        tracing::error!(events = count, "stopping with source events that could not be recorded; sources reconcile at the next start");
+                        batch.clear();
+                        return Ok(());
+                    }
+                    tokio::time::sleep(crate::backoff::backoff(failures.min(4))).await;
                     continue;
                 }
             }
-            for sink in &self.sinks {
+            for sink in self.sinks.lock().expect("sinks lock").iter() {
                 let lost = sink.overflow.swap(0, Ordering::Relaxed);
                 if lost > 0 {
                     self.stats.overflowed.fetch_add(lost, Ordering::Relaxed);
@@ -126,13 +183,37 @@ impl Recorder {
             }
         }
     }
-}
 
-/// Exponential backoff with jitter for reconnecting sources: 0.5 s doubling to 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 500u64.saturating_mul(1 << attempt.min(6)).min(30_000);
-    let jitter = rand::random::<u64>() % (base / 4 + 1);
-    Duration::from_millis(base + jitter)
+    /// The event as it will be recorded: its priority override applied, shortened to the
+    /// ledger's limits, or replaced by an `event.rejected`.
+    fn prepare(&self, mut event: NewEvent) -> NewEvent {
+        if let Some(p) = self.priorities.get(&event.action) {
+            event.priority = *p;
+        }
+        let (source, element_id, action) = (event.source.clone(), event.element_id.clone(), event.action.clone());
+        match event.fit() {
+            Ok((event, cuts)) => {
+                if !cuts.is_empty() {
+                    self.stats.shortened.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(element = %element_id, action = %action, cuts = ?cuts, "event shortened to fit the ledger's limits");
+                }
+                event
+            }
+            Err(reason) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(source = %source, %reason, "an event could not be recorded as it was; recording event.rejected");
+                let clip = |s: &str| s.chars().take(200).collect::<String>();
+                NewEvent::new(
+                    "agent",
+                    "agent:sources",
+                    "event.rejected",
+                    Priority::High,
+                    json!({"source": clip(&source), "element_id": clip(&element_id), "action": clip(&action), "reason": reason.0}),
+                )
+                .with_summary(format!("an event from {} could not be recorded: {}", clip(&source).escape_debug(), reason.0.escape_debug()))
+            }
+        }
+    }
 }
 
 /// One element as a source sees it now.
@@ -148,7 +229,7 @@ pub struct LiveElement {
 /// `reconciled.added` and `reconciled.removed` events.
 pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &Sink, engine: &Arc<Engine>) -> anyhow::Result<()> {
     use serde_json::Value;
-    let known = engine.read_index(move |index| index.elements_of_source(source)).await?;
+    let known = engine.read_index(move |index| Ok(index.elements_of_source(source)?)).await?;
     let first_time = known.is_empty();
     let mut known_map: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
     for e in known {

@@ -7,7 +7,8 @@
 //! whenever NetworkManager (re)appears on the bus.
 
 use super::nm_enums as names;
-use super::{LiveElement, Sink, backoff, diff, reconcile, value_text};
+use super::{LiveElement, Sink, diff, reconcile, value_text};
+use crate::backoff::backoff;
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::{Context, Result};
@@ -15,7 +16,9 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value as ZValue};
 use zbus::{Connection, MatchRule, MessageStream};
@@ -58,6 +61,47 @@ struct World {
     pending: HashMap<String, (Instant, Map<String, Value>)>,
 }
 
+/// NetworkManager's signals waiting to be handled; beyond this they are counted as lost and
+/// the source reconciles with NM's live state instead (as for a source-queue overflow).
+const SIGNAL_QUEUE: usize = 4096;
+
+/// What the drain tasks hand the handler.
+enum Incoming {
+    Signal(zbus::Message),
+    Owner(zbus::Message),
+    Closed(String),
+}
+
+/// Polls one match-rule stream and nothing else, so zbus's reader never waits on it (a
+/// stream left unpolled while its owner awaits a method call blocks the whole connection).
+async fn drain(mut stream: MessageStream, tx: mpsc::Sender<Incoming>, lost: Arc<AtomicU64>, wrap: fn(zbus::Message) -> Incoming) {
+    while let Some(msg) = stream.next().await {
+        match msg {
+            Ok(msg) => {
+                if tx.try_send(wrap(msg)).is_err() {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Incoming::Closed(e.to_string())).await;
+                return;
+            }
+        }
+    }
+    let _ = tx.send(Incoming::Closed("the bus connection closed".into())).await;
+}
+
+/// Aborts the drain tasks when the session ends.
+struct Drains(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Drains {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 async fn session(
     bus: &str,
     coalesce: Duration,
@@ -66,18 +110,25 @@ async fn session(
     said_absent: &mut bool,
     attempt: &mut u32,
 ) -> Result<()> {
-    let conn = crate::dbus::connect(bus).await?;
+    let conn = crate::bus::connect(bus).await?;
     // Subscribe before reading the snapshot, so nothing falls between the two.
     let signals =
-        MessageStream::for_match_rule(MatchRule::builder().msg_type(MessageType::Signal).sender(NM)?.build(), &conn, Some(4096)).await?;
+        MessageStream::for_match_rule(MatchRule::builder().msg_type(MessageType::Signal).sender(NM)?.build(), &conn, Some(64)).await?;
     let owner_rule =
         MatchRule::builder().msg_type(MessageType::Signal).sender("org.freedesktop.DBus")?.member("NameOwnerChanged")?.add_arg(NM)?.build();
     let owners = MessageStream::for_match_rule(owner_rule, &conn, Some(64)).await?;
-    let mut signals = signals;
-    let mut owners = owners;
+    let (tx, mut incoming) = mpsc::channel(SIGNAL_QUEUE);
+    let lost = Arc::new(AtomicU64::new(0));
+    let _drains = Drains(vec![
+        tokio::spawn(drain(signals, tx.clone(), lost.clone(), Incoming::Signal)),
+        tokio::spawn(drain(owners, tx, lost.clone(), Incoming::Owner)),
+    ]);
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+    // Signals count only from NetworkManager's current unique name (a match rule on a
+    // well-known name also lets through signals any peer sends us directly).
+    let mut nm_owner: Option<String> = dbus.get_name_owner(NM.try_into()?).await.ok().map(|o| o.to_string());
     let mut world = World::default();
-    let mut online = zbus::fdo::DBusProxy::new(&conn).await?.name_has_owner(NM.try_into()?).await?;
-    if online {
+    if nm_owner.is_some() {
         world = snapshot(&conn).await?;
         reconcile(SOURCE, live_elements(&world), sink, engine).await?;
         *attempt = 0;
@@ -88,33 +139,44 @@ async fn session(
     }
     let mut tick = tokio::time::interval(coalesce.max(Duration::from_millis(10)) / 2);
     loop {
+        let dropped = lost.swap(0, Ordering::Relaxed);
+        if dropped > 0 && nm_owner.is_some() {
+            tracing::warn!(signals = dropped, "NetworkManager signals overflowed; reconciling from its live state");
+            world = snapshot(&conn).await?;
+            reconcile(SOURCE, live_elements(&world), sink, engine).await?;
+        }
         tokio::select! {
-            msg = signals.next() => {
-                let Some(msg) = msg else { anyhow::bail!("the bus connection closed") };
-                let msg = msg?;
-                if online {
-                    if let Err(e) = handle_signal(&conn, &msg, &mut world, sink).await {
-                        tracing::debug!(error = %format!("{e:#}"), "could not follow a NetworkManager signal");
+            msg = incoming.recv() => match msg {
+                None => anyhow::bail!("the bus connection closed"),
+                Some(Incoming::Closed(why)) => anyhow::bail!("{why}"),
+                Some(Incoming::Signal(msg)) => {
+                    let from_nm = nm_owner.is_some() && msg.header().sender().map(|s| s.as_str()) == nm_owner.as_deref();
+                    if from_nm {
+                        if let Err(e) = handle_signal(&conn, &msg, &mut world, sink).await {
+                            tracing::debug!(error = %format!("{e:#}"), "could not follow a NetworkManager signal");
+                        }
                     }
                 }
-            }
-            owner = owners.next() => {
-                let Some(owner) = owner else { anyhow::bail!("the bus connection closed") };
-                let (_, _, new): (String, String, String) = owner?.body().deserialize()?;
-                if new.is_empty() {
-                    tracing::warn!("NetworkManager left the bus; waiting for it to return");
-                    online = false;
-                } else {
-                    // NM (re)started: give it a moment to publish its objects, then reconcile.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    world = snapshot(&conn).await?;
-                    reconcile(SOURCE, live_elements(&world), sink, engine).await?;
-                    online = true;
-                    tracing::info!("NetworkManager appeared on the bus; reconciled");
+                Some(Incoming::Owner(msg)) => {
+                    if msg.header().sender().map(|s| s.as_str()) != Some("org.freedesktop.DBus") {
+                        continue;
+                    }
+                    let (_, _, new): (String, String, String) = msg.body().deserialize()?;
+                    if new.is_empty() {
+                        tracing::warn!("NetworkManager left the bus; waiting for it to return");
+                        nm_owner = None;
+                    } else {
+                        // NM (re)started: give it a moment to publish its objects, then reconcile.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        nm_owner = Some(new);
+                        world = snapshot(&conn).await?;
+                        reconcile(SOURCE, live_elements(&world), sink, engine).await?;
+                        tracing::info!("NetworkManager appeared on the bus; reconciled");
+                    }
                 }
-            }
+            },
             _ = sink.resync.notified() => {
-                if online {
+                if nm_owner.is_some() {
                     world = snapshot(&conn).await?;
                     reconcile(SOURCE, live_elements(&world), sink, engine).await?;
                 }
@@ -254,6 +316,7 @@ async fn connection_settings(conn: &Connection, path: &str) -> Result<(String, M
                 continue;
             }
             let mut json = to_json(value);
+            scrub_secrets(&mut json);
             if full == "ipv4.dns" {
                 // NM keeps IPv4 name servers as u32 in network byte order.
                 json = Value::Array(
@@ -282,6 +345,18 @@ fn is_secret(key: &str) -> bool {
         || k.starts_with("wep-key")
         || k == "pin"
         || k.ends_with("-pin")
+}
+
+/// Removes secret-like keys at any depth (VPN secrets and data are dictionaries).
+fn scrub_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !is_secret(k));
+            map.values_mut().for_each(scrub_secrets);
+        }
+        Value::Array(items) => items.iter_mut().for_each(scrub_secrets),
+        _ => {}
+    }
 }
 
 /// Handles one signal from NetworkManager.
@@ -624,6 +699,13 @@ mod tests {
         for k in ["id", "uuid", "mtu", "method", "addresses"] {
             assert!(!is_secret(k), "{k}");
         }
+    }
+
+    #[test]
+    fn nested_secrets_are_scrubbed() {
+        let mut v = json!({"data": {"user": "u", "password": "p", "cert-pass": {"psk": "x", "keep": 1}}, "list": [{"secret-key": 1, "ok": 2}]});
+        scrub_secrets(&mut v);
+        assert_eq!(v, json!({"data": {"user": "u", "cert-pass": {"keep": 1}}, "list": [{"ok": 2}]}));
     }
 
     #[test]

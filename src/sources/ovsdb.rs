@@ -3,7 +3,8 @@
 //! baseline the first time, reconciles against the index after every (re)connect, and
 //! reconnects with backoff when ovsdb-server restarts.
 
-use super::{Diff, LiveElement, Sink, backoff, diff, reconcile, value_text};
+use super::{Diff, LiveElement, Sink, diff, reconcile, value_text};
+use crate::backoff::backoff;
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::{Context, Result, bail};
@@ -257,7 +258,7 @@ fn apply_updates(rows: &mut Rows, updates: &Value, events: Option<&mut Vec<NewEv
 
 /// The events for one row change.
 fn change_events(table: &str, old: Option<&Map<String, Value>>, new: Option<&Map<String, Value>>) -> Vec<NewEvent> {
-    let Some(element_id) = Rows::element_id(table, new.or(old).expect("a change has a side")) else { return Vec::new() };
+    let Some(element_id) = new.or(old).and_then(|row| Rows::element_id(table, row)) else { return Vec::new() };
     let name = element_id.split_once(':').map(|(_, n)| n.to_owned()).unwrap_or_default();
     let kind = match table {
         "Bridge" => "bridge",

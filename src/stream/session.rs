@@ -8,13 +8,36 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The longest acknowledgement line accepted (they are a few hundred bytes).
+const MAX_ACK_BYTES: usize = 64 << 10;
+/// The replica's stderr is logged a line at a time, each cut to this length, and at most
+/// this many lines per session (the rest are counted).
+const MAX_STDERR_LINE: usize = 1024;
+const MAX_STDERR_LINES: usize = 200;
+
+/// ssh options every session uses, before any from the config (ssh takes the first value
+/// it sees for an option, so these cannot be overridden): never prompt, always check the
+/// host key, offer only the configured key, notice a dead peer.
+pub const BUILT_IN_SSH_OPTIONS: [&str; 10] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+];
 
 pub struct Session {
     child: Child,
     stdin: ChildStdin,
-    acks: Lines<BufReader<ChildStdout>>,
+    acks: BufReader<ChildStdout>,
 }
 
 impl Session {
@@ -33,7 +56,10 @@ impl Session {
                 if !replica.identity.as_os_str().is_empty() {
                     c.arg("-i").arg(&replica.identity);
                 }
-                c.args(["-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]);
+                c.args(BUILT_IN_SSH_OPTIONS);
+                if !replica.known_hosts.as_os_str().is_empty() {
+                    c.arg("-o").arg(format!("UserKnownHostsFile={}", replica.known_hosts.display()));
+                }
                 c.args(&replica.ssh_options);
                 // With a restricted key the far side runs its forced command instead.
                 c.arg("--")
@@ -53,16 +79,9 @@ impl Session {
             .spawn()
             .context("starting the replication session")?;
         let stdin = child.stdin.take().expect("piped");
-        let acks = BufReader::new(child.stdout.take().expect("piped")).lines();
-        if let Some(mut stderr) = child.stderr.take() {
-            let name = replica.name.clone();
-            tokio::spawn(async move {
-                let mut text = String::new();
-                let _ = stderr.read_to_string(&mut text).await;
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    tracing::warn!(replica = %name, "{line}");
-                }
-            });
+        let acks = BufReader::new(child.stdout.take().expect("piped"));
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(log_stderr(replica.name.clone(), BufReader::new(stderr)));
         }
         Ok(Self { child, stdin, acks })
     }
@@ -124,7 +143,7 @@ impl Session {
         if !status.status.success() {
             bail!("btrfs send failed: {}", String::from_utf8_lossy(&status.stderr).trim());
         }
-        let line = tokio::time::timeout(timeout, self.acks.next_line())
+        let line = tokio::time::timeout(timeout, read_bounded_line(&mut self.acks, MAX_ACK_BYTES))
             .await
             .map_err(|_| anyhow!("no acknowledgement within {timeout:?}"))??
             .ok_or_else(|| anyhow!("the session ended before acknowledging {name}"))?;
@@ -143,4 +162,75 @@ impl Session {
 
 fn file_name(p: &Path) -> Result<String> {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).context("a snapshot path without a name")
+}
+
+/// One line (without its newline) of at most `max` bytes; `None` at the end of the stream.
+/// A longer line is an error: the far side is not speaking the protocol.
+async fn read_bounded_line(reader: &mut (impl AsyncBufRead + Unpin), max: usize) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(if line.is_empty() { None } else { Some(String::from_utf8_lossy(&line).into_owned()) });
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max + 1 {
+            bail!("the replica sent a line longer than {max} bytes");
+        }
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if done {
+            line.pop();
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+    }
+}
+
+/// Logs the far side's stderr, bounded in line length and count.
+async fn log_stderr(name: String, mut stderr: BufReader<tokio::process::ChildStderr>) {
+    let mut logged = 0usize;
+    let mut dropped = 0usize;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Read a line in pieces so a line without end cannot grow without bound.
+        let mut chunk = (&mut stderr).take(MAX_STDERR_LINE as u64);
+        match chunk.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if logged < MAX_STDERR_LINES {
+            tracing::warn!(replica = %name, "{text}");
+            logged += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(replica = %name, lines = dropped, "more stderr lines from the replica were not logged");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ack_lines_are_bounded() {
+        let mut ok = BufReader::new(&b"{\"name\":\"data@1\"}\nrest"[..]);
+        assert_eq!(read_bounded_line(&mut ok, 100).await.unwrap().as_deref(), Some("{\"name\":\"data@1\"}"));
+        let long = vec![b'x'; 1000];
+        let mut bad = BufReader::new(&long[..]);
+        assert!(read_bounded_line(&mut bad, 100).await.is_err());
+        let mut empty = BufReader::new(&b""[..]);
+        assert_eq!(read_bounded_line(&mut empty, 100).await.unwrap(), None);
+    }
 }

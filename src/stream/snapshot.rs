@@ -1,12 +1,17 @@
-//! Consistent cuts of the data subvolume: under the ledger's write barrier the index is
-//! caught up and checkpointed out of its WAL, a MANIFEST is written, and a read-only Btrfs
+//! Consistent cuts of the data subvolume: at the engine's cut (index caught up and folded
+//! out of its WAL, ledger appends held) a MANIFEST is written and a read-only Btrfs
 //! snapshot `.snapshots/data@S` is taken (S = every event through it is vectorized).
 
 use crate::btrfs;
+use crate::durable;
+use crate::engine::{Cut, Engine};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A MANIFEST is a few hundred bytes; anything much larger is not one.
+const MAX_MANIFEST_BYTES: u64 = 64 << 10;
 
 /// What a snapshot holds, written as `MANIFEST` at the top of the data subvolume.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,20 +29,30 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("MANIFEST");
-        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-            .with_context(|| format!("parsing {}", path.display()))
+    /// The MANIFEST of a cut.
+    pub fn of(cut: &Cut, host: &str) -> Self {
+        Self {
+            seq: cut.vectorized_seq,
+            head_seq: cut.head_seq,
+            head_hash: hex::encode(cut.head_hash),
+            vectorized_seq: cut.vectorized_seq,
+            model_id: cut.model_id.clone(),
+            model_sha256: cut.model_sha256.clone(),
+            created_unix_ns: crate::event::now_ns(),
+            host: host.to_owned(),
+        }
     }
 
-    /// Writes `MANIFEST` atomically (temp file, rename). No fsync: it is written just
-    /// before a snapshot, and taking a Btrfs snapshot flushes the subvolume's dirty data
-    /// into the snapshot itself; the live copy is rewritten at every snapshot.
+    /// Reads `dir/MANIFEST` (a regular file of bounded size: it may come from a replica's
+    /// received, untrusted snapshot).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("MANIFEST");
+        serde_json::from_slice(&durable::read_limited(&path, MAX_MANIFEST_BYTES)?).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `MANIFEST` durably.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join("MANIFEST.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, dir.join("MANIFEST"))?;
-        Ok(())
+        durable::replace(&dir.join("MANIFEST"), &serde_json::to_vec_pretty(self)?)
     }
 }
 
@@ -51,9 +66,28 @@ pub fn snapshot_seq(name: &str) -> Option<u64> {
     name.strip_prefix("data@")?.parse().ok()
 }
 
-/// Takes a read-only snapshot of `data` as `snapshots/data@seq`.
-pub fn take(data: &Path, snapshots: &Path, seq: u64) -> Result<PathBuf> {
+/// Takes a consistent snapshot `snapshots/data@S` when anything was vectorized after
+/// `after_seq`: at the engine's cut, the MANIFEST is written and the subvolume snapshotted.
+pub async fn take(engine: &Engine, snapshots: &Path, after_seq: u64, host: String) -> Result<Option<(Manifest, PathBuf)>> {
     std::fs::create_dir_all(snapshots).with_context(|| format!("creating {}", snapshots.display()))?;
+    let dir = snapshots.to_owned();
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let out = taken.clone();
+    let cut = engine
+        .cut(after_seq, move |cut| {
+            let manifest = Manifest::of(cut, &host);
+            manifest.write(&cut.data_dir)?;
+            let target = snapshot_into(&cut.data_dir, &dir, manifest.seq)?;
+            *out.lock().expect("snapshot slot") = Some((manifest, target));
+            Ok(())
+        })
+        .await?;
+    Ok(cut.and_then(|_| taken.lock().expect("snapshot slot").take()))
+}
+
+/// Takes a read-only snapshot of the subvolume `data` as `snapshots/data@seq` (no cut: the
+/// caller makes sure nothing writes meanwhile).
+pub fn snapshot_into(data: &Path, snapshots: &Path, seq: u64) -> Result<PathBuf> {
     let target = snapshots.join(snapshot_name(seq));
     btrfs::snapshot_read_only(data, &target)?;
     Ok(target)

@@ -1,25 +1,32 @@
-//! Deciding when to snapshot (by events, not timers) and keeping each replica in step.
+//! Taking snapshots when they are due (see `trigger`) and keeping each replica in step.
 //!
-//! The trigger follows priorities: a critical event is snapshotted as soon as it is
-//! vectorized, high within 1 s, medium and low batched by delay or count; nothing new,
-//! nothing sent. Each replica has a worker with one long-lived session that sends the
-//! newest snapshot incrementally from the one the replica last acknowledged, backs off with
-//! jitter when the replica is unreachable, and falls back to a full send (recorded as an
-//! event) when the replica lost the common parent.
+//! Each replica has a worker with one long-lived session that sends the newest snapshot
+//! incrementally from the one the replica last acknowledged, backs off with jitter when the
+//! replica is unreachable, and falls back to a full send (recorded as an event) when the
+//! replica lost the common parent. A stage that stops moving — snapshots failing, a replica
+//! unreachable — is reported in the daemon's health and recorded as an event, as is its
+//! recovery.
 
 use super::session::Session;
 use super::snapshot;
+use super::trigger::Pending;
 use crate::config::{Compression, Config, ReplicaConfig};
-use crate::engine::Engine;
+use crate::durable;
+use crate::engine::{Engine, stage_event};
 use crate::event::{NewEvent, Priority};
+use crate::health::{Health, Transition};
+use crate::supervisor::{Restart, Stopping, Supervisor};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, watch};
+
+/// The health stage of snapshots; replicas are `replica:<name>`.
+pub const SNAPSHOT_STAGE: &str = "snapshots";
 
 /// Durable per-replica state, `<state dir>/replicas/<name>.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -48,21 +55,28 @@ pub enum ReplicaNotice {
     Failed { replica: String, error: String },
 }
 
-/// The streamer's shared view, for GetReplicaStatus and SyncNow.
+/// The newest snapshot: its seq, path and when it was taken.
+pub type Newest = Option<(u64, PathBuf, Instant)>;
+
+/// The streamer's shared view, for GetReplicaStatus, SyncNow and shutdown.
 pub struct StreamHandle {
-    pub statuses: Mutex<HashMap<String, ReplicaStatus>>,
-    pub newest: watch::Receiver<Option<(u64, PathBuf, Instant)>>,
+    statuses: Mutex<HashMap<String, ReplicaStatus>>,
+    newest_tx: watch::Sender<Newest>,
     pub sync_now: Notify,
     pub notices: broadcast::Sender<ReplicaNotice>,
     /// The snapshot each replica was last sent (or is being sent): not to be pruned under
     /// the sender, and once acknowledged it is the parent of that replica's next incremental.
     sending: Mutex<HashMap<String, String>>,
+    root: PathBuf,
+    snapshots: PathBuf,
+    host: String,
+    health: Arc<Health>,
 }
 
 impl StreamHandle {
     /// Every replica's status with its current lag.
     pub fn report(&self) -> Vec<ReplicaStatus> {
-        let newest = self.newest.borrow().clone();
+        let newest = self.newest_tx.borrow().clone();
         let mut out: Vec<ReplicaStatus> = self.statuses.lock().expect("status lock").values().cloned().collect();
         for s in &mut out {
             if let Some((seq, _, taken)) = &newest {
@@ -73,6 +87,74 @@ impl StreamHandle {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+
+    fn newest_seq(&self) -> u64 {
+        self.newest_tx.borrow().as_ref().map(|(s, _, _)| *s).unwrap_or(0)
+    }
+
+    fn status(&self, name: &str) -> ReplicaStatus {
+        self.statuses.lock().expect("status lock").get(name).cloned().unwrap_or_default()
+    }
+
+    fn store(&self, status: &ReplicaStatus) {
+        if let Err(e) = durable::replace(&status_path(&self.root, &status.name), &serde_json::to_vec_pretty(status).unwrap_or_default()) {
+            tracing::error!(replica = %status.name, error = %format!("{e:#}"), "could not save the replica state");
+        }
+        self.statuses.lock().expect("status lock").insert(status.name.clone(), status.clone());
+    }
+
+    /// Takes a snapshot if anything was vectorized since the newest one and publishes it.
+    async fn snapshot(&self, engine: &Engine) -> Result<Option<u64>> {
+        let last = self.newest_seq();
+        let taken = snapshot::take(engine, &self.snapshots, last, self.host.clone()).await?;
+        let Some((manifest, path)) = taken else { return Ok(None) };
+        tracing::info!(snapshot = %path.display(), seq = manifest.seq, head = manifest.head_seq, "snapshot taken");
+        self.newest_tx.send_replace(Some((manifest.seq, path, Instant::now())));
+        self.prune();
+        Ok(Some(manifest.seq))
+    }
+
+    /// Keeps the newest snapshot and every replica's acknowledged or in-flight one (the
+    /// parents of their next incrementals); deletes the rest.
+    fn prune(&self) {
+        let mut keep: Vec<String> = self.statuses.lock().expect("status lock").values().filter_map(|s| s.acked_snapshot.clone()).collect();
+        keep.extend(self.sending.lock().expect("sending lock").values().cloned());
+        let all = snapshot::list(&self.snapshots);
+        let Some((newest, _)) = all.last().cloned() else { return };
+        for (seq, path) in all {
+            let name = snapshot::snapshot_name(seq);
+            if seq != newest && !keep.contains(&name) {
+                if let Err(e) = snapshot::delete(&path) {
+                    tracing::warn!(snapshot = %path.display(), error = %format!("{e:#}"), "could not delete an old snapshot");
+                }
+            }
+        }
+    }
+
+    /// At shutdown, after the last events were recorded: one more snapshot, and up to
+    /// `deadline` for the healthy replicas to acknowledge it.
+    pub async fn finish(&self, engine: &Engine, deadline: Duration) {
+        let seq = match self.snapshot(engine).await {
+            Ok(Some(seq)) => seq,
+            Ok(None) => self.newest_seq(),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no final snapshot");
+                return;
+            }
+        };
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                let behind = self.report().iter().filter(|s| s.state == "healthy" && s.acked_seq < seq).count();
+                if behind == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if waited.await.is_err() {
+            tracing::warn!(seq, "replicas did not acknowledge the final snapshot in time");
+        }
+    }
 }
 
 fn status_path(root: &Path, name: &str) -> PathBuf {
@@ -80,8 +162,10 @@ fn status_path(root: &Path, name: &str) -> PathBuf {
 }
 
 fn load_status(root: &Path, name: &str) -> ReplicaStatus {
-    let mut s: ReplicaStatus =
-        std::fs::read(status_path(root, name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut s: ReplicaStatus = durable::read_limited(&status_path(root, name), 1 << 20)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     s.name = name.to_owned();
     if s.state.is_empty() {
         s.state = "lagging".into();
@@ -89,122 +173,91 @@ fn load_status(root: &Path, name: &str) -> ReplicaStatus {
     s
 }
 
-fn save_status(root: &Path, status: &ReplicaStatus) -> Result<()> {
-    let path = status_path(root, &status.name);
-    std::fs::create_dir_all(path.parent().expect("has parent"))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(status)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
-}
-
-/// Starts the streamer and one worker per replica; returns the shared handle.
-pub fn start(engine: Arc<Engine>, config: &Config) -> (Arc<StreamHandle>, Vec<tokio::task::JoinHandle<()>>) {
-    let root = engine.layout.root.clone();
-    let (newest_tx, newest) = watch::channel(latest_snapshot(&engine.layout.snapshots_dir()));
+/// Starts the trigger and one worker per replica as tasks of the supervisor's `stream`
+/// group; returns the shared handle.
+pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, health: Arc<Health>) -> Result<Arc<StreamHandle>> {
+    let root = engine.layout().root.clone();
+    std::fs::create_dir_all(root.join("replicas")).with_context(|| format!("creating {}", root.join("replicas").display()))?;
+    let snapshots = engine.layout().snapshots_dir();
+    let newest = snapshot::list(&snapshots).pop().map(|(s, p)| (s, p, Instant::now()));
     let statuses = config.stream.replicas.iter().map(|r| (r.name.clone(), load_status(&root, &r.name))).collect();
     let (notices, _) = broadcast::channel(256);
-    let handle =
-        Arc::new(StreamHandle { statuses: Mutex::new(statuses), newest, sync_now: Notify::new(), notices, sending: Mutex::default() });
+    let handle = Arc::new(StreamHandle {
+        statuses: Mutex::new(statuses),
+        newest_tx: watch::channel(newest).0,
+        sync_now: Notify::new(),
+        notices,
+        sending: Mutex::default(),
+        root,
+        snapshots,
+        host: config.host(),
+        health,
+    });
     let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ovs-port-agent"));
-    let mut tasks = Vec::new();
     for replica in config.stream.replicas.clone() {
-        tasks.push(tokio::spawn(replica_worker(replica, engine.clone(), handle.clone(), binary.clone())));
+        let (engine, handle, binary) = (engine.clone(), handle.clone(), binary.clone());
+        supervisor.spawn("stream", format!("replica:{}", replica.name), Restart::Always, move |stopping| {
+            replica_worker(replica.clone(), engine.clone(), handle.clone(), binary.clone(), stopping)
+        });
     }
-    tasks.push(tokio::spawn(trigger_loop(engine, config.clone(), handle.clone(), newest_tx)));
-    (handle, tasks)
-}
-
-fn latest_snapshot(dir: &Path) -> Option<(u64, PathBuf, Instant)> {
-    snapshot::list(dir).pop().map(|(s, p)| (s, p, Instant::now()))
+    let (trigger_engine, trigger_handle, stream_config) = (engine, handle.clone(), config.stream.clone());
+    supervisor.spawn("stream", "snapshot-trigger", Restart::Always, move |stopping| {
+        trigger_loop(trigger_engine.clone(), stream_config.clone(), trigger_handle.clone(), stopping)
+    });
+    Ok(handle)
 }
 
 /// Watches recorded events and vectorization and takes snapshots when they are due.
-async fn trigger_loop(
-    engine: Arc<Engine>,
-    config: Config,
-    handle: Arc<StreamHandle>,
-    newest_tx: watch::Sender<Option<(u64, PathBuf, Instant)>>,
-) {
-    let s = &config.stream;
-    let delay = |p: Priority| {
-        Duration::from_millis(match p {
-            Priority::Critical => s.critical_delay_ms,
-            Priority::High => s.high_delay_ms,
-            Priority::Medium => s.medium_delay_ms,
-            Priority::Low => s.low_delay_ms,
-        })
-    };
+async fn trigger_loop(engine: Arc<Engine>, config: crate::config::StreamConfig, handle: Arc<StreamHandle>, mut stopping: Stopping) -> Result<()> {
     let mut records = engine.subscribe();
     let mut vectorized = engine.vectorized();
-    let mut last = newest_tx.borrow().as_ref().map(|(s, _, _)| *s).unwrap_or(0);
-    // seq → when its snapshot is due.
-    let mut pending: BTreeMap<u64, Instant> = BTreeMap::new();
-    let host = config.host();
+    let mut pending = Pending::new(&config);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut failures = 0u32;
     loop {
         let mut forced = false;
         tokio::select! {
             r = records.recv() => match r {
                 // Only noted here: a record becomes due once vectorized, which wakes this
-                // loop by itself (and scanning the pending set per record would cost
-                // O(n²) in a burst).
-                Ok(r) => { pending.insert(r.seq, Instant::now() + delay(r.priority)); continue; }
-                Err(broadcast::error::RecvError::Lagged(_)) => { pending.insert(u64::MAX, Instant::now() + delay(Priority::Medium)); continue; }
-                Err(_) => return,
+                // loop by itself.
+                Ok(r) => { pending.note(r.seq, r.priority, Instant::now()); continue; }
+                Err(broadcast::error::RecvError::Lagged(_)) => { pending.note_missed(Instant::now()); continue; }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             _ = vectorized.changed() => {}
             _ = handle.sync_now.notified() => forced = true,
             _ = tick.tick() => {}
+            _ = stopping.wait() => return Ok(()),
         }
         let through = *vectorized.borrow();
-        let now = Instant::now();
-        let ready = || pending.range(..=through);
-        let due = forced
-            || ready().any(|(_, at)| *at <= now)
-            || ready().nth(s.batch_events.saturating_sub(1) as usize).is_some()
-            || pending.get(&u64::MAX).is_some_and(|at| *at <= now);
-        if !due || (through <= last && !forced) {
+        let last = handle.newest_seq();
+        if !forced && !pending.due(through, last, Instant::now()) {
             continue;
         }
-        match engine.snapshot(last, host.clone()).await {
-            Ok(Some((manifest, path))) => {
-                last = manifest.seq;
-                pending = pending.split_off(&(last + 1));
-                pending.remove(&u64::MAX);
-                tracing::info!(snapshot = %path.display(), seq = manifest.seq, head = manifest.head_seq, "snapshot taken");
-                newest_tx.send_replace(Some((manifest.seq, path, Instant::now())));
-                prune_local(&engine.layout.snapshots_dir(), &handle);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "snapshot failed"),
+        if failures > 0 && !forced {
+            // A failing snapshot is retried with backoff, not on every tick.
+            tokio::time::sleep(crate::backoff::backoff(failures.min(5))).await;
         }
-    }
-}
-
-/// Keeps the newest snapshot and every replica's acknowledged one (the parents of their
-/// next incrementals); deletes the rest.
-fn prune_local(dir: &Path, handle: &StreamHandle) {
-    let mut keep: Vec<String> = handle.statuses.lock().expect("status lock").values().filter_map(|s| s.acked_snapshot.clone()).collect();
-    keep.extend(handle.sending.lock().expect("sending lock").values().cloned());
-    let all = snapshot::list(dir);
-    let Some((newest, _)) = all.last().cloned() else { return };
-    for (seq, path) in all {
-        let name = snapshot::snapshot_name(seq);
-        if seq != newest && !keep.contains(&name) {
-            if let Err(e) = snapshot::delete(&path) {
-                tracing::warn!(snapshot = %path.display(), error = %format!("{e:#}"), "could not delete an old snapshot");
+        match handle.snapshot(&engine).await {
+            Ok(covered) => {
+                failures = 0;
+                if let Some(seq) = covered {
+                    pending.covered(seq);
+                }
+                report(&engine, &handle.health, SNAPSHOT_STAGE, None).await;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                report(&engine, &handle.health, SNAPSHOT_STAGE, Some(format!("{e:#}"))).await;
             }
         }
     }
 }
 
 /// Keeps one replica in step with the newest snapshot.
-async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc<StreamHandle>, binary: PathBuf) {
-    let root = engine.layout.root.clone();
-    let snapshots = engine.layout.snapshots_dir();
-    let mut newest = handle.newest.clone();
+async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc<StreamHandle>, binary: PathBuf, mut stopping: Stopping) -> Result<()> {
+    let stage = format!("replica:{}", replica.name);
+    let mut newest = handle.newest_tx.subscribe();
     let mut session: Option<Session> = None;
     let mut failures = 0u32;
     let compression = replica.compression().unwrap_or(Compression::Off);
@@ -212,14 +265,15 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
     let mut last_rate: Option<f64> = None;
     loop {
         let target = newest.borrow_and_update().clone();
-        let status = handle.statuses.lock().expect("status lock").get(&replica.name).cloned().unwrap_or_default();
+        let status = handle.status(&replica.name);
         let Some((seq, path, _)) = target.filter(|(seq, _, _)| *seq > status.acked_seq || status.acked_snapshot.is_none()) else {
-            if newest.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = newest.changed() => if changed.is_err() { return Ok(()) },
+                _ = stopping.wait() => return Ok(()),
             }
             continue;
         };
-        let parent = status.acked_snapshot.as_ref().map(|n| snapshots.join(n)).filter(|p| p.exists());
+        let parent = status.acked_snapshot.as_ref().map(|n| handle.snapshots.join(n)).filter(|p| p.exists());
         let level = match compression {
             Compression::Off => None,
             Compression::Zstd(n) => Some(n),
@@ -227,7 +281,10 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
         };
         let started = Instant::now();
         handle.sending.lock().expect("sending lock").insert(replica.name.clone(), snapshot::snapshot_name(seq));
-        let result = sync_once(&replica, &binary, &mut session, &path, parent.as_deref(), level).await;
+        let result = tokio::select! {
+            r = sync_once(&replica, &binary, &mut session, &path, parent.as_deref(), level) => r,
+            _ = stopping.wait() => return Ok(()),
+        };
         let mut status = status;
         match result {
             Ok((ack, bytes)) if ack.ok => {
@@ -244,8 +301,9 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
                 status.last_ok_unix_ns = crate::event::now_ns();
                 tracing::info!(replica = %replica.name, seq, bytes, incremental = parent.is_some(), "replica synced");
                 let _ = handle.notices.send(ReplicaNotice::Synced { replica: replica.name.clone(), seq });
-                store(&root, &handle, &status);
-                prune_local(&snapshots, &handle);
+                handle.store(&status);
+                handle.prune();
+                report(&engine, &handle.health, &stage, None).await;
                 continue;
             }
             Ok((ack, _)) if ack.missing_parent => {
@@ -265,12 +323,14 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
                 if let Err(e) = engine.record(vec![event]).await {
                     tracing::error!(error = %e, "could not record the full-send event");
                 }
-                store(&root, &handle, &status);
+                handle.store(&status);
                 continue;
             }
             Ok((ack, _)) => {
                 status.last_error = ack.error.clone();
-                session = None;
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
             }
             Err(e) => {
                 status.last_error = Some(format!("{e:#}"));
@@ -283,11 +343,13 @@ async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc
         status.state = "unreachable".into();
         let error = status.last_error.clone().unwrap_or_default();
         tracing::warn!(replica = %replica.name, error = %error, "replica sync failed; backing off");
-        let _ = handle.notices.send(ReplicaNotice::Failed { replica: replica.name.clone(), error });
-        store(&root, &handle, &status);
+        let _ = handle.notices.send(ReplicaNotice::Failed { replica: replica.name.clone(), error: error.clone() });
+        handle.store(&status);
+        report(&engine, &handle.health, &stage, Some(error)).await;
         tokio::select! {
-            _ = tokio::time::sleep(crate::sources::backoff(failures)) => {}
+            _ = tokio::time::sleep(crate::backoff::backoff(failures)) => {}
             _ = handle.sync_now.notified() => {}
+            _ = stopping.wait() => return Ok(()),
         }
     }
 }
@@ -308,9 +370,34 @@ async fn sync_once(
     s.send(path, parent, zstd_level, Duration::from_secs(300)).await.with_context(|| format!("sending {what} to replica {}", replica.name))
 }
 
-fn store(root: &Path, handle: &StreamHandle, status: &ReplicaStatus) {
-    if let Err(e) = save_status(root, status) {
-        tracing::error!(replica = %status.name, error = %format!("{e:#}"), "could not save the replica state");
+/// Updates a stage's health and records a change in the ledger.
+async fn report(engine: &Engine, health: &Health, stage: &str, error: Option<String>) {
+    let transition = match &error {
+        Some(reason) => health.stalled(stage, reason.clone()),
+        None => health.ok(stage),
+    };
+    let (kind, _) = stage.split_once(':').unwrap_or((stage, ""));
+    let event = match transition {
+        Transition::None => return,
+        Transition::Stalled => stage_event(
+            kind,
+            "stalled",
+            Priority::High,
+            json!({"stage": stage, "reason": error}),
+            format!("{stage} stalled: {}", error.clone().unwrap_or_default()),
+        ),
+        Transition::Resumed { since_unix_ns, reason } => {
+            let secs = (crate::event::now_ns() - since_unix_ns) as f64 / 1e9;
+            stage_event(
+                kind,
+                "resumed",
+                Priority::Medium,
+                json!({"stage": stage, "reason": reason, "stalled_since_unix_ns": since_unix_ns, "stalled_s": secs}),
+                format!("{stage} moving again after {secs:.1} s ({reason})"),
+            )
+        }
+    };
+    if let Err(e) = engine.record(vec![event]).await {
+        tracing::warn!(stage, error = %e, "could not record the stage's change in the ledger");
     }
-    handle.statuses.lock().expect("status lock").insert(status.name.clone(), status.clone());
 }

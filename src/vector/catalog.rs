@@ -93,6 +93,14 @@ impl CompiledFilter<'_> {
     }
 }
 
+/// An event offered to the catalog out of ledger order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the filter catalog takes events in order: seq {seq} offered where at most {next} fits")]
+pub struct CatalogGap {
+    pub seq: u64,
+    pub next: u64,
+}
+
 #[derive(Default, Clone)]
 pub struct Catalog {
     entries: Vec<Option<Entry>>,
@@ -103,7 +111,24 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn insert(&mut self, seq: u64, ts: i64, element_id: &str, element_type: &str, action: &str, source: &str, priority: Priority) {
+    /// Adds (or replaces) the event `seq`. Events arrive in ledger order, so `seq` is at most
+    /// one past the highest seen: a larger one (a damaged or crafted index) is refused
+    /// rather than allocating room for it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        seq: u64,
+        ts: i64,
+        element_id: &str,
+        element_type: &str,
+        action: &str,
+        source: &str,
+        priority: Priority,
+    ) -> Result<(), CatalogGap> {
+        let at = usize::try_from(seq).map_err(|_| CatalogGap { seq, next: self.entries.len().max(1) as u64 })?;
+        if at == 0 || at > self.entries.len().max(1) {
+            return Err(CatalogGap { seq, next: self.entries.len().max(1) as u64 });
+        }
         let entry = Entry {
             ts,
             element: self.elements.intern(element_id),
@@ -112,11 +137,11 @@ impl Catalog {
             source: self.sources.intern(source),
             priority: priority.rank(),
         };
-        let at = seq as usize;
         if self.entries.len() <= at {
             self.entries.resize(at + 1, None);
         }
         self.entries[at] = Some(entry);
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -148,9 +173,11 @@ mod tests {
     #[test]
     fn filters_combine() {
         let mut c = Catalog::default();
-        c.insert(1, 100, "interface:eth0", "interface", "link.down", "nm", Priority::High);
-        c.insert(2, 200, "interface:eth1", "interface", "link.down", "nm", Priority::Low);
-        c.insert(3, 300, "bridge:br0", "bridge", "port.added", "ovsdb", Priority::Medium);
+        c.insert(1, 100, "interface:eth0", "interface", "link.down", "nm", Priority::High).unwrap();
+        c.insert(2, 200, "interface:eth1", "interface", "link.down", "nm", Priority::Low).unwrap();
+        c.insert(3, 300, "bridge:br0", "bridge", "port.added", "ovsdb", Priority::Medium).unwrap();
+        assert!(c.insert(1 << 40, 0, "x", "x", "x", "x", Priority::Low).is_err(), "a seq far ahead is refused");
+        assert!(c.insert(0, 0, "x", "x", "x", "x", Priority::Low).is_err());
         let f = Filters { element_type: Some("interface".into()), min_priority: Some(Priority::Medium), ..Default::default() };
         assert_eq!(c.compile(&f).matching(10), Some(vec![1]));
         let f = Filters { since_ns: Some(150), ..Default::default() };

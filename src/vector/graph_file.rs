@@ -6,10 +6,11 @@
 //! layer0 [u32; count·2m]  upper [u32; level·m] for each node above layer 0, in node order
 //! checksum u64 (of all bytes before it)
 //! ```
-//! All little-endian. Written to a temporary file, synced and renamed into place; read
+//! All little-endian. Written durably (temporary file, sync, rename, directory sync); read
 //! back with every count, id and level checked, so a damaged file is refused, never used.
 
 use super::graph::{MAX_LEVEL, Nodes, Shape};
+use crate::durable;
 use anyhow::{Context, Result, bail, ensure};
 use std::collections::HashMap;
 use std::fs::File;
@@ -62,12 +63,12 @@ impl StreamHash {
     }
 }
 
-struct Out {
-    file: BufWriter<File>,
+struct Out<'a> {
+    file: BufWriter<&'a mut File>,
     hash: StreamHash,
 }
 
-impl Out {
+impl Out<'_> {
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.hash.update(bytes);
         self.file.write_all(bytes)
@@ -83,12 +84,10 @@ impl Out {
     }
 }
 
-/// Writes `nodes` to `path` (via `path.tmp`), synced.
+/// Writes `nodes` to `path`, durably (see [`durable::replace_with`]).
 pub fn write(path: &Path, shape: Shape, nodes: &Nodes) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut out = Out { file: BufWriter::with_capacity(1 << 20, file), hash: StreamHash::default() };
-    let body = |out: &mut Out| -> std::io::Result<()> {
+    durable::replace_with(path, |file| {
+        let mut out = Out { file: BufWriter::with_capacity(1 << 20, file), hash: StreamHash::default() };
         out.put(MAGIC)?;
         out.put(&VERSION.to_le_bytes())?;
         out.put(&(nodes.code_len as u32).to_le_bytes())?;
@@ -107,12 +106,8 @@ pub fn write(path: &Path, shape: Shape, nodes: &Nodes) -> Result<()> {
         }
         let checksum = std::mem::take(&mut out.hash).finish();
         out.file.write_all(&checksum.to_le_bytes())?;
-        out.file.flush()?;
-        out.file.get_ref().sync_all()
-    };
-    body(&mut out).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    Ok(())
+        out.file.flush()
+    })
 }
 
 struct In {

@@ -9,12 +9,14 @@ use super::graph::{Graph, Shape};
 use super::graph_file;
 use crate::config::VectorConfig;
 use crate::embed::DIMENSION;
-use crate::ledger::segment::sync_dir;
+use crate::durable;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 const CHECKPOINT_FILE: &str = "CHECKPOINT";
+/// The CHECKPOINT file is a few hundred bytes plus the out-of-order `extra` seqs.
+const MAX_CHECKPOINT_INFO_BYTES: u64 = 64 << 20;
 /// How the graph is stored; a checkpoint in another format (hnsw_rs's, from earlier
 /// builds) is rebuilt from the stored vectors.
 const GRAPH_FORMAT: &str = "compact-i8-v1";
@@ -99,11 +101,7 @@ impl VectorIndex {
             model_sha256: model_sha256.to_owned(),
             graph_format: GRAPH_FORMAT.to_owned(),
         };
-        let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
-        sync_dir(dir)?;
+        durable::replace(&dir.join(CHECKPOINT_FILE), &serde_json::to_vec_pretty(&info)?)?;
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -119,11 +117,10 @@ impl VectorIndex {
     /// from stored vectors).
     pub fn load(dir: &Path, model_sha256: &str) -> Result<Option<(Self, CheckpointInfo)>> {
         let info_path = dir.join(CHECKPOINT_FILE);
-        let text = match std::fs::read(&info_path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", info_path.display())),
-        };
+        if std::fs::symlink_metadata(&info_path).is_err() {
+            return Ok(None);
+        }
+        let text = durable::read_limited(&info_path, MAX_CHECKPOINT_INFO_BYTES)?;
         let info: CheckpointInfo = serde_json::from_slice(&text).with_context(|| format!("parsing {}", info_path.display()))?;
         if info.model_sha256 != model_sha256 {
             bail!("checkpoint was built with model {}, not {model_sha256}", info.model_sha256);

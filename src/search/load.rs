@@ -1,6 +1,6 @@
 //! Bringing the graph back at start: checkpoint plus tail, or a rebuild from stored vectors.
 
-use super::VectorIndex;
+use crate::vector::{Catalog, VectorIndex};
 use crate::config::VectorConfig;
 use crate::index::Index;
 use anyhow::Result;
@@ -52,8 +52,8 @@ pub fn insert_stored_after(graph: &VectorIndex, index: &Index, after: u64, skip:
 }
 
 /// Adds the filter metadata of every event with `seq` above `after` to the catalog.
-pub fn catalog_events_after(catalog: &mut super::Catalog, index: &Index, after: u64) -> Result<()> {
+pub fn catalog_events_after(catalog: &mut Catalog, index: &Index, after: u64) -> Result<()> {
     index.for_each_event_meta_after(after, |seq, ts, element, kind, action, source, priority| {
-        catalog.insert(seq, ts, element, kind, action, source, priority)
+        Ok(catalog.insert(seq, ts, element, kind, action, source, priority)?)
     })
 }

@@ -1,6 +1,11 @@
 //! Semantic search over the vectors: k-NN in the HNSW graph with filters applied during
 //! traversal, or an exact scan when the filters leave few candidates (where a filtered
-//! graph walk would miss them), then the hits' rows from the index.
+//! graph walk would miss them), then the hits' rows from the index. `load` brings the graph
+//! and the filter catalog back from the index at start.
+
+mod load;
+
+pub use load::{catalog_events_after, insert_stored_after, load_graph};
 
 use crate::event::Priority;
 use crate::index::Index;
@@ -31,16 +36,25 @@ pub struct Hit {
     pub hash: String,
 }
 
+/// Which index file readers open, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The live index another connection writes: read-only connections that see its WAL.
+    Live,
+    /// A file inside a read-only snapshot: opened `immutable`.
+    Snapshot,
+}
+
 /// Read-only SQLite connections, reused across searches.
 pub struct Readers {
     path: PathBuf,
-    immutable: bool,
+    mode: ReadMode,
     idle: Mutex<Vec<Index>>,
 }
 
 impl Readers {
-    pub fn new(path: &Path, immutable: bool) -> Self {
-        Self { path: path.to_owned(), immutable, idle: Mutex::new(Vec::new()) }
+    pub fn new(path: &Path, mode: ReadMode) -> Self {
+        Self { path: path.to_owned(), mode, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `f` with a connection, opening one when none is idle.
@@ -48,8 +62,8 @@ impl Readers {
         let reader = self.idle.lock().expect("readers lock").pop();
         let reader = match reader {
             Some(r) => r,
-            None if self.immutable => Index::open_read_only(&self.path)?,
-            None => Index::open(&self.path)?,
+            None if self.mode == ReadMode::Snapshot => Index::open_snapshot(&self.path)?,
+            None => Index::open_read_only(&self.path)?,
         };
         let result = f(&reader);
         let mut idle = self.idle.lock().expect("readers lock");
@@ -127,7 +141,7 @@ impl SearchState {
 
     /// Scores `seqs` with their stored f32 vectors; the best `limit`, ties by `seq`.
     fn exact_top(&self, query: &[f32], seqs: &[u64], limit: usize) -> Result<Vec<(u64, f32)>> {
-        let vectors = self.readers.with(|index| index.vectors_for(seqs))?;
+        let vectors = self.readers.with(|index| Ok(index.vectors_for(seqs)?))?;
         let mut scored: Vec<(u64, f32)> = vectors.iter().map(|(seq, v)| (*seq, dot(query, v))).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(limit);

@@ -1,0 +1,125 @@
+//! The `elements` table: each element's current state, folded from its events, with the
+//! seq, height and hash of its newest event (the head of its chain).
+
+use super::{Index, IndexError, IndexResult};
+use crate::ledger::Record;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// An element's current state as the index derives it from its events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElementRow {
+    pub element_id: String,
+    pub element_type: String,
+    pub state: Value,
+    pub last_seq: u64,
+    pub height: u64,
+    pub last_hash: String,
+}
+
+impl Index {
+    pub fn element(&self, element_id: &str) -> IndexResult<Option<ElementRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT element_id, element_type, state, last_seq, height, last_hash FROM elements WHERE element_id = ?1")?;
+        Ok(stmt
+            .query_row([element_id], |r| {
+                Ok(ElementRow {
+                    element_id: r.get(0)?,
+                    element_type: r.get(1)?,
+                    state: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
+                    last_seq: r.get::<_, i64>(3)? as u64,
+                    height: r.get::<_, i64>(4)? as u64,
+                    last_hash: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The seq of the element's newest event.
+    pub(super) fn element_last_seq(&self, element_id: &str) -> IndexResult<Option<u64>> {
+        let last: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_seq FROM elements WHERE element_id = ?1")?
+            .query_row([element_id], |r| r.get(0))
+            .optional()?;
+        Ok(last.map(|s| s as u64))
+    }
+
+    /// Every element whose last event came from `source` (a source's last known view of
+    /// its world).
+    pub fn elements_of_source(&self, source: &str) -> IndexResult<Vec<ElementRow>> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT element_id FROM elements WHERE source = ?1")?
+            .query_map([source], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.element(&id)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Folds one record into its element's row; returns the seq of the element's previous event
+/// (0 for its first).
+pub(super) fn apply_to_element(tx: &Transaction<'_>, record: &Record, hash: &str) -> IndexResult<u64> {
+    let previous: Option<(String, i64, i64)> = tx
+        .prepare_cached("SELECT state, height, last_seq FROM elements WHERE element_id = ?1")?
+        .query_row([&record.element_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (state, height, previous_seq) = match previous {
+        Some((_, _, last)) if last as u64 >= record.seq => {
+            return Err(IndexError::Corrupt(format!("element {} already has event {last}, after {}", record.element_id, record.seq)));
+        }
+        Some((state, height, last)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height, last as u64),
+        None => (Value::Object(Map::new()), 0, 0),
+    };
+    let state = next_state(state, &record.details);
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        record.element_id,
+        record.element_type,
+        serde_json::to_string(&state)?,
+        record.seq as i64,
+        height + 1,
+        hash,
+        record.source
+    ])?;
+    Ok(previous_seq)
+}
+
+/// An element's state after one of its events: the event's `after` values (or, for events
+/// without before/after, its plain detail fields) merged over the previous state. An event
+/// with `before` and no `after` removed the element (`present: false`).
+pub fn next_state(state: Value, details: &Value) -> Value {
+    let mut state = match state {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let updates = match details {
+        Value::Object(details) => match details.get("after") {
+            Some(Value::Object(after)) => after.clone(),
+            _ => details
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "before" | "after" | "changed"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        },
+        _ => Map::new(),
+    };
+    for (key, value) in updates {
+        state.insert(key, value);
+    }
+    // An event that says what was before and nothing after removed its element.
+    let removed = details.get("before").is_some() && details.get("after").is_none_or(Value::is_null);
+    state.insert("present".into(), Value::Bool(!removed));
+    Value::Object(state)
+}

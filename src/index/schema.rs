@@ -1,0 +1,93 @@
+//! The index's tables, its schema version, and in-place migrations from older versions.
+
+use super::{IndexError, IndexResult};
+use rusqlite::Connection;
+use std::path::Path;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    element_id TEXT NOT NULL,
+    element_type TEXT NOT NULL,
+    action TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    details TEXT NOT NULL,
+    element_prev_seq INTEGER NOT NULL DEFAULT 0
+);
+-- element_prev_seq: the element's event before this one (0 for its first); an element's
+-- history is a walk down these links from elements.last_seq, like the ledger's element chain.
+-- No index on ts or on element_id: time filters run on the in-memory catalog, histories walk
+-- element_prev_seq, and every index page an insert touches at random is one more page in
+-- each incremental btrfs send (an index by element made the increments grow with history).
+DROP INDEX IF EXISTS events_by_ts;
+CREATE TABLE IF NOT EXISTS elements (
+    element_id TEXT PRIMARY KEY,
+    element_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    last_hash TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+";
+
+/// The schema version this code writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Creates the tables and brings an index written by an older version up to date in place
+/// (the index is derived, but its vectors are expensive to remake, so it is migrated rather
+/// than rebuilt).
+pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
+    conn.execute_batch(SCHEMA)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(IndexError::Corrupt(format!("schema version {version} is newer than this program's {SCHEMA_VERSION}")));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Version 0 → 1: elements remember the source of their last event.
+    let has_source: bool = conn.prepare("SELECT 1 FROM pragma_table_info('elements') WHERE name = 'source'")?.exists([])?;
+    if !has_source {
+        conn.execute_batch("ALTER TABLE elements ADD COLUMN source TEXT NOT NULL DEFAULT ''")?;
+        tracing::info!("index migrated: elements.source added");
+    }
+    // Version 1 → 2: events link to their element's previous event; the index by element
+    // (whose random inserts made every incremental send grow with the history) goes.
+    let has_link: bool = conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'element_prev_seq'")?.exists([])?;
+    if !has_link {
+        let started = std::time::Instant::now();
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE events ADD COLUMN element_prev_seq INTEGER NOT NULL DEFAULT 0;
+             UPDATE events SET element_prev_seq = COALESCE(
+                 (SELECT max(e.seq) FROM events e WHERE e.element_id = events.element_id AND e.seq < events.seq), 0);
+             COMMIT;",
+        )?;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "index migrated: events.element_prev_seq filled");
+    }
+    conn.execute_batch("DROP INDEX IF EXISTS events_by_element")?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    Ok(())
+}
+
+/// A read-only connection cannot migrate: the file must already be of this version.
+pub fn check_readable(conn: &Connection, path: &Path) -> IndexResult<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        SCHEMA_VERSION => Ok(()),
+        v if v > SCHEMA_VERSION => {
+            Err(IndexError::Corrupt(format!("{} has schema version {v}, newer than this program's {SCHEMA_VERSION}", path.display())))
+        }
+        v => Err(IndexError::Other(format!(
+            "{} has schema version {v}; open it once for writing (start the daemon, or run `rebuild`) to migrate it",
+            path.display()
+        ))),
+    }
+}

@@ -1,0 +1,214 @@
+//! The replica role: serves read-only queries from a store of its own, `DIR/.serving`,
+//! derived from the snapshots `replica-receive` verified. Events and element states come
+//! from the verified ledger (never from the received index, whose rows are only checked);
+//! vectors are copied from the received index for the verified events (well-formed unit
+//! vectors only) and inserted into a graph the replica keeps and checkpoints itself.
+//! Nothing is re-embedded: the model is loaded for queries only.
+//!
+//! A newer verified snapshot is taken in by adding what arrived — the new ledger records,
+//! their vectors — to the store, the graph and the filter catalog, then moving the served
+//! head; a query running meanwhile may already see some of the new events, never an event
+//! outside a verified snapshot. Switching costs what arrived, not the history.
+
+mod watch;
+
+pub use watch::StateWatch;
+
+use crate::config::Config;
+use crate::embed::QueryEmbedder;
+use crate::index::{EventRow, Index};
+use crate::layout::Layout;
+use crate::lock::DataDirLock;
+use crate::search::{Hit, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
+use crate::stream::receive::{self, ReplicaState};
+use crate::stream::snapshot::Manifest;
+use crate::vector::{Catalog, Filters, VectorIndex};
+use anyhow::{Context, Result, anyhow, bail};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Where the replica daemon keeps its store inside the receive directory.
+pub const SERVING_DIR: &str = ".serving";
+/// Vectors copied per batch.
+const VECTOR_BATCH: usize = 4096;
+
+/// The verified snapshot being served.
+pub struct Served {
+    pub name: String,
+    pub manifest: Manifest,
+    pub path: PathBuf,
+}
+
+pub struct ReplicaView {
+    dir: PathBuf,
+    serving: Layout,
+    config: Config,
+    index: Mutex<Index>,
+    search: Arc<SearchState>,
+    queries: QueryEmbedder,
+    current: RwLock<Option<Arc<Served>>>,
+    vectorized_seq: AtomicU64,
+    /// Vectors in the last graph checkpoint, and added since.
+    checkpoint: Mutex<(u64, u64)>,
+    _lock: DataDirLock,
+}
+
+impl ReplicaView {
+    /// Opens (creating) the serving store of the receive directory `dir` and takes in the
+    /// newest verified snapshot.
+    pub fn open(dir: &Path, config: &Config) -> Result<Self> {
+        let root = dir.join(SERVING_DIR);
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let lock = DataDirLock::acquire(&root)?;
+        let serving = Layout { root: root.clone(), data: root.clone(), read_only: false };
+        let index = Index::open(&serving.index_path())?;
+        let queries = QueryEmbedder::load(&config.embedding)?;
+        if index.model()?.is_some_and(|(_, sha)| sha != queries.model_sha256()) {
+            bail!(
+                "{} holds vectors of another model than the configured one; configure the primary's model (or remove {} to rebuild it)",
+                root.display(),
+                root.display()
+            );
+        }
+        let mut catalog = Catalog::default();
+        catalog_events_after(&mut catalog, &index, 0)?;
+        let (graph, checkpoint_count, since) = load_graph(&serving.hnsw_dir(), &config.vector, &index, queries.model_sha256())?;
+        let search = Arc::new(SearchState {
+            graph: RwLock::new(Arc::new(graph)),
+            catalog: Arc::new(RwLock::new(catalog)),
+            readers: Readers::new(&serving.index_path(), ReadMode::Live),
+            ef_search: config.vector.ef_search,
+        });
+        let view = Self {
+            dir: dir.to_owned(),
+            vectorized_seq: AtomicU64::new(index.vectorized_seq()?),
+            index: Mutex::new(index),
+            serving,
+            config: config.clone(),
+            search,
+            queries,
+            current: RwLock::new(None),
+            checkpoint: Mutex::new((checkpoint_count, since)),
+            _lock: lock,
+        };
+        view.refresh()?;
+        Ok(view)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes in the newest verified snapshot if it is not the one being served; returns
+    /// true when it switched.
+    pub fn refresh(&self) -> Result<bool> {
+        let state = ReplicaState::load(&self.dir);
+        let Some(name) = state.newest.clone() else { return Ok(false) };
+        if self.current.read().expect("replica lock").as_ref().is_some_and(|c| c.name == name) {
+            return Ok(false);
+        }
+        let path = self.dir.join(&name);
+        let manifest = Manifest::read(&path)?;
+        if manifest.model_sha256 != self.queries.model_sha256() {
+            bail!(
+                "snapshot {name} holds vectors of model {} ({}); this replica is configured with sha256 {}",
+                manifest.model_id,
+                manifest.model_sha256,
+                self.queries.model_sha256()
+            );
+        }
+        let started = std::time::Instant::now();
+        let added = self.take_in(&path, &manifest)?;
+        *self.current.write().expect("replica lock") = Some(Arc::new(Served { name: name.clone(), manifest, path }));
+        tracing::info!(snapshot = %name, events = added.0, vectors = added.1, ms = started.elapsed().as_millis() as u64, "serving a new snapshot");
+        Ok(true)
+    }
+
+    /// Adds the snapshot's new ledger records and their vectors to the store; returns how
+    /// many of each.
+    fn take_in(&self, snapshot: &Path, manifest: &Manifest) -> Result<(u64, u64)> {
+        let mut index = self.index.lock().expect("serving index lock");
+        if index.covered_seq()? > manifest.head_seq {
+            // The receive directory was re-seeded with a shorter history: start over.
+            tracing::warn!(served = index.covered_seq()?, snapshot = manifest.head_seq, "the verified history is shorter than the served one; rebuilding the serving store");
+            index.clear_all()?;
+            *self.search.graph.write().expect("graph lock") = Arc::new(VectorIndex::new(&self.config.vector, 0));
+            *self.search.catalog.write().expect("catalog lock") = Catalog::default();
+            self.vectorized_seq.store(0, Ordering::Relaxed);
+        }
+        index.bind_model(&manifest.model_id, &manifest.model_sha256)?;
+        let before = index.covered_seq()?;
+        let events = index.catch_up(&snapshot.join("ledger"), manifest.head_seq)?;
+        catalog_events_after(&mut self.search.catalog.write().expect("catalog lock"), &index, before)?;
+        let received = Index::open_snapshot(&snapshot.join("index.sqlite"))?;
+        let graph = self.search.graph.read().expect("graph lock").clone();
+        let mut after = self.vectorized_seq.load(Ordering::Relaxed);
+        let mut copied = 0u64;
+        while after < manifest.seq {
+            let batch: Vec<(u64, Vec<f32>)> =
+                received.vectors_after(after, VECTOR_BATCH)?.into_iter().filter(|(seq, _)| *seq <= manifest.seq).collect();
+            let Some(last) = batch.last().map(|(s, _)| *s) else { break };
+            let items: Vec<(u64, Arc<[f32]>)> = batch.iter().map(|(s, v)| (*s, Arc::from(v.as_slice()))).collect();
+            index.put_vectors(&items, after)?;
+            graph.insert_many(&batch);
+            copied += batch.len() as u64;
+            after = last;
+        }
+        index.put_vectors(&[], manifest.seq)?;
+        self.vectorized_seq.store(manifest.seq, Ordering::Relaxed);
+        self.maybe_checkpoint(&index, copied, manifest.seq)?;
+        Ok((events, copied))
+    }
+
+    /// Checkpoints the replica's own graph when what was added since reaches a fraction of it.
+    fn maybe_checkpoint(&self, index: &Index, added: u64, seq: u64) -> Result<()> {
+        let mut checkpoint = self.checkpoint.lock().expect("checkpoint lock");
+        checkpoint.1 += added;
+        let (count, since) = *checkpoint;
+        if since < self.config.vector.checkpoint_min_vectors || (since as f64) < self.config.vector.checkpoint_fraction * count as f64 {
+            return Ok(());
+        }
+        index.make_durable()?;
+        let graph = self.search.graph.read().expect("graph lock").clone();
+        let info = graph.checkpoint(&self.serving.hnsw_dir(), seq, Vec::new(), self.queries.model_sha256())?;
+        *checkpoint = (info.count, 0);
+        Ok(())
+    }
+
+    pub fn current(&self) -> Result<Arc<Served>> {
+        self.current
+            .read()
+            .expect("replica lock")
+            .clone()
+            .ok_or_else(|| anyhow!("no verified snapshot has arrived in {} yet", self.dir.display()))
+    }
+
+    pub fn vectorized_seq(&self) -> u64 {
+        self.vectorized_seq.load(Ordering::Relaxed)
+    }
+
+    pub fn search_state(&self) -> &Arc<SearchState> {
+        &self.search
+    }
+
+    pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Vec<Hit>> {
+        self.current()?;
+        let vector = self.queries.embed(query)?;
+        self.search.search(&vector, limit, filters)
+    }
+
+    pub fn history(&self, element_id: &str, limit: usize) -> Result<Vec<EventRow>> {
+        self.current()?;
+        self.search.readers.with(|i| Ok(i.history(element_id, limit)?))
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        self.search.readers.with(|i| Ok(i.counts()?))
+    }
+
+    /// The newest refusals of the receiver (for stats).
+    pub fn rejections(&self) -> Vec<serde_json::Value> {
+        receive::recent_rejections(&self.dir, 5)
+    }
+}

@@ -1,0 +1,136 @@
+//! When to snapshot: decided by events, not timers. Each recorded event becomes due a delay
+//! after it was recorded that depends on its priority (critical: at once; high: within 1 s;
+//! medium and low: batched), and only once it is vectorized; a batch of vectorized events
+//! is due at once; nothing new, nothing snapshotted.
+//!
+//! The pending set is bounded: per priority class at most [`RANGES_PER_CLASS`] ranges of
+//! seqs, each with the earliest due time of the events in it. When a burst would exceed
+//! that, the newest range grows instead — a snapshot may then come a little early, never late.
+
+use crate::config::StreamConfig;
+use crate::event::Priority;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Ranges kept per priority class.
+pub const RANGES_PER_CLASS: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    first: u64,
+    last: u64,
+    due: Instant,
+}
+
+/// Events recorded and not yet in a snapshot.
+#[derive(Debug)]
+pub struct Pending {
+    delays: [Duration; 4],
+    batch_events: u64,
+    classes: [VecDeque<Range>; 4],
+    /// Notices were missed (a burst outran the subscriber): a snapshot is due at this time.
+    missed: Option<Instant>,
+}
+
+impl Pending {
+    pub fn new(config: &StreamConfig) -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            delays: [ms(config.low_delay_ms), ms(config.medium_delay_ms), ms(config.high_delay_ms), ms(config.critical_delay_ms)],
+            batch_events: config.batch_events.max(1),
+            classes: Default::default(),
+            missed: None,
+        }
+    }
+
+    /// An event was recorded now.
+    pub fn note(&mut self, seq: u64, priority: Priority, now: Instant) {
+        let due = now + self.delays[priority.rank() as usize];
+        let class = &mut self.classes[priority.rank() as usize];
+        let full = class.len() >= RANGES_PER_CLASS;
+        match class.back_mut() {
+            Some(range) if full => range.last = range.last.max(seq),
+            _ => class.push_back(Range { first: seq, last: seq, due }),
+        }
+    }
+
+    /// Some notices were missed; whatever they were, a snapshot is due within the medium delay.
+    pub fn note_missed(&mut self, now: Instant) {
+        let due = now + self.delays[Priority::Medium.rank() as usize];
+        self.missed = Some(self.missed.map_or(due, |d| d.min(due)));
+    }
+
+    /// Whether a snapshot is due now, given that everything through `vectorized` has its
+    /// vector and the last snapshot covered `last`.
+    pub fn due(&self, vectorized: u64, last: u64, now: Instant) -> bool {
+        if vectorized <= last {
+            return false;
+        }
+        vectorized - last >= self.batch_events
+            || self.missed.is_some_and(|at| at <= now)
+            || self.classes.iter().filter_map(VecDeque::front).any(|r| r.first <= vectorized && r.due <= now)
+    }
+
+    /// A snapshot covering everything through `seq` was taken.
+    pub fn covered(&mut self, seq: u64) {
+        self.missed = None;
+        for class in &mut self.classes {
+            while let Some(front) = class.front_mut() {
+                if front.last <= seq {
+                    class.pop_front();
+                } else {
+                    front.first = front.first.max(seq + 1);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Ranges held (for tests and stats).
+    pub fn len(&self) -> usize {
+        self.classes.iter().map(VecDeque::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.missed.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> StreamConfig {
+        StreamConfig { critical_delay_ms: 0, high_delay_ms: 1000, medium_delay_ms: 10_000, low_delay_ms: 30_000, batch_events: 100, ..Default::default() }
+    }
+
+    #[test]
+    fn critical_is_due_once_vectorized_low_waits() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(&config());
+        p.note(1, Priority::Low, t0);
+        p.note(2, Priority::Critical, t0);
+        assert!(!p.due(1, 0, t0), "only the low one is vectorized");
+        assert!(p.due(2, 0, t0), "the critical one is vectorized and due at once");
+        p.covered(2);
+        assert!(p.is_empty());
+        p.note(3, Priority::High, t0);
+        assert!(!p.due(3, 2, t0 + Duration::from_millis(999)));
+        assert!(p.due(3, 2, t0 + Duration::from_millis(1000)));
+        assert!(!p.due(3, 3, t0 + Duration::from_secs(60)), "nothing new, nothing due");
+    }
+
+    #[test]
+    fn a_batch_is_due_at_once_and_the_set_stays_bounded() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(&config());
+        for seq in 1..=1_000_000 {
+            p.note(seq, Priority::Low, t0 + Duration::from_micros(seq));
+        }
+        assert!(p.len() <= RANGES_PER_CLASS);
+        assert!(!p.due(50, 0, t0));
+        assert!(p.due(100, 0, t0), "a batch of 100");
+        p.covered(500_000);
+        assert!(p.due(500_001, 500_000, t0 + Duration::from_secs(31)), "the rest of a merged range stays pending");
+    }
+}
