@@ -356,7 +356,9 @@ impl ReplicaConfig {
                         );
                     }
                 }
-                other => bail!("stream.replicas {name}: ssh_options takes only \"-o\", \"Name=value\" pairs and \"-p\", \"PORT\", not {other:?}"),
+                other => {
+                    bail!("stream.replicas {name}: ssh_options takes only \"-o\", \"Name=value\" pairs and \"-p\", \"PORT\", not {other:?}")
+                }
             }
         }
         Ok(())
@@ -545,9 +547,11 @@ mod tests {
             let err = replica(bad).unwrap_err().to_string();
             assert!(err.contains("r1"), "{bad}: {err}");
         }
-        let err = load_str("[[stream.replicas]]\nname = \"r1\"\ntransport = \"ssh\"\ndestination = \"h\"\nremote_dir = \"/var/lib/r;rm -rf /\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = load_str(
+            "[[stream.replicas]]\nname = \"r1\"\ntransport = \"ssh\"\ndestination = \"h\"\nremote_dir = \"/var/lib/r;rm -rf /\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("remote_dir"), "{err}");
         let twice = "[[stream.replicas]]\nname = \"r1\"\ntransport = \"local\"\nremote_dir = \"/a\"\n".repeat(2);
         assert!(load_str(&twice).unwrap_err().to_string().contains("used twice"));

@@ -109,7 +109,12 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
 }
 
 /// Takes in each newly verified snapshot (woken by inotify; a slow timer as a safety net).
-async fn follow_snapshots(view: Arc<ReplicaView>, iface: InterfaceRef<PortAgent>, state_file: std::path::PathBuf, mut stopping: Stopping) -> Result<()> {
+async fn follow_snapshots(
+    view: Arc<ReplicaView>,
+    iface: InterfaceRef<PortAgent>,
+    state_file: std::path::PathBuf,
+    mut stopping: Stopping,
+) -> Result<()> {
     let mut watch = StateWatch::new(&state_file)?;
     loop {
         let v = view.clone();
@@ -265,7 +270,8 @@ fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine
             }
         });
     }
-    supervisor.spawn("recorder", "recorder", Restart::Always, move |stopping| recorder.clone().run(engine.clone(), health.clone(), stopping));
+    supervisor
+        .spawn("recorder", "recorder", Restart::Always, move |stopping| recorder.clone().run(engine.clone(), health.clone(), stopping));
 }
 
 /// Starts snapshots and replication when the data directory is on Btrfs.

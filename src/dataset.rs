@@ -61,7 +61,14 @@ impl DataSet {
         if added > 0 {
             tracing::info!(events = added, "index caught up from the ledger");
         }
-        Ok(Self { layout: layout.clone(), mode: Mode::Writable, ledger: Some(ledger), index: Some(index), report: Some(report), _lock: Some(lock) })
+        Ok(Self {
+            layout: layout.clone(),
+            mode: Mode::Writable,
+            ledger: Some(ledger),
+            index: Some(index),
+            report: Some(report),
+            _lock: Some(lock),
+        })
     }
 
     /// Opens a data set for reading only. Its index may trail its ledger (when no daemon

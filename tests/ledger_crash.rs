@@ -3,10 +3,10 @@
 mod common;
 
 use common::{BtrfsMount, plain_config, sample_event};
+use ovs_port_agent::dataset::DataSet;
 use ovs_port_agent::event::{NewEvent, Priority};
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::ledger::{Ledger, LedgerOptions, LedgerWriter, scan};
-use ovs_port_agent::dataset::DataSet;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 use std::collections::HashMap;

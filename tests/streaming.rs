@@ -305,8 +305,9 @@ fn the_ssh_connection_killed_mid_send_leaves_nothing_partial_and_the_send_conver
     let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start_in(&host.primary_ns, &bus.address, &state, &config);
-    // A big first snapshot (incompressible bytes in the data subvolume), so that the full
-    // send takes long enough to be cut in the middle.
+    // A big first snapshot, so that the full send takes long enough to be cut in the middle:
+    // incompressible bytes where the data set keeps its one large file, the graph checkpoint
+    // directory (the receiver refuses files the data set does not have).
     let mut noise = vec![0u8; 256 << 20];
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for chunk in noise.chunks_mut(8) {
@@ -315,7 +316,8 @@ fn the_ssh_connection_killed_mid_send_leaves_nothing_partial_and_the_send_conver
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
-    std::fs::write(state.join("data").join("padding.bin"), &noise).unwrap();
+    std::fs::create_dir_all(state.join("data/hnsw")).unwrap();
+    std::fs::write(state.join("data/hnsw/graph-00000000000000000000.graph"), &noise).unwrap();
     drop(noise);
     record(&daemon, "interface:eth0", "link.down", "eth0 lost carrier", "critical");
 
@@ -358,7 +360,7 @@ fn the_ssh_connection_killed_mid_send_leaves_nothing_partial_and_the_send_conver
     host.start_sshd();
     let s = wait_replica(&rep_dir, 1);
     let snap = rep_dir.join(s["newest"].as_str().unwrap());
-    assert_eq!(std::fs::metadata(snap.join("padding.bin")).unwrap().len(), 256 << 20);
+    assert_eq!(std::fs::metadata(snap.join("hnsw/graph-00000000000000000000.graph")).unwrap().len(), 256 << 20);
     let (code, out, _) = agent(&["verify", "--data-dir", snap.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(snapshots_in(&rep_dir).len(), 1, "{:?}", snapshots_in(&rep_dir));

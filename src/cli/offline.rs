@@ -2,8 +2,8 @@
 
 use super::output::{event_line, print_events, print_hits};
 use crate::config::Config;
-use crate::import::parse_input;
 use crate::dataset::DataSet;
+use crate::import::parse_input;
 use crate::layout::Layout;
 use crate::ledger::scan;
 use crate::lock::DataDirLock;

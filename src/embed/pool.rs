@@ -317,11 +317,21 @@ mod tests {
             let (reply, _rx) = oneshot::channel();
             q.queries.push_back(Job { class: 0, order, text: String::new(), work: Work::Query { reply } });
         }
-        let taken: Vec<(bool, u64)> =
-            std::iter::from_fn(|| q.next()).map(|j| (matches!(j.work, Work::Query { .. }), j.order)).collect();
+        let taken: Vec<(bool, u64)> = std::iter::from_fn(|| q.next()).map(|j| (matches!(j.work, Work::Query { .. }), j.order)).collect();
         assert_eq!(
             taken,
-            vec![(true, 100), (true, 101), (true, 102), (true, 103), (false, 5), (true, 104), (true, 105), (false, 9), (false, 1), (false, 2)]
+            vec![
+                (true, 100),
+                (true, 101),
+                (true, 102),
+                (true, 103),
+                (false, 5),
+                (true, 104),
+                (true, 105),
+                (false, 9),
+                (false, 1),
+                (false, 2)
+            ]
         );
     }
 }

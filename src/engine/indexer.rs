@@ -225,7 +225,11 @@ impl Indexer {
     fn watch_embedding(&mut self) {
         let waiting = self.scheduler.in_flight() > 0;
         if waiting && self.last_embedding.elapsed() >= EMBEDDING_STALL_AFTER {
-            let reason = format!("no embedding finished for {} s while {} events wait", self.last_embedding.elapsed().as_secs(), self.scheduler.in_flight());
+            let reason = format!(
+                "no embedding finished for {} s while {} events wait",
+                self.last_embedding.elapsed().as_secs(),
+                self.scheduler.in_flight()
+            );
             self.report(EMBEDDING_STAGE, Some(reason));
         } else if !waiting || self.last_embedding.elapsed() < EMBEDDING_STALL_AFTER {
             self.report(EMBEDDING_STAGE, None);
@@ -244,7 +248,13 @@ impl Indexer {
             Transition::Stalled => {
                 let reason = error.unwrap_or_default();
                 tracing::error!(stage, error = %reason, "stalled; retrying with backoff until it works again");
-                stage_event(stage, "stalled", Priority::Critical, json!({"stage": stage, "reason": reason}), format!("{stage} stalled: {reason}"))
+                stage_event(
+                    stage,
+                    "stalled",
+                    Priority::Critical,
+                    json!({"stage": stage, "reason": reason}),
+                    format!("{stage} stalled: {reason}"),
+                )
             }
             Transition::Resumed { since_unix_ns, reason } => {
                 let secs = (crate::event::now_ns() - since_unix_ns) as f64 / 1e9;

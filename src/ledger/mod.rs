@@ -12,9 +12,9 @@ pub use record::{Hash, Record, ZERO_HASH};
 pub use verify::{ChainState, Damage, DamageKind, MAX_LINE_BYTES, ScanOutcome, TornTail, open_segment_file, scan};
 pub use writer::{CommitHook, LedgerWriter, PauseGuard, WriterStats, WriterThread};
 
+use crate::durable::sync_dir;
 use crate::event::{EventError, NewEvent, Priority, now_ns};
 use record::{Body, encode_line};
-use crate::durable::sync_dir;
 use segment::{SegmentFile, segment_name};
 use serde_json::json;
 use std::fs::{File, OpenOptions};

@@ -131,7 +131,11 @@ impl ReplicaView {
         let mut index = self.index.lock().expect("serving index lock");
         if index.covered_seq()? > manifest.head_seq {
             // The receive directory was re-seeded with a shorter history: start over.
-            tracing::warn!(served = index.covered_seq()?, snapshot = manifest.head_seq, "the verified history is shorter than the served one; rebuilding the serving store");
+            tracing::warn!(
+                served = index.covered_seq()?,
+                snapshot = manifest.head_seq,
+                "the verified history is shorter than the served one; rebuilding the serving store"
+            );
             index.clear_all()?;
             *self.search.graph.write().expect("graph lock") = Arc::new(VectorIndex::new(&self.config.vector, 0));
             *self.search.catalog.write().expect("catalog lock") = Catalog::default();

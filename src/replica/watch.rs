@@ -33,7 +33,8 @@ impl StateWatch {
         }
         let name = state_file.file_name().context("the state file has no name")?.as_bytes().to_vec();
         // SAFETY: `fd` is an open descriptor this AsyncFd owns from here on.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| anyhow::anyhow!("watching for snapshots: {e}"))?;
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watching for snapshots: {e}"))?;
         Ok(Self { fd, name })
     }
 

@@ -1,8 +1,8 @@
 //! Bringing the graph back at start: checkpoint plus tail, or a rebuild from stored vectors.
 
-use crate::vector::{Catalog, VectorIndex};
 use crate::config::VectorConfig;
 use crate::index::Index;
+use crate::vector::{Catalog, VectorIndex};
 use anyhow::Result;
 use std::collections::HashSet;
 use std::path::Path;

@@ -156,7 +156,10 @@ impl Recorder {
                         tracing::error!(error = %e, events = count, "recording source events failed; retrying with backoff");
                     }
                     if stopping.is_set() && failures > 3 {
-                        tracing::error!(events = count, "stopping with source events that could not be recorded; sources reconcile at the next start");
+                        tracing::error!(
+                            events = count,
+                            "stopping with source events that could not be recorded; sources reconcile at the next start"
+                        );
                         batch.clear();
                         return Ok(());
                     }
@@ -210,7 +213,11 @@ impl Recorder {
                     Priority::High,
                     json!({"source": clip(&source), "element_id": clip(&element_id), "action": clip(&action), "reason": reason.0}),
                 )
-                .with_summary(format!("an event from {} could not be recorded: {}", clip(&source).escape_debug(), reason.0.escape_debug()))
+                .with_summary(format!(
+                    "an event from {} could not be recorded: {}",
+                    clip(&source).escape_debug(),
+                    reason.0.escape_debug()
+                ))
             }
         }
     }

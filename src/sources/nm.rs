@@ -703,7 +703,8 @@ mod tests {
 
     #[test]
     fn nested_secrets_are_scrubbed() {
-        let mut v = json!({"data": {"user": "u", "password": "p", "cert-pass": {"psk": "x", "keep": 1}}, "list": [{"secret-key": 1, "ok": 2}]});
+        let mut v =
+            json!({"data": {"user": "u", "password": "p", "cert-pass": {"psk": "x", "keep": 1}}, "list": [{"secret-key": 1, "ok": 2}]});
         scrub_secrets(&mut v);
         assert_eq!(v, json!({"data": {"user": "u", "cert-pass": {"keep": 1}}, "list": [{"ok": 2}]}));
     }

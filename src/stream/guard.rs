@@ -199,8 +199,11 @@ impl Guard {
                 return Ok(());
             }
             _ if first => return refuse("the stream does not start with its subvolume"),
-            cmd::MKFILE | cmd::MKDIR | cmd::UNLINK | cmd::RMDIR | cmd::WRITE | cmd::TRUNCATE | cmd::UTIMES => {
+            cmd::MKFILE | cmd::MKDIR | cmd::UNLINK | cmd::RMDIR | cmd::WRITE | cmd::TRUNCATE => {
                 attrs.path(attr::PATH)?;
+            }
+            cmd::UTIMES => {
+                attrs.path_or_root(attr::PATH)?;
             }
             cmd::RENAME => {
                 attrs.path(attr::PATH)?;
@@ -219,14 +222,14 @@ impl Guard {
                 }
             }
             cmd::CHMOD => {
-                attrs.path(attr::PATH)?;
+                attrs.path_or_root(attr::PATH)?;
                 let mode = attrs.u64(attr::MODE)?;
                 if mode & 0o7002 != 0 {
                     return refuse(format!("mode {mode:o} (setuid, setgid, sticky or world-writable)"));
                 }
             }
             cmd::CHOWN => {
-                attrs.path(attr::PATH)?;
+                attrs.path_or_root(attr::PATH)?;
                 let (uid, gid) = (attrs.u64(attr::UID)?, attrs.u64(attr::GID)?);
                 if uid != 0 || gid != 0 {
                     return refuse(format!("owner {uid}:{gid} (the data set belongs to root)"));
@@ -285,6 +288,15 @@ impl<'a> Attrs<'a> {
             return refuse(format!("the path {path:?}"));
         }
         Ok(path)
+    }
+
+    /// A path inside the subvolume, or the empty path naming the subvolume's own root
+    /// (`btrfs send` sets the root's owner, mode and times that way).
+    fn path_or_root(&self, kind: u16) -> Result<&'a str, Refused> {
+        if self.get(kind)?.is_empty() {
+            return Ok("");
+        }
+        self.path(kind)
     }
 
     fn uuid(&self, kind: u16) -> Result<[u8; 16], Refused> {
@@ -357,6 +369,7 @@ pub(crate) mod tests {
             command(cmd::CHOWN, &[(attr::PATH, b"ledger"), (attr::UID, &[0; 8]), (attr::GID, &[0; 8])]),
             command(cmd::CHMOD, &[(attr::PATH, b"ledger"), (attr::MODE, &0o755u64.to_le_bytes())]),
             command(cmd::CLONE, &[(attr::PATH, b"a"), (attr::CLONE_UUID, &OWN), (attr::CLONE_PATH, b"b")]),
+            command(cmd::UTIMES, &[(attr::PATH, b""), (9, &[0; 12])]),
             command(cmd::END, &[]),
         ]);
         assert_eq!(run(&bytes, full("data@5")).unwrap(), bytes);

@@ -6,15 +6,16 @@
 //!    (`guard`): one subvolume named as announced, regular files and directories, root's,
 //!    plain modes, paths inside, no device nodes, links, attributes or foreign clones;
 //! 2. `btrfs receive --chroot` runs in a mount namespace of its own where the file system
-//!    is `nosuid,nodev,noexec`, into `DIR/.incoming`, a fresh 0700 directory, capped in
-//!    bytes and time;
+//!    is `nosuid,nodev,noexec`, into `DIR`, a 0700 directory, capped in bytes and time (a
+//!    read-only subvolume cannot be moved between directories afterwards, so there is no
+//!    separate staging directory: what is not verified is deleted where it landed);
 //! 3. what arrived is checked again on disk — exactly one read-only subvolume with a
 //!    received UUID, a snapshot of the verified parent, holding only the data set's files,
 //!    each a regular file or directory owned by root with plain modes (`tree`);
 //! 4. the ledger is verified from the last verified head: the verified part byte-identical
 //!    (`identity`), every new record's hash, its link and its element's chain, ending at the
 //!    MANIFEST's head; the index rows and vectors of the new events match that ledger;
-//! 5. only then is it moved next to the verified snapshots and acknowledged; its
+//! 5. only then is it named the newest verified snapshot and acknowledged; its
 //!    predecessor is deleted after that. Nothing verified is deleted before its successor
 //!    is verified, and a stream can never name (and so replace) a verified snapshot.
 //!
@@ -40,7 +41,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const STATE_FILE: &str = "replica-state.json";
-const INCOMING: &str = ".incoming";
 const VERIFIED_DB: &str = ".verified.sqlite";
 const REJECTIONS: &str = "rejections.jsonl";
 /// The rejection log is cut back to its newer half beyond this size.
@@ -126,26 +126,26 @@ pub fn run(dir: &Path, limits: Limits) -> Result<()> {
     }
 }
 
-/// Makes the receive directory private (0700) and clears what an interrupted session left.
+/// Makes the receive directory private (0700) and removes every snapshot but the newest
+/// verified one (an interrupted session's partial receive among them).
 fn prepare(dir: &Path) -> Result<()> {
-    for d in [dir.to_owned(), dir.join(INCOMING)] {
-        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private", d.display()))?;
-    }
-    clear_incoming(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private", dir.display()))?;
     prune(dir, ReplicaState::load(dir).newest.as_deref().unwrap_or(""));
     Ok(())
 }
 
-/// Deletes everything in `DIR/.incoming` (partial or refused receives).
-fn clear_incoming(dir: &Path) {
-    let incoming = dir.join(INCOMING);
-    for entry in std::fs::read_dir(&incoming).into_iter().flatten().flatten() {
+/// Deletes what a refused or broken receive left (a subvolume, or anything else the stream
+/// managed to create next to it).
+fn remove_unverified(dir: &Path, before: &[std::ffi::OsString]) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if before.contains(&entry.file_name()) {
+            continue;
+        }
         let path = entry.path();
-        let is_subvolume = btrfs::subvolume_facts(&path).is_ok();
-        let removed = if is_subvolume {
+        let removed = if btrfs::subvolume_facts(&path).is_ok() {
             snapshot::delete(&path)
-        } else if path.is_dir() {
+        } else if path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
             std::fs::remove_dir_all(&path).map_err(Into::into)
         } else {
             std::fs::remove_file(&path).map_err(Into::into)
@@ -154,6 +154,10 @@ fn clear_incoming(dir: &Path) {
             eprintln!("could not remove {}: {e:#}", path.display());
         }
     }
+}
+
+fn entries(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    Ok(std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?)
 }
 
 fn read_header_line(input: &mut impl BufRead) -> Result<Option<String>> {
@@ -181,7 +185,11 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
     };
     let newest_seq = state.newest.as_deref().and_then(snapshot::snapshot_seq);
     if newest_seq.is_some_and(|n| seq <= n) {
-        return refused(&mut ack, input, format!("{} is not newer than the verified {}", header.name, state.newest.clone().unwrap_or_default()));
+        return refused(
+            &mut ack,
+            input,
+            format!("{} is not newer than the verified {}", header.name, state.newest.clone().unwrap_or_default()),
+        );
     }
     // Incremental only from the newest verified snapshot (the only one kept).
     let parent = match &header.parent {
@@ -198,21 +206,29 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
         }
     };
     let expected = Expected { name: header.name.clone(), parent };
-    clear_incoming(dir);
-    let staged = dir.join(INCOMING).join(&header.name);
-    match receive_stream(dir, header, expected, input, limits) {
-        Ok(()) => {}
-        Err(e) => {
-            clear_incoming(dir);
-            ack.error = Some(format!("{e:#}"));
-            return Ok(ack);
-        }
+    let target = dir.join(&header.name);
+    // A leftover of the same (newer, so unverified) name from an interrupted attempt.
+    if target.exists() {
+        snapshot::delete(&target)?;
     }
-    match check(dir, &staged, &state, header.parent.is_some()) {
+    let before = entries(dir)?;
+    if let Err(e) = receive_stream(dir, header, expected, input, limits) {
+        remove_unverified(dir, &before);
+        if e.is::<SessionBroken>() {
+            return Err(e);
+        }
+        ack.error = Some(format!("{e:#}"));
+        return Ok(ack);
+    }
+    let verified = entries(dir).and_then(|after| {
+        let new: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
+        if new.len() != 1 || *new[0] != *header.name {
+            bail!("the stream did not create exactly its one subvolume");
+        }
+        check(dir, &target, &state, header.parent.is_some())
+    });
+    match verified {
         Ok(verified) => {
-            let target = dir.join(&header.name);
-            std::fs::rename(&staged, &target).with_context(|| format!("moving {} into place", staged.display()))?;
-            durable::sync_dir(dir)?;
             verified.state.save(dir)?;
             ack.ok = true;
             ack.received_uuid = verified.state.received_uuid.clone();
@@ -220,7 +236,7 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
             ack.head_hash = verified.state.head_hash.clone();
         }
         Err(e) => {
-            clear_incoming(dir);
+            remove_unverified(dir, &before);
             ack.error = Some(format!("{e:#}"));
         }
     }
@@ -229,10 +245,9 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
 
 /// Runs the filtered stream into `btrfs receive` (confined); returns once it succeeded.
 fn receive_stream(dir: &Path, header: &Header, expected: Expected, input: &mut (impl Read + Send), limits: Limits) -> Result<()> {
-    let incoming = dir.join(INCOMING);
     let mut receive = Command::new("btrfs");
-    receive.arg("receive").arg("--chroot").arg(&incoming).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    btrfs::confine_to_nosuid_nodev(&mut receive, &btrfs::mount_point_of(&incoming)?)?;
+    receive.arg("receive").arg("--chroot").arg(dir).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    btrfs::confine_to_nosuid_nodev(&mut receive, &btrfs::mount_point_of(dir)?)?;
     let mut child = receive.spawn().context("running btrfs receive")?;
     let mut to_receive = child.stdin.take().expect("piped");
     let watchdog = Watchdog::start(child.id(), Duration::from_secs(limits.max_stream_seconds));
@@ -317,7 +332,7 @@ fn receive_stream(dir: &Path, header: &Header, expected: Expected, input: &mut (
     }
     let output = child.wait_with_output()?;
     watchdog.disarm();
-    copied?;
+    copied.map_err(|e| SessionBroken(format!("{e:#}")))?;
     if let Some(why) = refused {
         bail!("{why}");
     }
@@ -326,6 +341,11 @@ fn receive_stream(dir: &Path, header: &Header, expected: Expected, input: &mut (
     }
     Ok(())
 }
+
+/// The session itself broke (the sender went away mid-stream): nothing more can be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SessionBroken(String);
 
 /// Kills `btrfs receive` and ends the session when one stream takes longer than allowed
 /// (the read that waits for the sender cannot be interrupted otherwise); the next session
@@ -381,12 +401,8 @@ struct Verified {
     state: ReplicaState,
 }
 
-/// Checks a received snapshot in `DIR/.incoming`.
+/// Checks a received snapshot.
 fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) -> Result<Verified> {
-    let entries: Vec<_> = std::fs::read_dir(dir.join(INCOMING))?.collect::<Result<_, _>>()?;
-    if entries.len() != 1 || entries[0].path() != staged {
-        bail!("the stream did not create exactly its one subvolume");
-    }
     let facts = btrfs::subvolume_facts(staged)?;
     if !facts.read_only {
         bail!("{} is not read-only", staged.display());
@@ -456,7 +472,13 @@ fn verify_whole(snapshot: &Path, manifest: &Manifest, heads: &mut VerifiedHeads)
 /// A later snapshot: the ledger the last verified snapshot held is still there byte for
 /// byte (segments unchanged, the last one only grown), and from its head on every record's
 /// hash, link and element chain holds, ending at the MANIFEST's head.
-fn verify_from(parent: &Path, snapshot: &Path, previous: &ReplicaState, manifest: &Manifest, heads: &mut VerifiedHeads) -> Result<Vec<Record>> {
+fn verify_from(
+    parent: &Path,
+    snapshot: &Path,
+    previous: &ReplicaState,
+    manifest: &Manifest,
+    heads: &mut VerifiedHeads,
+) -> Result<Vec<Record>> {
     let (old_dir, new_dir) = (parent.join("ledger"), snapshot.join("ledger"));
     let old = list_segments(&old_dir).with_context(|| format!("listing {}", old_dir.display()))?;
     let new = list_segments(&new_dir).with_context(|| format!("listing {}", new_dir.display()))?;
@@ -530,7 +552,8 @@ fn check_index(snapshot: &Path, manifest: &Manifest, records: &[Record], previou
     let mut after = since;
     loop {
         let rows: Vec<(i64, Vec<u8>)> = {
-            let mut stmt = index.connection().prepare("SELECT seq, vector FROM vectors WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT 4096")?;
+            let mut stmt =
+                index.connection().prepare("SELECT seq, vector FROM vectors WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT 4096")?;
             let rows = stmt.query_map(params![after as i64, manifest.seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };

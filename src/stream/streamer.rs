@@ -162,10 +162,8 @@ fn status_path(root: &Path, name: &str) -> PathBuf {
 }
 
 fn load_status(root: &Path, name: &str) -> ReplicaStatus {
-    let mut s: ReplicaStatus = durable::read_limited(&status_path(root, name), 1 << 20)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut s: ReplicaStatus =
+        durable::read_limited(&status_path(root, name), 1 << 20).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     s.name = name.to_owned();
     if s.state.is_empty() {
         s.state = "lagging".into();
@@ -208,7 +206,12 @@ pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, 
 }
 
 /// Watches recorded events and vectorization and takes snapshots when they are due.
-async fn trigger_loop(engine: Arc<Engine>, config: crate::config::StreamConfig, handle: Arc<StreamHandle>, mut stopping: Stopping) -> Result<()> {
+async fn trigger_loop(
+    engine: Arc<Engine>,
+    config: crate::config::StreamConfig,
+    handle: Arc<StreamHandle>,
+    mut stopping: Stopping,
+) -> Result<()> {
     let mut records = engine.subscribe();
     let mut vectorized = engine.vectorized();
     let mut pending = Pending::new(&config);
@@ -255,7 +258,13 @@ async fn trigger_loop(engine: Arc<Engine>, config: crate::config::StreamConfig, 
 }
 
 /// Keeps one replica in step with the newest snapshot.
-async fn replica_worker(replica: ReplicaConfig, engine: Arc<Engine>, handle: Arc<StreamHandle>, binary: PathBuf, mut stopping: Stopping) -> Result<()> {
+async fn replica_worker(
+    replica: ReplicaConfig,
+    engine: Arc<Engine>,
+    handle: Arc<StreamHandle>,
+    binary: PathBuf,
+    mut stopping: Stopping,
+) -> Result<()> {
     let stage = format!("replica:{}", replica.name);
     let mut newest = handle.newest_tx.subscribe();
     let mut session: Option<Session> = None;

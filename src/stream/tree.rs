@@ -13,8 +13,14 @@ use std::path::Path;
 const MAX_ENTRIES: usize = 100_000;
 
 /// Top-level entries and whether each is a directory.
-const TOP_LEVEL: &[(&str, bool)] =
-    &[("MANIFEST", false), ("ledger", true), ("index.sqlite", false), ("index.sqlite-wal", false), ("index.sqlite-shm", false), ("hnsw", true)];
+const TOP_LEVEL: &[(&str, bool)] = &[
+    ("MANIFEST", false),
+    ("ledger", true),
+    ("index.sqlite", false),
+    ("index.sqlite-wal", false),
+    ("index.sqlite-shm", false),
+    ("hnsw", true),
+];
 
 pub fn check(root: &Path) -> Result<()> {
     let mut count = 0usize;
@@ -37,8 +43,10 @@ pub fn check(root: &Path) -> Result<()> {
                 let inner_name = inner.file_name();
                 let inner_name = inner_name.to_string_lossy();
                 let ok = match &*name {
-                    "ledger" => inner_name.len() == 26 && inner_name.ends_with(".jsonl") && inner_name[..20].bytes().all(|b| b.is_ascii_digit()),
-                    _ => !inner_name.starts_with('.'),
+                    "ledger" => {
+                        inner_name.len() == 26 && inner_name.ends_with(".jsonl") && inner_name[..20].bytes().all(|b| b.is_ascii_digit())
+                    }
+                    _ => is_checkpoint_file(&inner_name),
                 };
                 if !ok {
                     bail!("unexpected entry {name}/{inner_name} in the received snapshot");
@@ -53,6 +61,16 @@ pub fn check(root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `CHECKPOINT` or `graph-<seq>.graph` (or either being written, `.tmp`).
+fn is_checkpoint_file(name: &str) -> bool {
+    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    name == "CHECKPOINT"
+        || name
+            .strip_prefix("graph-")
+            .and_then(|n| n.strip_suffix(".graph"))
+            .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One entry: a regular file or directory (never followed if it is a link), root's, plain

@@ -101,7 +101,14 @@ mod tests {
     use super::*;
 
     fn config() -> StreamConfig {
-        StreamConfig { critical_delay_ms: 0, high_delay_ms: 1000, medium_delay_ms: 10_000, low_delay_ms: 30_000, batch_events: 100, ..Default::default() }
+        StreamConfig {
+            critical_delay_ms: 0,
+            high_delay_ms: 1000,
+            medium_delay_ms: 10_000,
+            low_delay_ms: 30_000,
+            batch_events: 100,
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use super::graph::{Graph, Shape};
 use super::graph_file;
 use crate::config::VectorConfig;
-use crate::embed::DIMENSION;
 use crate::durable;
+use crate::embed::DIMENSION;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

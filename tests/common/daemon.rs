@@ -1,0 +1,131 @@
+//! `ovs-port-agent daemon` under test, its config files, and reading gdbus output.
+
+use super::{Netns, agent_bin, model_config};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A dev config file for a daemon under test (its data need not be on Btrfs).
+pub fn write_daemon_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config(dir, "require_btrfs = false", extra)
+}
+
+/// The config of a primary that streams: its data must be on Btrfs.
+pub fn write_streaming_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config(dir, "require_btrfs = true", extra)
+}
+
+/// The config of a replica daemon serving the snapshots received in `replica_dir`.
+pub fn write_replica_config(dir: &Path, replica_dir: &Path) -> PathBuf {
+    write_config(dir, "require_btrfs = false\nrole = \"replica\"", &format!("\n[replica]\ndir = \"{}\"\n", replica_dir.display()))
+}
+
+fn write_config(dir: &Path, agent: &str, extra: &str) -> PathBuf {
+    let model = model_config();
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\n{agent}\nhost = \"test-host\"\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\nworkers = 2\n\n[vector]\ncheckpoint_min_vectors = 200\n{extra}",
+            model.model_dir.display(),
+            model.runtime_library.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `ovs-port-agent daemon` running against a private bus; SIGTERMed on drop.
+pub struct AgentDaemon {
+    pub child: std::process::Child,
+    pub bus: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl AgentDaemon {
+    pub fn start(bus: &str, data_dir: &Path, config: &Path) -> Self {
+        Self::spawn(Command::new(agent_bin()), bus, data_dir, config)
+    }
+
+    /// The daemon inside a network namespace (its ssh sessions then leave from there).
+    pub fn start_in(netns: &Netns, bus: &str, data_dir: &Path, config: &Path) -> Self {
+        Self::spawn(netns.command(agent_bin().to_str().unwrap()), bus, data_dir, config)
+    }
+
+    fn spawn(mut cmd: Command, bus: &str, data_dir: &Path, config: &Path) -> Self {
+        let child = cmd
+            .args(["--config"])
+            .arg(config)
+            .args(["daemon", "--bus", bus, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting the daemon");
+        let daemon = Self { child, bus: bus.to_owned(), data_dir: data_dir.to_owned(), config: config.to_owned() };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..600 {
+            if self.busctl(&["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Ping"]).0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the daemon did not own dev.ovs.PortAgent1 within 60 s");
+    }
+
+    /// `busctl --address=BUS ARGS…` → (success, stdout, stderr).
+    pub fn busctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("busctl").arg(format!("--address={}", self.bus)).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// `gdbus call --address BUS --dest … --object-path … --method dev.ovs.PortAgent1.METHOD ARGS…`.
+    pub fn gdbus_call(&self, method: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("gdbus")
+            .args(["call", "--address", &self.bus, "--dest", "dev.ovs.PortAgent1", "--object-path", "/dev/ovs/PortAgent1", "--method"])
+            .arg(format!("dev.ovs.PortAgent1.{method}"))
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// SIGTERM, then wait; returns how long the daemon took to exit and its status.
+    pub fn stop(&mut self) -> (std::time::Duration, std::process::ExitStatus) {
+        let started = std::time::Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        (started.elapsed(), status)
+    }
+}
+
+impl Drop for AgentDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The string inside gdbus's `('…',)` output (GVariant text quotes with `'`, or with `"`
+/// when the string holds a `'`; a backslash escapes the next character).
+pub fn gdbus_string(out: &str) -> String {
+    let t = out.trim();
+    let inner = t
+        .strip_prefix("('")
+        .and_then(|s| s.strip_suffix("',)"))
+        .or_else(|| t.strip_prefix("(\"").and_then(|s| s.strip_suffix("\",)")))
+        .unwrap_or_else(|| panic!("unexpected gdbus output {t}"));
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        text.push(if c == '\\' { chars.next().unwrap_or('\\') } else { c });
+    }
+    text
+}
