@@ -15,6 +15,7 @@ pub mod embed;
 pub mod engine;
 pub mod event;
 pub mod failure;
+pub mod faults;
 pub mod health;
 pub mod import;
 pub mod index;

@@ -25,6 +25,13 @@ pub use vectors::{VectorBlobError, from_blob, to_blob};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 
+/// The SQLite VFS of a live index: `unix-excl` keeps the WAL index in the process's heap
+/// instead of a memory-mapped `-shm` file. Writing to a mapped file on a full Btrfs kills
+/// the process with SIGBUS (the file system cannot refuse the write with ENOSPC); in the
+/// heap it is an ordinary error. Connections of one process share the index; another
+/// process cannot open a live index while one holds it (it asks the daemon instead).
+const LIVE_VFS: &str = "unix-excl";
+
 /// Result of index operations.
 pub type IndexResult<T> = Result<T, IndexError>;
 
@@ -37,7 +44,8 @@ pub struct Index {
 impl Index {
     /// Opens (creating, migrating) the index for writing.
     pub fn open(path: &Path) -> IndexResult<Self> {
-        let conn = Connection::open(path).map_err(|e| IndexError::opening(path, e))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags_and_vfs(path, flags, LIVE_VFS).map_err(|e| IndexError::opening(path, e))?;
         // NORMAL: commits are not synced one by one (the index is derived from the ledger,
         // which is; after a power loss the index rolls back to a consistent earlier state
         // and catches up). Whatever must be durable — before an HNSW checkpoint that
@@ -52,7 +60,7 @@ impl Index {
     /// write on this connection, and nothing is created or migrated.
     pub fn open_read_only(path: &Path) -> IndexResult<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| IndexError::opening(path, e))?;
+        let conn = Connection::open_with_flags_and_vfs(path, flags, LIVE_VFS).map_err(|e| IndexError::opening(path, e))?;
         conn.execute_batch("PRAGMA query_only=1; PRAGMA busy_timeout=10000;")?;
         schema::check_readable(&conn, path)?;
         Ok(Self { conn, writable: false })

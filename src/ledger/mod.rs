@@ -79,6 +79,17 @@ pub struct Ledger {
     state: ChainState,
     damage: Option<Damage>,
     tail: Option<OpenSegment>,
+    /// A failed batch whose bytes could not be removed yet (the disk was full): appends
+    /// wait until they are.
+    unfinished_rollback: Option<Rollback>,
+}
+
+/// What undoing a failed batch must restore.
+#[derive(Debug, Clone, Copy)]
+struct Rollback {
+    first_new_seq: u64,
+    /// The segment that was the tail before the batch, and its length then.
+    saved_tail: Option<(u64, u64)>,
 }
 
 struct OpenSegment {
@@ -116,7 +127,8 @@ impl Ledger {
             Some((seg, len)) if outcome.damage.is_none() => Some(open_segment(seg, *len)?),
             _ => None,
         };
-        let mut ledger = Self { dir: dir.to_owned(), options, state: outcome.state, damage: outcome.damage.clone(), tail };
+        let mut ledger =
+            Self { dir: dir.to_owned(), options, state: outcome.state, damage: outcome.damage.clone(), tail, unfinished_rollback: None };
         let mut report =
             OpenReport { head_seq: ledger.state.head_seq, segments: outcome.segments, damage: outcome.damage, recovered: None };
         if let (Some(torn), None) = (outcome.torn, &report.damage) {
@@ -153,6 +165,7 @@ impl Ledger {
         if let Some(damage) = &self.damage {
             return Err(LedgerError::Damaged(Box::new(damage.clone())));
         }
+        self.finish_rollback()?;
         for event in events {
             event.validate()?;
         }
@@ -247,39 +260,35 @@ impl Ledger {
         Ok(())
     }
 
-    /// Undoes a failed batch: segments created by it are removed, the old one truncated
-    /// back, and the chain state restored, so a later append continues cleanly.
+    /// Undoes a failed batch: the chain state is restored at once; segments created by it
+    /// are removed and the old tail truncated back — now, or, when that fails too (a full
+    /// disk refuses even that), before the next append, which waits for it. Nothing is ever
+    /// chained after bytes of a failed batch.
     fn roll_back(&mut self, saved: SavedHeads, saved_tail: Option<(u64, u64)>) {
-        let first_new_seq = saved.head_seq + 1;
-        if let Ok(segments) = segment::list_segments(&self.dir) {
-            for seg in segments.iter().filter(|s| s.first_seq >= first_new_seq && Some(s.first_seq) != saved_tail.map(|t| t.0)) {
-                if let Err(e) = std::fs::remove_file(&seg.path) {
-                    tracing::error!(segment = %seg.path.display(), error = %e, "could not remove a rolled-back segment");
-                }
-            }
-        }
-        self.tail = None;
-        if let Some((first_seq, len)) = saved_tail {
-            let seg = SegmentFile { first_seq, path: self.dir.join(segment_name(first_seq)) };
-            match open_segment(&seg, len).and_then(|t| {
-                t.file.set_len(len).and_then(|()| t.file.sync_data()).map_err(|e| LedgerError::io(&t.path, e))?;
-                Ok(t)
-            }) {
-                Ok(t) => self.tail = Some(t),
-                Err(e) => {
-                    // The file may still hold part of the failed batch; refuse appends rather
-                    // than chain new records after bytes we could not remove.
-                    tracing::error!(error = %e, "could not roll back a failed append");
-                    self.damage = Some(Damage {
-                        seq: first_new_seq,
-                        segment: seg.path.clone(),
-                        line: 0,
-                        kind: DamageKind::Malformed { reason: format!("a failed append could not be rolled back: {e}") },
-                    });
-                }
-            }
-        }
+        self.unfinished_rollback = Some(Rollback { first_new_seq: saved.head_seq + 1, saved_tail });
         self.state.restore(saved);
+        self.tail = None;
+        if let Err(e) = self.finish_rollback() {
+            tracing::error!(error = %e, "could not yet remove a failed append's bytes; appends wait until it can be");
+        }
+    }
+
+    fn finish_rollback(&mut self) -> Result<(), LedgerError> {
+        let Some(rollback) = self.unfinished_rollback else { return Ok(()) };
+        let segments = segment::list_segments(&self.dir).map_err(|e| LedgerError::io(&self.dir, e))?;
+        let kept_first = rollback.saved_tail.map(|t| t.0);
+        for seg in segments.iter().filter(|s| s.first_seq >= rollback.first_new_seq && Some(s.first_seq) != kept_first) {
+            std::fs::remove_file(&seg.path).map_err(|e| LedgerError::io(&seg.path, e))?;
+        }
+        if let Some((first_seq, len)) = rollback.saved_tail {
+            let seg = SegmentFile { first_seq, path: self.dir.join(segment_name(first_seq)) };
+            let tail = open_segment(&seg, len)?;
+            tail.file.set_len(len).and_then(|()| tail.file.sync_data()).map_err(|e| LedgerError::io(&tail.path, e))?;
+            self.tail = Some(tail);
+        }
+        sync_dir(&self.dir).map_err(|e| LedgerError::io(&self.dir, e))?;
+        self.unfinished_rollback = None;
+        Ok(())
     }
 }
 

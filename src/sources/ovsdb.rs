@@ -171,6 +171,9 @@ fn row_of(v: &Value) -> Map<String, Value> {
 
 /// One connection: monitor, reconcile with the index, then follow updates.
 async fn session(socket: &Path, sink: &Sink, engine: &Arc<Engine>, attempt: &mut u32) -> Result<()> {
+    if crate::faults::fire("panic-source-ovsdb") {
+        panic!("injected fault: panic-source-ovsdb");
+    }
     let mut stream = UnixStream::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
     let requests: Map<String, Value> = TABLES.iter().map(|(t, _, cols)| (t.to_string(), json!({"columns": cols}))).collect();
     let monitor = json!({"method": "monitor", "params": ["Open_vSwitch", null, requests], "id": "monitor"});

@@ -415,6 +415,9 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
     }
     super::tree::check(staged)?;
     let manifest = Manifest::read(staged)?;
+    if staged.file_name().and_then(|n| snapshot::snapshot_seq(&n.to_string_lossy())) != Some(manifest.seq) {
+        bail!("the snapshot's name does not match its MANIFEST (seq {})", manifest.seq);
+    }
     if manifest.seq > manifest.head_seq || manifest.vectorized_seq != manifest.seq {
         bail!("the MANIFEST is inconsistent (seq {}, head {})", manifest.seq, manifest.head_seq);
     }

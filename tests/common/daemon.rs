@@ -47,6 +47,29 @@ impl AgentDaemon {
         Self::spawn(Command::new(agent_bin()), bus, data_dir, config)
     }
 
+    /// Started with extra environment variables (fault injection).
+    pub fn start_with_env(bus: &str, data_dir: &Path, config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(agent_bin());
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, bus, data_dir, config)
+    }
+
+    /// The daemon's resident memory now and at its peak (VmRSS, VmHWM), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// `GetBlockchainStats`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        let (ok, out, err) = self.gdbus_call("GetBlockchainStats", &[]);
+        assert!(ok, "{err}");
+        serde_json::from_str(&gdbus_string(&out)).unwrap()
+    }
+
     /// The daemon inside a network namespace (its ssh sessions then leave from there).
     pub fn start_in(netns: &Netns, bus: &str, data_dir: &Path, config: &Path) -> Self {
         Self::spawn(netns.command(agent_bin().to_str().unwrap()), bus, data_dir, config)

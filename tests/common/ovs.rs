@@ -44,6 +44,20 @@ impl OvsSandbox {
         run_ok(&mut ovsdb);
     }
 
+    /// Stops ovs-vswitchd: the database goes on taking changes (with `vsctl_no_wait`)
+    /// without a switch creating devices for them.
+    pub fn stop_vswitchd(&self) {
+        self.kill_pidfile("ovs-vswitchd.pid");
+    }
+
+    /// `ovs-vsctl --no-wait` (for when ovs-vswitchd is not running).
+    pub fn vsctl_no_wait(&self, args: &[&str]) -> String {
+        let mut cmd = self.netns.command("ovs-vsctl");
+        self.env(&mut cmd);
+        cmd.arg(format!("--db=unix:{}", self.socket().display())).args(["--no-wait", "--timeout=60"]).args(args);
+        run_ok(&mut cmd)
+    }
+
     pub fn stop_ovsdb(&self) {
         self.kill_pidfile("ovsdb-server.pid");
     }
