@@ -74,6 +74,16 @@ impl DataSet {
     /// Opens a data set for reading only. Its index may trail its ledger (when no daemon
     /// caught it up); [`unindexed`](Self::unindexed) says by how much.
     pub fn open_read_only(layout: &Layout) -> Result<Self> {
+        if !layout.read_only && layout.root.join("agent.lock").exists() {
+            // A running daemon keeps its live index to itself (see `index::LIVE_VFS`).
+            if DataDirLock::acquire(&layout.root).is_err() {
+                bail!(
+                    "{} is in use by a running daemon, which keeps its index to itself; ask the daemon (leave out --data-dir), or read one of its snapshots in {}",
+                    layout.root.display(),
+                    layout.snapshots_dir().display()
+                );
+            }
+        }
         let path = layout.index_path();
         if !path.is_file() {
             bail!("no index at {} (run `ovs-port-agent rebuild --data-dir {}`)", path.display(), layout.root.display());

@@ -61,9 +61,7 @@ fn a_tab_in_a_connection_name_is_recorded_and_recording_goes_on() {
     wait_for_records(&state, 30, "the NM baseline", |r| find(r, "nm:manager", "baseline").is_some());
     nm.nmcli(&["con", "add", "type", "ethernet", "ifname", "veth7", "con-name", "office\twifi", "ipv6.method", "disabled"]);
     nm.nmcli(&["con", "add", "type", "ethernet", "ifname", "veth8", "con-name", "after-it", "ipv6.method", "disabled"]);
-    let records = wait_for_records(&state, 30, "both profiles", |r| {
-        r.iter().filter(|e| e.action == "connection.added").count() >= 2
-    });
+    let records = wait_for_records(&state, 30, "both profiles", |r| r.iter().filter(|e| e.action == "connection.added").count() >= 2);
     let tabbed = records.iter().find(|e| e.action == "connection.added" && e.details["after"]["connection.id"] == "office\twifi").unwrap();
     assert!(tabbed.summary.contains("office wifi"), "{}", tabbed.summary);
     assert!(!tabbed.summary.chars().any(char::is_control));
@@ -105,7 +103,15 @@ fn a_full_disk_stops_the_index_where_it_is_and_it_resumes_without_a_hole() {
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
     let record = |i: usize| {
-        daemon.gdbus_call("RecordEvent", &[&format!("interface:veth{}", i % 7), "link.down", &format!("{{\"summary\":\"veth lost carrier {i}\",\"pad\":\"{}\"}}", "p".repeat(2000)), "medium"])
+        daemon.gdbus_call(
+            "RecordEvent",
+            &[
+                &format!("interface:veth{}", i % 7),
+                "link.down",
+                &format!("{{\"summary\":\"veth lost carrier {i}\",\"pad\":\"{}\"}}", "p".repeat(2000)),
+                "medium",
+            ],
+        )
     };
     for i in 0..20 {
         assert!(record(i).0);
@@ -168,10 +174,8 @@ fn a_full_disk_stops_the_index_where_it_is_and_it_resumes_without_a_hole() {
     let resumed = loop {
         let stats = daemon.stats();
         let head = stats["head_seq"].as_u64().unwrap();
-        let rep: serde_json::Value = std::fs::read(rep_dir.join("replica-state.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let rep: serde_json::Value =
+            std::fs::read(rep_dir.join("replica-state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let healthy = stats["health"].as_object().unwrap().values().all(|h| h["state"] == "ok");
         if stats["indexed_seq"] == head && stats["vectorized_seq"] == head && rep["head_seq"].as_u64().unwrap_or(0) >= head && healthy {
             break freed.elapsed();
@@ -179,7 +183,11 @@ fn a_full_disk_stops_the_index_where_it_is_and_it_resumes_without_a_hole() {
         assert!(Instant::now() < deadline, "never caught up after space was freed: {stats} replica {rep}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!("acknowledged {acked}, refused {}, stalled {stalled:?}; caught up and replicated {:.1} s after space was freed", refused.len(), resumed.as_secs_f64());
+    eprintln!(
+        "acknowledged {acked}, refused {}, stalled {stalled:?}; caught up and replicated {:.1} s after space was freed",
+        refused.len(),
+        resumed.as_secs_f64()
+    );
     let records = common::ledger_records(&state);
     let ours = records.iter().filter(|r| r.action == "link.down").count();
     assert_eq!(ours, acked, "every acknowledged event is in the ledger, nothing else of ours");
