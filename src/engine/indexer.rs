@@ -32,6 +32,25 @@ pub const EMBEDDING_STAGE: &str = "embedding";
 /// No embedding finished for this long while events wait: the embedding stage is stalled.
 const EMBEDDING_STALL_AFTER: Duration = Duration::from_secs(60);
 
+/// Wakes the indexer when the ledger head moves. At most one wake-up waits in its channel,
+/// so a stalled indexer does not collect one message per commit: the channel holds at most
+/// that wake-up, the embeddings in flight (bounded by the pool's queue) and the cuts and
+/// checkpoints asked for (one at a time).
+#[derive(Clone, Default)]
+pub struct Wake(Arc<std::sync::atomic::AtomicBool>);
+
+impl Wake {
+    pub fn send(&self, tx: &std::sync::mpsc::Sender<IndexerMsg>) {
+        if !self.0.swap(true, Ordering::AcqRel) {
+            let _ = tx.send(IndexerMsg::Committed);
+        }
+    }
+
+    fn taken(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// What wakes the indexer.
 pub enum IndexerMsg {
     /// The ledger head moved.
@@ -92,6 +111,7 @@ pub struct Indexer {
     model_sha256: String,
     data_dir: PathBuf,
     last_embedding: Instant,
+    wake: Wake,
 }
 
 impl Indexer {
@@ -107,6 +127,7 @@ impl Indexer {
         health: Arc<Health>,
         model: (String, String),
         data_dir: PathBuf,
+        wake: Wake,
     ) -> Self {
         let (model_id, model_sha256) = model;
         Self {
@@ -122,6 +143,7 @@ impl Indexer {
             model_sha256,
             data_dir,
             last_embedding: Instant::now(),
+            wake,
         }
     }
 
@@ -140,7 +162,7 @@ impl Indexer {
             };
             for msg in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096)) {
                 match msg {
-                    IndexerMsg::Committed => {}
+                    IndexerMsg::Committed => self.wake.taken(),
                     IndexerMsg::Embedded(e) => embedded.push(e),
                     IndexerMsg::Checkpoint => checkpoint = true,
                     IndexerMsg::Cut(request) => cuts.push(request),

@@ -9,6 +9,7 @@ mod scheduler;
 mod vectors;
 
 pub use indexer::{Cut, EMBEDDING_STAGE, INDEX_STAGE, IndexerStats, stage_event};
+use indexer::Wake;
 
 use crate::config::Config;
 use crate::dataset::DataSet;
@@ -106,6 +107,8 @@ impl Engine {
         let (records_tx, _) = broadcast::channel(RECORD_NOTICES);
         let hook_records = records_tx.clone();
         let hook_indexer = Mutex::new(indexer_tx.clone());
+        let wake = Wake::default();
+        let hook_wake = wake.clone();
         let ledger = dataset.take_ledger();
         let (writer, writer_thread) = LedgerWriter::spawn_with_hook(
             ledger,
@@ -115,7 +118,7 @@ impl Engine {
                 for r in batch {
                     let _ = hook_records.send(Arc::new(r.clone()));
                 }
-                let _ = hook_indexer.lock().expect("indexer lock").send(IndexerMsg::Committed);
+                hook_wake.send(&hook_indexer.lock().expect("indexer lock"));
             }),
         );
 
@@ -149,10 +152,11 @@ impl Engine {
             health.clone(),
             (files.model_id(), files.model_sha256.clone()),
             layout.data.clone(),
+            wake.clone(),
         );
         let indexer_thread = std::thread::Builder::new().name("indexer".into()).spawn(move || indexer.run(indexer_rx))?;
         // Wake the indexer once so a backlog left by the last run starts at once.
-        let _ = indexer_tx.send(IndexerMsg::Committed);
+        wake.send(&indexer_tx);
         Ok(Self {
             layout: layout.clone(),
             writer,
