@@ -193,3 +193,61 @@ fn hostile_streams_are_refused_and_the_verified_copy_stays() {
     drop(receiver);
     drop(engine);
 }
+
+#[test]
+fn streams_are_capped_in_bytes_and_time() {
+    let fs = BtrfsMount::new(300);
+    let src = fs.path().join("src");
+    run_ok(Command::new("btrfs").args(["subvolume", "create"]).arg(&src));
+    std::fs::write(src.join("MANIFEST"), vec![b' '; 200_000]).unwrap();
+    std::fs::create_dir(fs.path().join("snaps")).unwrap();
+    let snap = fs.path().join("snaps/data@1");
+    run_ok(Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&src).arg(&snap));
+
+    // Bytes: a stream larger than allowed is refused (and read to its end, so the session
+    // stays in step).
+    let rep = fs.path().join("rep");
+    let mut child = Command::new(common::agent_bin())
+        .args(["replica-receive", "--max-stream-bytes", "100000", "--dir"])
+        .arg(&rep)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut receiver = Receiver { acks: BufReader::new(child.stdout.take().unwrap()), child };
+    let ack = receiver.send("data@1", &snap, None);
+    assert_eq!(ack["ok"], false);
+    assert!(ack["error"].as_str().unwrap().contains("larger than the 100000 bytes allowed"), "{ack}");
+    assert!(!rep.join("data@1").exists());
+    drop(receiver);
+
+    // Time: a sender that stops in the middle of a stream loses its session when the limit
+    // passes; nothing is acknowledged, and the next session clears what was left.
+    let mut child = Command::new(common::agent_bin())
+        .args(["replica-receive", "--max-stream-seconds", "1", "--dir"])
+        .arg(&rep)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = Command::new("btrfs").args(["send", "-q"]).arg(&snap).output().unwrap().stdout;
+    // Kept open (not closed, as `wait` would close it) while the receiver waits for more.
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", json!({"name": "data@1", "parent": null})).unwrap();
+    let half = &stream[..stream.len() / 2];
+    stdin.write_all(&(half.len() as u32).to_be_bytes()).unwrap();
+    stdin.write_all(half).unwrap();
+    stdin.flush().unwrap();
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(status.code(), Some(3), "the watchdog ended the session: {err}");
+    drop(stdin);
+    let out = Command::new(common::agent_bin()).args(["replica-receive", "--dir"]).arg(&rep).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success());
+    assert!(!rep.join("data@1").exists(), "the partial receive was cleared");
+}

@@ -8,8 +8,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Vector dimension of all-MiniLM-L6-v2.
-pub const DIMENSION: usize = 384;
+pub use crate::vector::DIMENSION;
 
 /// The name recorded with every vector; the model file's SHA-256 is recorded beside it.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2-int8";

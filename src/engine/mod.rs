@@ -8,8 +8,8 @@ mod indexer;
 mod scheduler;
 mod vectors;
 
-pub use indexer::{Cut, EMBEDDING_STAGE, INDEX_STAGE, IndexerStats, stage_event};
 use indexer::Wake;
+pub use indexer::{Cut, EMBEDDING_STAGE, INDEX_STAGE, IndexerStats, stage_event};
 
 use crate::config::Config;
 use crate::dataset::DataSet;

@@ -3,7 +3,7 @@
 
 use super::meta::set_meta;
 use super::{Index, IndexError, IndexResult};
-use crate::embed::DIMENSION;
+use crate::vector::DIMENSION;
 use rusqlite::{OptionalExtension, params};
 use std::sync::Arc;
 

@@ -425,9 +425,11 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
         bail!("the snapshot comes from host {:?}, this replica holds {:?}", manifest.host, previous.host);
     }
     let mut heads = VerifiedHeads::open(dir)?;
-    let new_records = if previous.head_seq == 0 {
+    // Without the element heads of the last verification (a first snapshot, or the file was
+    // lost), the whole ledger is verified, and must still hold the last verified head.
+    let new_records = if previous.head_seq == 0 || heads.is_empty()? {
         heads.clear()?;
-        verify_whole(staged, &manifest, &mut heads)?
+        verify_whole(staged, &manifest, previous, &mut heads)?
     } else {
         let parent = dir.join(previous.newest.as_deref().context("no verified snapshot on record")?);
         verify_from(&parent, staged, previous, &manifest, &mut heads)?
@@ -449,14 +451,25 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
 }
 
 /// The first snapshot a replica takes in: every record, every chain, up to the MANIFEST.
-fn verify_whole(snapshot: &Path, manifest: &Manifest, heads: &mut VerifiedHeads) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
+fn verify_whole(snapshot: &Path, manifest: &Manifest, previous: &ReplicaState, heads: &mut VerifiedHeads) -> Result<Vec<Record>> {
+    let mut records = std::collections::VecDeque::new();
+    let mut holds_previous_head = previous.head_seq == 0;
     let outcome = scan(&snapshot.join("ledger"), |r| {
-        // Only the records the index check needs are kept (those it covers), bounded.
-        if records.len() < 1_000_000 {
-            records.push(r.clone());
+        if r.seq == previous.head_seq && r.hash_hex() == previous.head_hash {
+            holds_previous_head = true;
+        }
+        // The records after the last verified head are the new ones, whose index rows are
+        // checked (bounded: a first snapshot checks its newest million).
+        if r.seq > previous.head_seq {
+            if records.len() == 1_000_000 {
+                records.pop_front();
+            }
+            records.push_back(r.clone());
         }
     })?;
+    if !holds_previous_head {
+        bail!("the received ledger does not hold the last verified head (seq {} {})", previous.head_seq, previous.head_hash);
+    }
     if let Some(damage) = outcome.damage {
         bail!("the received ledger is damaged: {damage}");
     }
@@ -469,7 +482,7 @@ fn verify_whole(snapshot: &Path, manifest: &Manifest, heads: &mut VerifiedHeads)
     for (element, hash) in &outcome.state.element_heads {
         heads.set(element, hash);
     }
-    Ok(records)
+    Ok(records.into())
 }
 
 /// A later snapshot: the ledger the last verified snapshot held is still there byte for
@@ -593,6 +606,10 @@ impl VerifiedHeads {
         let conn = Connection::open(dir.join(VERIFIED_DB))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS heads (element_id TEXT PRIMARY KEY, hash BLOB NOT NULL);")?;
         Ok(Self { conn, changed: HashMap::new(), cleared: false })
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        Ok(!self.conn.prepare("SELECT 1 FROM heads LIMIT 1")?.exists([])?)
     }
 
     fn clear(&mut self) -> Result<()> {

@@ -5,11 +5,11 @@
 //! the last one reach a fraction of it (and at shutdown): the bytes rewritten, and so sent
 //! to replicas, stay proportional to what is new, amortized.
 
+use super::DIMENSION;
 use super::graph::{Graph, Shape};
 use super::graph_file;
 use crate::config::VectorConfig;
 use crate::durable;
-use crate::embed::DIMENSION;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -8,6 +8,9 @@ mod hnsw;
 mod quantized;
 
 pub use catalog::{Catalog, CatalogGap, CompiledFilter, Filters};
+
+/// The dimension of every stored vector (the sentence model's output, all-MiniLM-L6-v2).
+pub const DIMENSION: usize = 384;
 pub use hnsw::{CheckpointInfo, VectorIndex};
 
 /// Dot product (= cosine similarity for unit vectors).
