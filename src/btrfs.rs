@@ -104,6 +104,13 @@ pub fn snapshot_read_only(source: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// True when `path` is the root of a subvolume (its inode is the first free object id, 256;
+/// a plain directory inside a subvolume reports that subvolume's facts, not its own).
+pub fn is_subvolume(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.symlink_metadata().is_ok_and(|m| m.is_dir() && m.ino() == 256)
+}
+
 /// What a received snapshot is checked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubvolumeFacts {

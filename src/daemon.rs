@@ -5,8 +5,8 @@
 //!
 //! Shutdown order (primary): stop the sources (no new input) → the recorder records what
 //! they queued → the D-Bus name is released (no new calls) → the streamer takes a last
-//! snapshot and gives the replicas a moment to take it → the engine closes the ledger
-//! writer, lets the indexer finish and checkpoints the graph.
+//! snapshot and gives the replicas up to 10 s to take it, then stops → the engine closes
+//! the ledger writer, lets the indexer finish and checkpoints the graph.
 
 use crate::config::{Config, Role};
 use crate::dbus::backend::{Backend, Reporting};
@@ -70,8 +70,9 @@ async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> 
     stop_serving(&conn).await;
     supervisor.stop_group("signals", STOP_DEADLINE).await;
     if let Some(stream) = &stream {
-        supervisor.stop_group("stream", STOP_DEADLINE).await;
+        // The workers still run: they send the last snapshot, then stop.
         stream.finish(&engine, STOP_DEADLINE).await;
+        supervisor.stop_group("stream", STOP_DEADLINE).await;
     }
     supervisor.stop_group("watchdog", STOP_DEADLINE).await;
     let shutdown = tokio::task::spawn_blocking(move || engine.shutdown());

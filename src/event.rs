@@ -156,9 +156,14 @@ impl NewEvent {
         Ok((self, cuts))
     }
 
-    /// The summary, or a generated one when a caller gave none.
+    /// The summary, or one generated from the event's content when a caller gave none
+    /// (imports, RecordEvent): what happened to which element, and its first changes.
     pub fn summary_or_default(&self) -> String {
-        if self.summary.is_empty() { format!("{} {}", self.element_id, self.action) } else { self.summary.clone() }
+        if self.summary.is_empty() {
+            crate::text::generated_summary(&self.element_id, &self.action, &self.details)
+        } else {
+            self.summary.clone()
+        }
     }
 }
 

@@ -64,6 +64,9 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     if cause.is::<NotFound>() {
         return Some(Kind::NotFound);
     }
+    if cause.is::<crate::search::Unsearchable>() {
+        return Some(Kind::InvalidInput);
+    }
     if let Some(e) = cause.downcast_ref::<IndexError>() {
         return Some(match e {
             IndexError::DiskFull(_) => Kind::DiskFull,

@@ -29,4 +29,5 @@ pub mod search;
 pub mod sources;
 pub mod stream;
 pub mod supervisor;
+pub mod text;
 pub mod vector;

@@ -14,8 +14,15 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
+    /// The writer's lock of a state directory (`agent.lock`).
     pub fn acquire(state_dir: &Path) -> Result<Self> {
-        let path = state_dir.join("agent.lock");
+        Self::acquire_named(state_dir, "agent.lock")
+    }
+
+    /// A lock named `name` in `dir` (the replica receiver's session lock, say).
+    pub fn acquire_named(dir: &Path, name: &str) -> Result<Self> {
+        let state_dir = dir;
+        let path = dir.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

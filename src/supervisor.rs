@@ -100,7 +100,14 @@ impl Supervisor {
         set.spawn(async move {
             let mut restarts = 0u32;
             loop {
-                let outcome = tokio::spawn(make(stopping.clone())).await;
+                let started = tokio::time::Instant::now();
+                let task = tokio::spawn(make(stopping.clone()));
+                // Aborting this wrapper (a group that did not stop in time) aborts the task.
+                let _abort = AbortOnDrop(task.abort_handle());
+                let outcome = task.await;
+                if started.elapsed() > HEALTHY_RUN {
+                    restarts = 0;
+                }
                 if stopping.is_set() {
                     if let Ok(Err(e)) = &outcome {
                         tracing::debug!(task = %name, error = %format!("{e:#}"), "ended with an error while stopping");
@@ -159,6 +166,18 @@ impl Supervisor {
             set.abort_all();
             while set.join_next().await.is_some() {}
         }
+    }
+}
+
+/// A task that ran this long before it ended starts over with the shortest backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(300);
+
+/// Aborts a task when dropped (a no-op once it has ended).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -30,7 +30,8 @@ fn top_results(rt: &tokio::runtime::Runtime, engine: &Engine) -> Vec<Vec<i64>> {
     QUERIES
         .iter()
         .map(|q| {
-            rt.block_on(engine.semantic_search(q, 5, Filters::default())).unwrap().iter().map(|h| (h.score * 1e5).round() as i64).collect()
+            let answer = rt.block_on(engine.search(q, 5, Filters::default())).unwrap();
+            answer.hits.iter().map(|h| (h.why.semantic.unwrap_or_default() * 1e5).round() as i64).collect()
         })
         .collect()
 }
@@ -61,17 +62,17 @@ fn recorded_events_are_vectorized_and_found() {
     let recorded = rt.block_on(engine.record(vec![event])).unwrap();
     let seq = recorded[0].seq;
     rt.block_on(engine.wait_vectorized(seq)).unwrap();
-    let hits = rt.block_on(engine.semantic_search("bridge port broken, device missing", 3, Filters::default())).unwrap();
+    let hits = rt.block_on(engine.search("bridge port broken, device missing", 3, Filters::default())).unwrap().hits;
     assert_eq!(hits[0].seq, seq, "{hits:#?}");
     assert_eq!(hits[0].hash, recorded[0].hash_hex());
     // Filters during the search: only bridges, only critical.
     let filters = Filters { element_type: Some("bridge".into()), ..Default::default() };
-    let hits = rt.block_on(engine.semantic_search("link down", 10, filters)).unwrap();
+    let hits = rt.block_on(engine.search("link down", 10, filters)).unwrap().hits;
     assert!(!hits.is_empty() && hits.iter().all(|h| h.element_type == "bridge"));
     let filters = Filters { min_priority: Some(Priority::Critical), ..Default::default() };
-    let hits = rt.block_on(engine.semantic_search("anything", 50, filters)).unwrap();
+    let hits = rt.block_on(engine.search("network change", 50, filters)).unwrap().hits;
     assert!(hits.iter().all(|h| h.priority == Priority::Critical));
-    assert!(hits.iter().any(|h| h.seq == seq));
+    assert!(hits.iter().any(|h| h.seq == seq || h.similar.contains(&seq)));
 }
 
 #[test]

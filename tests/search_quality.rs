@@ -68,7 +68,7 @@ fn recall_at_10_and_mrr_on_the_labelled_set() {
         let text = q["query"].as_str().unwrap();
         let wanted: HashSet<String> = serde_json::from_value(q["relevant_topics"].clone()).unwrap();
         let relevant: HashSet<u64> = topics_of_seq.iter().filter(|(_, t)| t.iter().any(|t| wanted.contains(t))).map(|(s, _)| *s).collect();
-        let hits = rt.block_on(engine.semantic_search(text, 10, Filters::default())).unwrap();
+        let hits = rt.block_on(engine.search(text, 10, Filters::default())).unwrap().hits;
         if std::env::var("EVAL_VERBOSE").is_ok() {
             eprintln!("Q {text}");
             for h in &hits {

@@ -96,7 +96,7 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
         "1",
     ]);
     assert_eq!(code, 0, "{err}");
-    let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hits: serde_json::Value = serde_json::from_str::<serde_json::Value>(&out).unwrap()["hits"].clone();
     assert_eq!(hits[0]["hash"], hash.as_str());
 
     // Medium events: batched, then sent incrementally; the replica keeps only the newest.
@@ -130,7 +130,7 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     let rep_daemon = AgentDaemon::start(&rep_bus.address, &rep_tmp.path().join("unused"), &rep_config);
     let (ok, out, _) = rep_daemon.gdbus_call("SemanticSearch", &["bridge device missing", "1"]);
     assert!(ok, "{out}");
-    let hits: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
+    let hits: serde_json::Value = serde_json::from_str::<serde_json::Value>(&gdbus_string(&out)).unwrap()["hits"].clone();
     assert_eq!(hits[0]["hash"], hash.as_str());
     let (ok, _, err) = rep_daemon.gdbus_call("RecordEvent", &["interface:x", "up", "{}", "low"]);
     assert!(!ok && err.contains("ReadOnly"), "{err}");

@@ -1,6 +1,6 @@
 //! Sub-commands that ask the running daemon over D-Bus (when no `--data-dir` is given).
 
-use super::output::print_hits;
+use super::output::print_answer;
 use crate::dbus::{BUS_NAME, OBJECT_PATH, connect};
 use crate::index::EventRow;
 use anyhow::{Context, Result};
@@ -31,8 +31,8 @@ pub fn search(bus: &str, query: &str, options: HashMap<&str, Value<'_>>, json: b
     runtime()?.block_on(async {
         let conn = connect(bus).await?;
         let text: String = call(&conn, "Search", &(query, options)).await?;
-        let hits: Vec<crate::search::Hit> = serde_json::from_str(&text)?;
-        print_hits(&hits, json)?;
+        let answer: crate::search::Answer = serde_json::from_str(&text)?;
+        print_answer(&answer, json)?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,6 +1,6 @@
 //! Sub-commands that work on a data directory (or snapshot) directly, without the daemon.
 
-use super::output::{event_line, print_events, print_hits};
+use super::output::{event_line, print_answer, print_events};
 use crate::config::Config;
 use crate::dataset::DataSet;
 use crate::import::parse_input;
@@ -154,15 +154,8 @@ pub fn search(config: &Config, data_dir: &Path, query: &str, limit: u32, filters
         bail!("the query must not be empty and -n must be between 1 and 1000");
     }
     let reader = crate::reader::OfflineReader::open(&Layout::detect(data_dir), config)?;
-    let hits = reader.search(query, limit as usize, filters)?;
-    let unvectorized = reader.indexed_seq.saturating_sub(reader.vectorized_seq) + reader.unindexed;
-    if unvectorized > 0 {
-        eprintln!(
-            "note: {unvectorized} of the newest events are not vectorized yet and cannot be found by meaning (the daemon embeds them as it runs; without it, `ovs-port-agent reembed --data-dir {}`)",
-            data_dir.display()
-        );
-    }
-    print_hits(&hits, json)?;
+    let answer = reader.search(query, limit as usize, filters)?;
+    print_answer(&answer, json)?;
     Ok(ExitCode::SUCCESS)
 }
 

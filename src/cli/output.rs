@@ -1,7 +1,7 @@
 //! How events and reports are printed for people (and as JSON for scripts).
 
 use crate::index::EventRow;
-use crate::search::Hit;
+use crate::search::Answer;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// `2026-11-24T10:00:00.123Z` for a nanosecond timestamp.
@@ -26,22 +26,47 @@ pub fn print_events(events: &[EventRow], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Search hits, best first: score, seq, time, priority, element, action, summary.
-pub fn print_hits(hits: &[Hit], json: bool) -> anyhow::Result<()> {
+/// A search's answer: what the query was taken to mean, then each hit — score, time,
+/// priority, element, action, summary — with what it changed, why it matched, and how many
+/// more events of the same kind it stands for.
+pub fn print_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(hits)?);
-    } else {
-        for h in hits {
-            println!(
-                "{:.3}  {:>8}  {}  {:<8}  {:<28}  {:<22}  {}",
-                h.score,
-                h.seq,
-                format_ts(h.ts),
-                h.priority,
-                h.element_id,
-                h.action,
-                h.summary
-            );
+        println!("{}", serde_json::to_string(answer)?);
+        return Ok(());
+    }
+    if let Some(t) = &answer.time {
+        println!("time: {} ({} → {})", t.phrase, t.since, t.until);
+    }
+    for note in &answer.notes {
+        println!("note: {note}");
+    }
+    if answer.hits.is_empty() {
+        println!("no events match");
+    }
+    for h in &answer.hits {
+        let more = if h.similar.is_empty() { String::new() } else { format!("  (+{} like it)", h.similar.len()) };
+        println!(
+            "{:.2}  {:>8}  {}  {:<8}  {:<28}  {:<22}  {}{more}",
+            h.score,
+            h.seq,
+            format_ts(h.ts),
+            h.priority,
+            h.element_id,
+            h.action,
+            h.summary
+        );
+        for c in h.changes.iter().take(4) {
+            println!("{:>14}{}: {} → {}", "", c.field, c.before, c.after);
+        }
+        let mut why = Vec::new();
+        if let Some(s) = h.why.semantic {
+            why.push(format!("meaning {s:.2}"));
+        }
+        if !h.why.terms.is_empty() {
+            why.push(format!("words {}", h.why.terms.join(", ")));
+        }
+        if !why.is_empty() {
+            println!("{:>14}matched by {}", "", why.join("; "));
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use crate::health::Health;
 use crate::index::EventRow;
 use crate::ledger::{ScanOutcome, scan};
 use crate::replica::ReplicaView;
-use crate::search::Hit;
+use crate::search::Answer;
 use crate::supervisor::TaskStatus;
 use crate::vector::Filters;
 use anyhow::Result;
@@ -66,9 +66,9 @@ impl VerifyGate {
 }
 
 impl Backend {
-    pub async fn search(&self, query: &str, limit: usize, filters: Filters) -> Result<Vec<Hit>> {
+    pub async fn search(&self, query: &str, limit: usize, filters: Filters) -> Result<Answer> {
         match self {
-            Self::Primary(engine) => engine.semantic_search(query, limit, filters).await,
+            Self::Primary(engine) => engine.search(query, limit, filters).await,
             Self::Replica(view) => {
                 let (view, query) = (view.clone(), query.to_owned());
                 tokio::task::spawn_blocking(move || view.search(&query, limit, &filters)).await?

@@ -1,10 +1,12 @@
 //! The semantic text of an event: what gets embedded. Short on purpose (the model's cost
-//! grows with tokens; aim under 64): the event in words, the element's current state and
-//! its last few actions. The template is documented in `docs/semantic-text.md`.
+//! grows with tokens and mean pooling dilutes long texts; aim under ~80 tokens): the event in
+//! words, its summary, what it changed (any field names, before → after), the element's state
+//! and its last few actions. Documented in `docs/semantic-text.md`.
 
+use crate::text::{Fact, facts, value_words, words};
 use serde_json::Value;
 
-/// State fields worth naming first, when an element has them.
+/// State fields worth naming, when an element has them and the event did not mention them.
 const KEY_FIELDS: [&str; 12] = [
     "state",
     "link_state",
@@ -20,30 +22,18 @@ const KEY_FIELDS: [&str; 12] = [
     "addresses",
 ];
 
-/// Words for an identifier: `link.down` → `link down`, `ovs-interface` → `ovs interface`.
-pub fn words(id: &str) -> String {
-    id.replace(['.', '_', '-', '/'], " ")
+/// Facts of the event shown, and state fields after them.
+const MAX_FACTS: usize = 4;
+const MAX_STATE_FIELDS: usize = 3;
+
+/// `interface:eth0` → `eth0`; connection UUIDs are cut to their first 8 characters (a UUID
+/// is noise to a sentence model).
+fn display_name<'a>(element_type: &str, element_id: &'a str) -> &'a str {
+    let name = element_id.split_once(':').map(|(_, n)| n).unwrap_or(element_id);
+    if element_type == "connection" && name.len() > 13 { &name[..8] } else { name }
 }
 
-/// `interface:eth0` → (`interface`, `eth0`); connection UUIDs are shortened.
-fn split_element(element_id: &str) -> (&str, &str) {
-    match element_id.split_once(':') {
-        Some((kind, name)) => (kind, name),
-        None => ("element", element_id),
-    }
-}
-
-fn short_value(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().take(3).map(short_value).collect::<Vec<_>>().join(" "),
-        Value::Null => "none".into(),
-        other => other.to_string(),
-    };
-    s.chars().take(40).collect()
-}
-
-/// Builds the text: `<type> <name>: <action>. <summary>. state: k v, …. recent: a, b, c`.
+/// Builds the text: `<type> <name>: <action>. <summary>. <facts>. state: k v, …. recent: a, b`.
 pub fn semantic_text(
     element_id: &str,
     element_type: &str,
@@ -53,9 +43,7 @@ pub fn semantic_text(
     state: &Value,
     recent_actions: &[String],
 ) -> String {
-    let (_, name) = split_element(element_id);
-    let name = if element_type == "connection" && name.len() > 13 { &name[..8] } else { name };
-    let mut text = format!("{} {}: {}.", words(element_type), name, words(action));
+    let mut text = format!("{} {}: {}.", words(element_type), display_name(element_type, element_id), words(action));
     let summary = summary.trim();
     if !summary.is_empty() {
         text.push(' ');
@@ -64,17 +52,19 @@ pub fn semantic_text(
             text.push('.');
         }
     }
-    let changed: Vec<&str> =
-        details.get("changed").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let shown: Vec<Fact> =
+        facts(details).into_iter().filter(|f| !summary.contains(&f.after) || f.before.is_some()).take(MAX_FACTS).collect();
+    let mentioned: Vec<String> = shown.iter().map(|f| f.field.clone()).collect();
+    if !shown.is_empty() {
+        text.push(' ');
+        text.push_str(&shown.iter().map(Fact::text).collect::<Vec<_>>().join(", "));
+        text.push('.');
+    }
     let mut fields: Vec<String> = Vec::new();
     if let Value::Object(map) = state {
-        let ordered = changed.iter().copied().chain(KEY_FIELDS).filter(|k| map.contains_key(*k));
-        for key in ordered {
-            let entry = format!("{} {}", words(key), short_value(&map[key]));
-            if !fields.contains(&entry) {
-                fields.push(entry);
-            }
-            if fields.len() == 4 {
+        for key in KEY_FIELDS.iter().filter(|k| map.contains_key(**k) && !mentioned.contains(&words(k))) {
+            fields.push(format!("{} {}", words(key), value_words(&map[*key], 40)));
+            if fields.len() == MAX_STATE_FIELDS {
                 break;
             }
         }
@@ -98,20 +88,34 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn text_names_the_event_state_and_history() {
+    fn text_names_the_event_its_changes_state_and_history() {
         let text = semantic_text(
             "interface:eth0",
             "interface",
             "link.down",
             "eth0 lost carrier",
-            &json!({"changed": ["carrier"]}),
+            &json!({"before": {"carrier": true}, "after": {"carrier": false}, "changed": ["carrier"]}),
             &json!({"carrier": false, "state": "unavailable", "mtu": 1500, "present": true}),
             &["state.changed".into(), "link.up".into()],
         );
         assert_eq!(
             text,
-            "interface eth0: link down. eth0 lost carrier. state: carrier false, state unavailable, mtu 1500. recent: state changed, link up"
+            "interface eth0: link down. eth0 lost carrier. carrier yes → no. state: state unavailable, mtu 1500. recent: state changed, link up"
         );
+    }
+
+    #[test]
+    fn generic_field_names_reach_the_model() {
+        let text = semantic_text(
+            "interface:ens4",
+            "interface",
+            "device_state",
+            "",
+            &json!({"old_state": "ip-config", "new_state": "failed", "reason": "dhcp-failed"}),
+            &json!({}),
+            &[],
+        );
+        assert_eq!(text, "interface ens4: device state. state ip-config → failed, reason dhcp-failed.");
     }
 
     #[test]

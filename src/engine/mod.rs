@@ -20,7 +20,7 @@ use crate::index::EventRow;
 use crate::layout::Layout;
 use crate::ledger::{LedgerError, LedgerWriter, Record, WriterThread};
 use crate::lock::DataDirLock;
-use crate::search::{Hit, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
+use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph, local_utc_offset, plan};
 use crate::vector::{Catalog, Filters};
 use anyhow::{Context, Result, anyhow};
 use follower::Follower;
@@ -224,11 +224,22 @@ impl Engine {
         self.started.elapsed()
     }
 
-    /// Natural-language search: embeds the query (ahead of queued events), then k-NN.
-    pub async fn semantic_search(&self, query: &str, limit: usize, filters: Filters) -> Result<Vec<Hit>> {
-        let vector = self.pool.embed_query(query).await?;
+    /// Search in the operator's words, now (see [`search_at`](Self::search_at)).
+    pub async fn search(&self, query: &str, limit: usize, filters: Filters) -> Result<Answer> {
+        self.search_at(query, limit, filters, crate::event::now_ns(), local_utc_offset()).await
+    }
+
+    /// Search as if asked at `now_ns` (time phrases read in local time at `utc_offset_s`):
+    /// the query's embedding (ahead of queued events) and its keywords, fused; the answer
+    /// says how many of the newest events are not embedded yet.
+    pub async fn search_at(&self, query: &str, limit: usize, filters: Filters, now_ns: i64, utc_offset_s: i64) -> Result<Answer> {
+        let plan = plan(query, now_ns, utc_offset_s)?;
+        let vector = if plan.semantic.is_empty() { None } else { Some(self.pool.embed_query(&plan.semantic).await?) };
         let search = self.search.clone();
-        tokio::task::spawn_blocking(move || search.search(&vector, limit, &filters)).await?
+        let mut answer = tokio::task::spawn_blocking(move || search.hybrid(&plan, vector.as_deref(), limit, &filters)).await??;
+        let head = self.writer.head().borrow().0;
+        answer.note_unvectorized(head.saturating_sub(*self.vectorized.borrow()));
+        Ok(answer)
     }
 
     /// Runs `f` on a read-only connection of the index, off the async executor.

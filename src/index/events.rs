@@ -3,6 +3,7 @@
 //! chain); the embedding backlog is the events without a vector.
 
 use super::elements::apply_to_element;
+use super::lexical::{clear_lexical, insert_lexical, lexical_text};
 use super::meta::set_meta;
 use super::{Index, IndexError, IndexResult};
 use crate::event::Priority;
@@ -83,7 +84,7 @@ impl Index {
     /// by `seq`, and expensive to make) stay.
     pub fn clear_events(&mut self) -> IndexResult<()> {
         self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM meta WHERE key = 'covered_seq';")?;
-        Ok(())
+        clear_lexical(&self.conn)
     }
 
     /// Events without a vector, above `after`, most urgent first, skipping `exclude`.
@@ -221,7 +222,8 @@ fn insert_record(tx: &Transaction<'_>, record: &Record) -> IndexResult<()> {
         details,
         previous_seq as i64
     ])?;
-    Ok(())
+    let words = lexical_text(&record.element_id, &record.element_type, &record.action, &record.source, &record.summary, &record.details);
+    insert_lexical(tx, record.seq, &words)
 }
 
 pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {

@@ -5,7 +5,8 @@
 //! - `meta`: key/value facts (covered and vectorized seq, the model the vectors are of);
 //! - `events`: one row per ledger record, element histories, the embedding backlog;
 //! - `elements`: each element's current state, folded from its events;
-//! - `vectors`: the embeddings and their blob encoding.
+//! - `vectors`: the embeddings and their blob encoding;
+//! - `lexical`: the full-text index (FTS5) of every event's words.
 //!
 //! An index is opened writable (the daemon's indexer, `import`, `rebuild`) or read-only
 //! (every inspecting command, snapshots, replicas): a read-only one cannot write.
@@ -13,6 +14,7 @@
 mod elements;
 mod error;
 mod events;
+mod lexical;
 mod meta;
 mod schema;
 mod vectors;
@@ -20,6 +22,7 @@ mod vectors;
 pub use elements::{ElementRow, next_state};
 pub use error::IndexError;
 pub use events::EventRow;
+pub use lexical::lexical_text;
 pub use vectors::{VectorBlobError, from_blob, to_blob};
 
 use rusqlite::{Connection, OpenFlags};
@@ -122,7 +125,7 @@ impl Index {
     /// Drops every derived row, vectors included (the ledger was replaced).
     pub fn clear_all(&mut self) -> IndexResult<()> {
         self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM vectors; DELETE FROM meta;")?;
-        Ok(())
+        lexical::clear_lexical(&self.conn)
     }
 }
 

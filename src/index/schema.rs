@@ -38,13 +38,15 @@ CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NUL
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Creates the tables and brings an index written by an older version up to date in place
 /// (the index is derived, but its vectors are expensive to remake, so it is migrated rather
 /// than rebuilt).
 pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
     conn.execute_batch(SCHEMA)?;
+    let had_fts: bool = conn.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'")?.exists([])?;
+    conn.execute_batch(super::lexical::SCHEMA)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(IndexError::Corrupt(format!("schema version {version} is newer than this program's {SCHEMA_VERSION}")));
@@ -73,6 +75,12 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
         tracing::info!(ms = started.elapsed().as_millis() as u64, "index migrated: events.element_prev_seq filled");
     }
     conn.execute_batch("DROP INDEX IF EXISTS events_by_element")?;
+    // Version 2 → 3: the full-text index, filled from the events already indexed.
+    if !had_fts {
+        let started = std::time::Instant::now();
+        let filled = fill_lexical(conn)?;
+        tracing::info!(events = filled, ms = started.elapsed().as_millis() as u64, "index migrated: full-text index filled");
+    }
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(())
 }
@@ -90,4 +98,22 @@ pub fn check_readable(conn: &Connection, path: &Path) -> IndexResult<()> {
             path.display()
         ))),
     }
+}
+
+/// Adds every indexed event to the full-text index (a migration from version 2).
+fn fill_lexical(conn: &Connection) -> IndexResult<u64> {
+    let mut stmt = conn.prepare("SELECT seq, element_id, element_type, action, source, summary, details FROM events ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut insert = conn.prepare("INSERT INTO events_fts(rowid, body) VALUES (?1, ?2)")?;
+    let mut n = 0u64;
+    conn.execute_batch("BEGIN")?;
+    while let Some(r) = rows.next()? {
+        let column = |i: usize| r.get::<_, String>(i);
+        let details: serde_json::Value = serde_json::from_str(&column(6)?).unwrap_or(serde_json::Value::Null);
+        let text = super::lexical::lexical_text(&column(1)?, &column(2)?, &column(3)?, &column(4)?, &column(5)?, &details);
+        insert.execute(rusqlite::params![r.get::<_, i64>(0)?, text])?;
+        n += 1;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(n)
 }

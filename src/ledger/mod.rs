@@ -273,7 +273,7 @@ impl Ledger {
         }
     }
 
-    fn finish_rollback(&mut self) -> Result<(), LedgerError> {
+    pub(crate) fn finish_rollback(&mut self) -> Result<(), LedgerError> {
         let Some(rollback) = self.unfinished_rollback else { return Ok(()) };
         let segments = segment::list_segments(&self.dir).map_err(|e| LedgerError::io(&self.dir, e))?;
         let kept_first = rollback.saved_tail.map(|t| t.0);

@@ -29,15 +29,21 @@ enum Msg {
 }
 
 struct Pause {
-    paused: std::sync::mpsc::Sender<()>,
+    paused: std::sync::mpsc::Sender<Result<(), LedgerError>>,
     resume: std::sync::mpsc::Receiver<()>,
 }
 
 impl Pause {
-    fn hold(self) {
-        let _ = self.paused.send(());
-        // Returns when the guard resumes us or is dropped.
-        let _ = self.resume.recv();
+    /// Holds the writer still; first, the bytes of a failed batch are removed (a cut must not
+    /// hold them). When that fails the pause is refused and the writer goes on.
+    fn hold(self, ledger: &mut Ledger) {
+        let ready = ledger.finish_rollback();
+        let ok = ready.is_ok();
+        let _ = self.paused.send(ready);
+        if ok {
+            // Returns when the guard resumes us or is dropped.
+            let _ = self.resume.recv();
+        }
     }
 }
 
@@ -159,7 +165,7 @@ impl LedgerWriter {
         let (paused_tx, paused) = std::sync::mpsc::channel();
         let (resume_tx, resume) = std::sync::mpsc::channel();
         self.tx.blocking_send(Msg::Pause(Pause { paused: paused_tx, resume })).map_err(|_| LedgerError::Closed)?;
-        paused.recv().map_err(|_| LedgerError::Closed)?;
+        paused.recv().map_err(|_| LedgerError::Closed)??;
         Ok(PauseGuard { _resume: resume_tx })
     }
 
@@ -186,7 +192,7 @@ fn run(
         let first = match rx.blocking_recv() {
             Some(Msg::Append(first)) => first,
             Some(Msg::Pause(pause)) => {
-                pause.hold();
+                pause.hold(&mut ledger);
                 continue;
             }
             Some(Msg::Close) | None => break,
@@ -234,7 +240,7 @@ fn run(
             }
         }
         if let Some(pause) = pause_after {
-            pause.hold();
+            pause.hold(&mut ledger);
         }
     }
     ledger

@@ -19,7 +19,7 @@ use crate::embed::QueryEmbedder;
 use crate::index::{EventRow, Index};
 use crate::layout::Layout;
 use crate::lock::DataDirLock;
-use crate::search::{Hit, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
+use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph, local_utc_offset, plan};
 use crate::stream::receive::{self, ReplicaState};
 use crate::stream::snapshot::Manifest;
 use crate::vector::{Catalog, Filters, VectorIndex};
@@ -27,6 +27,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+/// A finite vector of unit length (what the receiver let through for new events; older
+/// ranges are checked here as they are copied).
+fn is_unit(v: &[f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (norm - 1.0).abs() <= 1e-3
+}
 
 /// Where the replica daemon keeps its store inside the receive directory.
 pub const SERVING_DIR: &str = ".serving";
@@ -129,12 +136,12 @@ impl ReplicaView {
     /// many of each.
     fn take_in(&self, snapshot: &Path, manifest: &Manifest) -> Result<(u64, u64)> {
         let mut index = self.index.lock().expect("serving index lock");
-        if index.covered_seq()? > manifest.head_seq {
-            // The receive directory was re-seeded with a shorter history: start over.
+        if !self.continues_served_history(&index, snapshot, manifest)? {
+            // The receive directory was re-seeded with another history: start over.
             tracing::warn!(
                 served = index.covered_seq()?,
                 snapshot = manifest.head_seq,
-                "the verified history is shorter than the served one; rebuilding the serving store"
+                "the verified history is not the served one; rebuilding the serving store"
             );
             index.clear_all()?;
             *self.search.graph.write().expect("graph lock") = Arc::new(VectorIndex::new(&self.config.vector, 0));
@@ -142,27 +149,68 @@ impl ReplicaView {
             self.vectorized_seq.store(0, Ordering::Relaxed);
         }
         index.bind_model(&manifest.model_id, &manifest.model_sha256)?;
-        let before = index.covered_seq()?;
         let events = index.catch_up(&snapshot.join("ledger"), manifest.head_seq)?;
-        catalog_events_after(&mut self.search.catalog.write().expect("catalog lock"), &index, before)?;
+        // From what the catalog holds (not from where this call began): a call that failed
+        // half-way is completed by the next.
+        {
+            let mut catalog = self.search.catalog.write().expect("catalog lock");
+            let held = catalog.last_seq();
+            catalog_events_after(&mut catalog, &index, held)?;
+        }
         let received = Index::open_snapshot(&snapshot.join("index.sqlite"))?;
         let graph = self.search.graph.read().expect("graph lock").clone();
-        let mut after = self.vectorized_seq.load(Ordering::Relaxed);
         let mut copied = 0u64;
-        while after < manifest.seq {
-            let batch: Vec<(u64, Vec<f32>)> =
-                received.vectors_after(after, VECTOR_BATCH)?.into_iter().filter(|(seq, _)| *seq <= manifest.seq).collect();
-            let Some(last) = batch.last().map(|(s, _)| *s) else { break };
+        // Each batch is stored, inserted and counted before the next, so a retry never
+        // inserts a vector twice.
+        loop {
+            let after = self.vectorized_seq.load(Ordering::Relaxed);
+            if after >= manifest.seq {
+                break;
+            }
+            let rows = match received.vectors_after(after, VECTOR_BATCH) {
+                Ok(rows) => rows,
+                // A damaged vector row in a range this snapshot's check did not cover (older
+                // than its predecessor): skipped, the event stays findable by its words.
+                Err(e) => {
+                    tracing::warn!(error = %e, after, "skipping unreadable received vectors");
+                    self.vectorized_seq.store(manifest.seq, Ordering::Relaxed);
+                    break;
+                }
+            };
+            let batch: Vec<(u64, Vec<f32>)> = rows.into_iter().filter(|(seq, v)| *seq <= manifest.seq && is_unit(v)).collect();
+            let through = batch.last().map(|(s, _)| *s).unwrap_or(manifest.seq);
             let items: Vec<(u64, Arc<[f32]>)> = batch.iter().map(|(s, v)| (*s, Arc::from(v.as_slice()))).collect();
-            index.put_vectors(&items, after)?;
+            index.put_vectors(&items, through)?;
             graph.insert_many(&batch);
             copied += batch.len() as u64;
-            after = last;
+            self.vectorized_seq.store(through, Ordering::Relaxed);
+            if batch.len() < VECTOR_BATCH {
+                break;
+            }
         }
         index.put_vectors(&[], manifest.seq)?;
         self.vectorized_seq.store(manifest.seq, Ordering::Relaxed);
         self.maybe_checkpoint(&index, copied, manifest.seq)?;
         Ok((events, copied))
+    }
+
+    /// The snapshot's ledger holds the served history: the served head is in it with the
+    /// same hash.
+    fn continues_served_history(&self, index: &Index, snapshot: &Path, manifest: &Manifest) -> Result<bool> {
+        let covered = index.covered_seq()?;
+        if covered == 0 {
+            return Ok(true);
+        }
+        if covered > manifest.head_seq {
+            return Ok(false);
+        }
+        let Some(served) = index.event(covered)? else { return Ok(false) };
+        let mut found = None;
+        crate::ledger::LedgerCursor::new(&snapshot.join("ledger"), covered).read_through(covered, |r| {
+            found = Some(r.hash_hex());
+            Ok(())
+        })?;
+        Ok(found.as_deref() == Some(served.hash.as_str()))
     }
 
     /// Checkpoints the replica's own graph when what was added since reaches a fraction of it.
@@ -196,10 +244,13 @@ impl ReplicaView {
         &self.search
     }
 
-    pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Vec<Hit>> {
-        self.current()?;
-        let vector = self.queries.embed(query)?;
-        self.search.search(&vector, limit, filters)
+    pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Answer> {
+        let current = self.current()?;
+        let plan = plan(query, crate::event::now_ns(), local_utc_offset())?;
+        let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
+        let mut answer = self.search.hybrid(&plan, vector.as_deref(), limit, filters)?;
+        answer.note_unvectorized(current.manifest.head_seq.saturating_sub(self.vectorized_seq()));
+        Ok(answer)
     }
 
     pub fn history(&self, element_id: &str, limit: usize) -> Result<Vec<EventRow>> {

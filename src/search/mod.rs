@@ -1,17 +1,24 @@
-//! Semantic search over the vectors: k-NN in the HNSW graph with filters applied during
-//! traversal, or an exact scan when the filters leave few candidates (where a filtered
-//! graph walk would miss them), then the hits' rows from the index. `load` brings the graph
-//! and the filter catalog back from the index at start.
+//! Search: a query is read into a plan (`query`: a time window from `time`, a keyword query
+//! with the domain's synonyms from `thesaurus`, the text for the sentence model), then both
+//! sides are searched and fused (`hybrid`). The semantic side is k-NN in the HNSW graph with
+//! filters applied during traversal, or an exact scan when the filters leave few candidates
+//! (where a filtered graph walk would miss them). `load` brings the graph and the filter
+//! catalog back from the index at start.
 
+mod hybrid;
 mod load;
+mod query;
+mod thesaurus;
+mod time;
 
+pub use hybrid::{Answer, AnswerTime, Change, Hit, Why};
 pub use load::{catalog_events_after, insert_stored_after, load_graph};
+pub use query::{Plan, Unsearchable, plan};
+pub use time::{TimeWindow, local_utc_offset};
 
-use crate::event::Priority;
 use crate::index::Index;
 use crate::vector::{Catalog, Filters, VectorIndex, dot};
 use anyhow::Result;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -20,21 +27,6 @@ const EXACT_SCAN_LIMIT: usize = 4096;
 /// The graph ranks with 8-bit vectors; this many times the wanted hits are taken from it
 /// and re-scored with the exact f32 vectors, so near ties are ordered right.
 const RERANK_FACTOR: usize = 3;
-
-/// One search result.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct Hit {
-    pub score: f32,
-    pub seq: u64,
-    pub ts: i64,
-    pub element_id: String,
-    pub element_type: String,
-    pub action: String,
-    pub priority: Priority,
-    pub source: String,
-    pub summary: String,
-    pub hash: String,
-}
 
 /// Which index file readers open, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,31 +76,6 @@ pub struct SearchState {
 }
 
 impl SearchState {
-    /// The `limit` events closest to `query` that pass `filters`, best first.
-    pub fn search(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<Hit>> {
-        let scored = self.nearest(query, limit, filters)?;
-        self.readers.with(|index| {
-            let mut hits = Vec::with_capacity(scored.len());
-            for (seq, score) in scored {
-                if let Some(e) = index.event(seq)? {
-                    hits.push(Hit {
-                        score,
-                        seq,
-                        ts: e.ts,
-                        element_id: e.element_id,
-                        element_type: e.element_type,
-                        action: e.action,
-                        priority: e.priority,
-                        source: e.source,
-                        summary: e.summary,
-                        hash: e.hash,
-                    });
-                }
-            }
-            Ok(hits)
-        })
-    }
-
     /// `(seq, score)` of the nearest vectors passing the filters.
     pub fn nearest(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();

@@ -17,8 +17,9 @@ pub use diff::{Diff, diff, value_text};
 
 use crate::config::SourcesConfig;
 use crate::engine::Engine;
-use crate::event::{NewEvent, Priority};
+use crate::event::{EventError, NewEvent, Priority};
 use crate::health::{Health, Transition};
+use crate::ledger::LedgerError;
 use crate::supervisor::Stopping;
 use anyhow::Result;
 use serde_json::json;
@@ -131,7 +132,16 @@ impl Recorder {
                 *batch = events.into_iter().map(|e| self.prepare(e)).collect();
             }
             let count = batch.len() as u64;
-            match engine.record(batch.clone()).await {
+            let result = match engine.record(batch.clone()).await {
+                // Events are fitted before they are queued, so this is a bug somewhere; one
+                // by one, so that a single event cannot hold up the others.
+                Err(LedgerError::Invalid(e)) => {
+                    tracing::error!(error = %e, "a batch of prepared events was refused as invalid; recording them one by one");
+                    self.record_one_by_one(&engine, std::mem::take(batch)).await
+                }
+                other => other.map(|_| ()),
+            };
+            match result {
                 Ok(_) => {
                     self.stats.recorded.fetch_add(count, Ordering::Relaxed);
                     batch.clear();
@@ -187,6 +197,32 @@ impl Recorder {
         }
     }
 
+    /// Records events one at a time; an event the ledger refuses becomes a minimal
+    /// `event.rejected` (fixed text, nothing from the event but its source's name).
+    async fn record_one_by_one(&self, engine: &Engine, events: Vec<NewEvent>) -> Result<(), LedgerError> {
+        for event in events {
+            match engine.record(vec![event.clone()]).await {
+                Err(LedgerError::Invalid(reason)) => {
+                    let source: String = event.source.chars().filter(char::is_ascii_alphanumeric).take(64).collect();
+                    tracing::error!(%reason, "an event was refused by the ledger; recorded as event.rejected");
+                    let rejected = NewEvent::new(
+                        "agent",
+                        "agent:sources",
+                        "event.rejected",
+                        Priority::High,
+                        json!({"source": source, "reason": "refused by the ledger"}),
+                    )
+                    .with_summary("an event could not be recorded: refused by the ledger");
+                    engine.record(vec![rejected]).await?;
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The event as it will be recorded: its priority override applied, shortened to the
     /// ledger's limits, or replaced by an `event.rejected`.
     fn prepare(&self, mut event: NewEvent) -> NewEvent {
@@ -205,7 +241,8 @@ impl Recorder {
             Err(reason) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(source = %source, %reason, "an event could not be recorded as it was; recording event.rejected");
-                let clip = |s: &str| s.chars().take(200).collect::<String>();
+                let clip = |s: &str| s.chars().take(120).collect::<String>();
+                let reason = EventError(clip(&reason.0));
                 NewEvent::new(
                     "agent",
                     "agent:sources",

@@ -142,6 +142,9 @@ async fn session(
         let dropped = lost.swap(0, Ordering::Relaxed);
         if dropped > 0 && nm_owner.is_some() {
             tracing::warn!(signals = dropped, "NetworkManager signals overflowed; reconciling from its live state");
+            // What is still queued is older than the live state read next: drop it, or it
+            // would roll the picture back.
+            while incoming.try_recv().is_ok() {}
             world = snapshot(&conn).await?;
             reconcile(SOURCE, live_elements(&world), sink, engine).await?;
         }

@@ -54,6 +54,8 @@ mod attr {
     pub const PATH_LINK: u16 = 17;
     pub const CLONE_UUID: u16 = 20;
     pub const CLONE_PATH: u16 = 22;
+    /// The highest attribute of protocol version 1.
+    pub const MAX_V1: u16 = 24;
 }
 
 /// Why a stream was refused.
@@ -265,6 +267,14 @@ impl<'a> Attrs<'a> {
             if body.len() < 4 + len {
                 return refuse("an attribute longer than its command");
             }
+            // `btrfs receive` keeps the last of a repeated attribute: what was checked must be
+            // what it applies, so a repeat (or an attribute it does not know) is refused.
+            if kind == 0 || kind > attr::MAX_V1 {
+                return refuse(format!("attribute {kind}"));
+            }
+            if items.iter().any(|(k, _)| *k == kind) {
+                return refuse(format!("attribute {kind} given twice"));
+            }
             items.push((kind, &body[4..4 + len]));
             body = &body[4 + len..];
         }
@@ -388,6 +398,8 @@ pub(crate) mod tests {
             (command(cmd::SET_XATTR, &[(attr::PATH, b"x"), (13, b"security.capability"), (14, b"..")]), "extended attributes"),
             (command(cmd::CLONE, &[(attr::PATH, b"a"), (attr::CLONE_UUID, &[9; 16]), (attr::CLONE_PATH, b"b")]), "clone"),
             (command(25, &[]), "command 25"),
+            (command(cmd::WRITE, &[(attr::PATH, b"ledger/x"), (attr::PATH, b"../replica-state.json"), (19, b"{}")]), "given twice"),
+            (command(cmd::MKFILE, &[(attr::PATH, b"x"), (27, b"")]), "attribute 27"),
         ];
         for (bad, why) in cases {
             let bytes = stream(&[subvol("data@5"), bad, command(cmd::END, &[])]);

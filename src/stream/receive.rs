@@ -43,6 +43,7 @@ use std::time::Duration;
 const STATE_FILE: &str = "replica-state.json";
 const VERIFIED_DB: &str = ".verified.sqlite";
 const REJECTIONS: &str = "rejections.jsonl";
+const SESSION_LOCK: &str = ".receive.lock";
 /// The rejection log is cut back to its newer half beyond this size.
 const MAX_REJECTIONS_BYTES: u64 = 1 << 20;
 /// A vector is a unit vector within this tolerance.
@@ -104,6 +105,11 @@ pub fn newest(dir: &Path) -> Option<PathBuf> {
 
 /// Serves one session until stdin closes.
 pub fn run(dir: &Path, limits: Limits) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // One session at a time: a primary that gave up on a slow session must not start a
+    // second one that deletes what the first is verifying.
+    let _session = crate::lock::DataDirLock::acquire_named(dir, SESSION_LOCK)
+        .context("another replica-receive session is running on this directory; try again when it ends")?;
     prepare(dir)?;
     let mut input = BufReader::new(std::io::stdin());
     let stdout = std::io::stdout();
@@ -129,35 +135,21 @@ pub fn run(dir: &Path, limits: Limits) -> Result<()> {
 /// Makes the receive directory private (0700) and removes every snapshot but the newest
 /// verified one (an interrupted session's partial receive among them).
 fn prepare(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private", dir.display()))?;
     prune(dir, ReplicaState::load(dir).newest.as_deref().unwrap_or(""));
     Ok(())
 }
 
-/// Deletes what a refused or broken receive left (a subvolume, or anything else the stream
-/// managed to create next to it).
-fn remove_unverified(dir: &Path, before: &[std::ffi::OsString]) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if before.contains(&entry.file_name()) {
-            continue;
-        }
-        let path = entry.path();
-        let removed = if btrfs::subvolume_facts(&path).is_ok() {
-            snapshot::delete(&path)
-        } else if path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            std::fs::remove_dir_all(&path).map_err(Into::into)
-        } else {
-            std::fs::remove_file(&path).map_err(Into::into)
-        };
-        if let Err(e) = removed {
-            eprintln!("could not remove {}: {e:#}", path.display());
-        }
+/// Deletes what a refused or broken receive left: the stream's own subvolume (the guard
+/// lets a stream create nothing else), when it was not there before.
+fn remove_unverified(target: &Path) {
+    if !target.exists() {
+        return;
     }
-}
-
-fn entries(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
-    Ok(std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?)
+    let removed = if btrfs::is_subvolume(target) { snapshot::delete(target) } else { std::fs::remove_dir_all(target).map_err(Into::into) };
+    if let Err(e) = removed {
+        eprintln!("could not remove {}: {e:#}", target.display());
+    }
 }
 
 fn read_header_line(input: &mut impl BufRead) -> Result<Option<String>> {
@@ -174,7 +166,7 @@ fn read_header_line(input: &mut impl BufRead) -> Result<Option<String>> {
 
 fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limits: Limits) -> Result<Ack> {
     let mut ack = Ack { name: header.name.clone(), ..Default::default() };
-    let state = ReplicaState::load(dir);
+    let mut state = ReplicaState::load(dir);
     let refused = |ack: &mut Ack, input: &mut dyn Read, why: String| -> Result<Ack> {
         drain(input)?;
         ack.error = Some(why);
@@ -191,12 +183,15 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
             format!("{} is not newer than the verified {}", header.name, state.newest.clone().unwrap_or_default()),
         );
     }
+    // A state file written before subvolume UUIDs were kept: read it off the subvolume.
+    if state.uuid.is_none() {
+        state.uuid = state.newest.as_ref().and_then(|n| btrfs::subvolume_facts(&dir.join(n)).ok()).map(|f| f.uuid);
+    }
     // Incremental only from the newest verified snapshot (the only one kept).
     let parent = match &header.parent {
         None => None,
-        Some(p) if Some(p) == state.newest.as_ref() && dir.join(p).exists() => {
-            let received = state.received_uuid.as_deref().and_then(btrfs::parse_uuid);
-            Some(received.context("the verified parent has no received UUID on record")?)
+        Some(p) if Some(p) == state.newest.as_ref() && dir.join(p).exists() && state.received_uuid.is_some() => {
+            state.received_uuid.as_deref().and_then(btrfs::parse_uuid)
         }
         Some(p) => {
             drain(input)?;
@@ -209,25 +204,19 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
     let target = dir.join(&header.name);
     // A leftover of the same (newer, so unverified) name from an interrupted attempt.
     if target.exists() {
-        snapshot::delete(&target)?;
+        remove_unverified(&target);
     }
-    let before = entries(dir)?;
-    if let Err(e) = receive_stream(dir, header, expected, input, limits) {
-        remove_unverified(dir, &before);
-        if e.is::<SessionBroken>() {
-            return Err(e);
-        }
-        ack.error = Some(format!("{e:#}"));
-        return Ok(ack);
-    }
-    let verified = entries(dir).and_then(|after| {
-        let new: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
-        if new.len() != 1 || *new[0] != *header.name {
-            bail!("the stream did not create exactly its one subvolume");
+    // The watchdog bounds the whole of it: receiving and checking.
+    let watchdog = Watchdog::start(Duration::from_secs(limits.max_stream_seconds));
+    let received = receive_stream(dir, header, expected, input, limits, &watchdog);
+    let outcome = received.and_then(|()| {
+        if !btrfs::is_subvolume(&target) {
+            bail!("the stream did not create its subvolume");
         }
         check(dir, &target, &state, header.parent.is_some())
     });
-    match verified {
+    watchdog.disarm();
+    match outcome {
         Ok(verified) => {
             verified.state.save(dir)?;
             ack.ok = true;
@@ -236,7 +225,10 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
             ack.head_hash = verified.state.head_hash.clone();
         }
         Err(e) => {
-            remove_unverified(dir, &before);
+            remove_unverified(&target);
+            if e.is::<SessionBroken>() {
+                return Err(e);
+            }
             ack.error = Some(format!("{e:#}"));
         }
     }
@@ -244,13 +236,20 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
 }
 
 /// Runs the filtered stream into `btrfs receive` (confined); returns once it succeeded.
-fn receive_stream(dir: &Path, header: &Header, expected: Expected, input: &mut (impl Read + Send), limits: Limits) -> Result<()> {
+fn receive_stream(
+    dir: &Path,
+    header: &Header,
+    expected: Expected,
+    input: &mut (impl Read + Send),
+    limits: Limits,
+    watchdog: &Watchdog,
+) -> Result<()> {
     let mut receive = Command::new("btrfs");
     receive.arg("receive").arg("--chroot").arg(dir).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
     btrfs::confine_to_nosuid_nodev(&mut receive, &btrfs::mount_point_of(dir)?)?;
     let mut child = receive.spawn().context("running btrfs receive")?;
     let mut to_receive = child.stdin.take().expect("piped");
-    let watchdog = Watchdog::start(child.id(), Duration::from_secs(limits.max_stream_seconds));
+    watchdog.watch(child.id());
     // zstd -d, when compressed, runs as a filter the guard reads from.
     let mut unzstd = match header.compression.as_deref() {
         None => None,
@@ -331,7 +330,7 @@ fn receive_stream(dir: &Path, header: &Header, expected: Expected, input: &mut (
         let _ = child.kill();
     }
     let output = child.wait_with_output()?;
-    watchdog.disarm();
+    watchdog.watch(0);
     copied.map_err(|e| SessionBroken(format!("{e:#}")))?;
     if let Some(why) = refused {
         bail!("{why}");
@@ -347,25 +346,36 @@ fn receive_stream(dir: &Path, header: &Header, expected: Expected, input: &mut (
 #[error("{0}")]
 struct SessionBroken(String);
 
-/// Kills `btrfs receive` and ends the session when one stream takes longer than allowed
-/// (the read that waits for the sender cannot be interrupted otherwise); the next session
-/// clears what was left.
+/// Ends the session when one stream — received and checked — takes longer than allowed:
+/// the read that waits for the sender cannot be interrupted otherwise, nor can a check of a
+/// crafted file. It kills `btrfs receive` if it runs; the next session clears what was left.
 struct Watchdog {
     done: std::sync::mpsc::Sender<()>,
+    child: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Watchdog {
-    fn start(pid: u32, limit: Duration) -> Self {
+    fn start(limit: Duration) -> Self {
         let (done, rx) = std::sync::mpsc::channel::<()>();
+        let child = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let watched = child.clone();
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                 eprintln!("a stream took longer than {} s; ending the session", limit.as_secs());
-                // SAFETY: signalling our own child by its pid.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                let pid = watched.load(std::sync::atomic::Ordering::SeqCst);
+                if pid != 0 {
+                    // SAFETY: signalling our own child by its pid.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
                 std::process::exit(3);
             }
         });
-        Self { done }
+        Self { done, child }
+    }
+
+    /// The child to kill when time runs out (0: none).
+    fn watch(&self, pid: u32) {
+        self.child.store(pid, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn disarm(self) {
@@ -424,18 +434,24 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
     if !previous.host.is_empty() && manifest.host != previous.host {
         bail!("the snapshot comes from host {:?}, this replica holds {:?}", manifest.host, previous.host);
     }
+    let index = ReceivedIndex::open(staged, &manifest)?;
     let mut heads = VerifiedHeads::open(dir)?;
-    // Without the element heads of the last verification (a first snapshot, or the file was
-    // lost), the whole ledger is verified, and must still hold the last verified head.
-    let new_records = if previous.head_seq == 0 || heads.is_empty()? {
-        heads.clear()?;
-        verify_whole(staged, &manifest, previous, &mut heads)?
+    let parent = previous.newest.as_ref().map(|n| dir.join(n)).filter(|p| p.exists());
+    // The element heads must be those of the last verified snapshot (not of one verified
+    // but never published); without them, or without the parent, the whole ledger is
+    // verified, and must still hold the last verified head.
+    let incremental_verification =
+        previous.head_seq > 0 && heads.head()? == Some((previous.head_seq, previous.head_hash.clone())) && parent.is_some();
+    if incremental_verification {
+        verify_from(&parent.expect("checked above"), staged, previous, &manifest, &mut heads, &mut |r| index.check_row(r))?;
     } else {
-        let parent = dir.join(previous.newest.as_deref().context("no verified snapshot on record")?);
-        verify_from(&parent, staged, previous, &manifest, &mut heads)?
-    };
-    check_index(staged, &manifest, &new_records, previous)?;
-    heads.commit()?;
+        heads.clear();
+        verify_whole(staged, &manifest, previous, &mut heads, &mut |r| index.check_row(r))?;
+    }
+    ends_at_head(&staged.join("ledger"), manifest.head_seq)?;
+    let since = if previous.model_sha256 == manifest.model_sha256 { previous.vectorized_seq } else { 0 };
+    index.check_vectors(since, manifest.seq)?;
+    heads.commit(manifest.head_seq, &manifest.head_hash)?;
     Ok(Verified {
         state: ReplicaState {
             newest: staged.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -450,25 +466,27 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
     })
 }
 
-/// The first snapshot a replica takes in: every record, every chain, up to the MANIFEST.
-fn verify_whole(snapshot: &Path, manifest: &Manifest, previous: &ReplicaState, heads: &mut VerifiedHeads) -> Result<Vec<Record>> {
-    let mut records = std::collections::VecDeque::new();
+/// The first snapshot a replica takes in (or one whose predecessor's verification state is
+/// gone): every record, every chain, up to the MANIFEST; the last verified head among them.
+fn verify_whole(
+    snapshot: &Path,
+    manifest: &Manifest,
+    previous: &ReplicaState,
+    heads: &mut VerifiedHeads,
+    check_new: &mut dyn FnMut(&Record) -> Result<()>,
+) -> Result<()> {
     let mut holds_previous_head = previous.head_seq == 0;
+    let mut failed = None;
     let outcome = scan(&snapshot.join("ledger"), |r| {
         if r.seq == previous.head_seq && r.hash_hex() == previous.head_hash {
             holds_previous_head = true;
         }
-        // The records after the last verified head are the new ones, whose index rows are
-        // checked (bounded: a first snapshot checks its newest million).
-        if r.seq > previous.head_seq {
-            if records.len() == 1_000_000 {
-                records.pop_front();
-            }
-            records.push_back(r.clone());
+        if r.seq > previous.head_seq && failed.is_none() {
+            failed = check_new(r).err();
         }
     })?;
-    if !holds_previous_head {
-        bail!("the received ledger does not hold the last verified head (seq {} {})", previous.head_seq, previous.head_hash);
+    if let Some(e) = failed {
+        return Err(e);
     }
     if let Some(damage) = outcome.damage {
         bail!("the received ledger is damaged: {damage}");
@@ -476,13 +494,16 @@ fn verify_whole(snapshot: &Path, manifest: &Manifest, previous: &ReplicaState, h
     if outcome.torn.is_some() {
         bail!("the received ledger ends in an incomplete record");
     }
+    if !holds_previous_head {
+        bail!("the received ledger does not hold the last verified head (seq {} {})", previous.head_seq, previous.head_hash);
+    }
     if outcome.state.head_seq != manifest.head_seq || hex::encode(outcome.state.head_hash) != manifest.head_hash {
         bail!("MANIFEST says head {} {}, the ledger ends at {}", manifest.head_seq, manifest.head_hash, outcome.state.head_seq);
     }
     for (element, hash) in &outcome.state.element_heads {
         heads.set(element, hash);
     }
-    Ok(records.into())
+    Ok(())
 }
 
 /// A later snapshot: the ledger the last verified snapshot held is still there byte for
@@ -494,7 +515,8 @@ fn verify_from(
     previous: &ReplicaState,
     manifest: &Manifest,
     heads: &mut VerifiedHeads,
-) -> Result<Vec<Record>> {
+    check_new: &mut dyn FnMut(&Record) -> Result<()>,
+) -> Result<()> {
     let (old_dir, new_dir) = (parent.join("ledger"), snapshot.join("ledger"));
     let old = list_segments(&old_dir).with_context(|| format!("listing {}", old_dir.display()))?;
     let new = list_segments(&new_dir).with_context(|| format!("listing {}", new_dir.display()))?;
@@ -515,7 +537,6 @@ fn verify_from(
     }
     let mut chain = ChainState { head_seq: previous.head_seq, head_hash: parse_hash(&previous.head_hash)?, element_heads: HashMap::new() };
     let mut cursor = LedgerCursor::new(&new_dir, previous.head_seq + 1);
-    let mut records = Vec::new();
     cursor
         .read_through(manifest.head_seq, |record| {
             if !chain.element_heads.contains_key(&record.element_id) {
@@ -525,32 +546,78 @@ fn verify_from(
                 }
             }
             chain.advance(&record).map_err(|kind| anyhow::anyhow!("the received ledger is damaged at seq {}: {kind}", record.seq))?;
-            records.push(record);
-            Ok(())
+            check_new(&record)
         })
         .context("checking the received ledger")?;
     if chain.head_seq != manifest.head_seq || hex::encode(chain.head_hash) != manifest.head_hash {
         bail!("MANIFEST says head {} {}, the ledger ends at {}", manifest.head_seq, manifest.head_hash, chain.head_seq);
     }
-    if manifest.head_seq > previous.head_seq && !cursor.at_end()? {
-        bail!("the received ledger goes on past the MANIFEST's head {}", manifest.head_seq);
-    }
     for (element, hash) in &chain.element_heads {
         heads.set(element, hash);
     }
-    Ok(records)
+    Ok(())
 }
 
-/// The received index's rows for the new events match the verified ledger, and their
-/// vectors are well-formed unit vectors.
-fn check_index(snapshot: &Path, manifest: &Manifest, records: &[Record], previous: &ReplicaState) -> Result<()> {
-    let index = Index::open_snapshot(&snapshot.join("index.sqlite"))?;
-    let covered = index.covered_seq()?;
-    if covered < manifest.seq {
-        bail!("the received index covers seq {covered}, less than the MANIFEST's {}", manifest.seq);
+/// Nothing follows the MANIFEST's head: the last segment ends with that record's line, and
+/// no segment starts after it.
+fn ends_at_head(ledger: &Path, head_seq: u64) -> Result<()> {
+    let segments = list_segments(ledger).with_context(|| format!("listing {}", ledger.display()))?;
+    if let Some(after) = segments.iter().find(|s| s.first_seq > head_seq) {
+        bail!("the received ledger goes on past the MANIFEST's head {head_seq} ({})", after.path.display());
     }
-    for record in records.iter().filter(|r| r.seq <= covered) {
-        let row = index.event(record.seq)?.with_context(|| format!("the received index lacks event {}", record.seq))?;
+    let last = crate::ledger::head_seq(ledger)?;
+    let ends_with_newline = match segments.last() {
+        Some(seg) => {
+            let file = crate::ledger::open_segment_file(&seg.path)?;
+            let len = file.metadata()?.len();
+            let mut byte = [0u8; 1];
+            len == 0 || (std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, len - 1).is_ok() && byte[0] == b'\n')
+        }
+        None => true,
+    };
+    if last != head_seq || !ends_with_newline {
+        bail!("the received ledger goes on past the MANIFEST's head {head_seq}");
+    }
+    Ok(())
+}
+
+/// The received index, opened to check it against the verified ledger: its schema is the
+/// data set's own (tables only: a view or a trigger could make a query never return), its
+/// rows for new events equal the records, its vectors are well-formed unit vectors.
+struct ReceivedIndex {
+    index: Index,
+    covered: u64,
+}
+
+impl ReceivedIndex {
+    fn open(snapshot: &Path, manifest: &Manifest) -> Result<Self> {
+        let index = Index::open_snapshot(&snapshot.join("index.sqlite"))?;
+        let odd: Option<String> = index
+            .connection()
+            .query_row("SELECT type || ' ' || name FROM sqlite_master WHERE type NOT IN ('table', 'index') LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        if let Some(odd) = odd {
+            bail!("the received index holds a {odd}");
+        }
+        for table in ["meta", "events", "elements", "vectors"] {
+            let is_table: bool =
+                index.connection().prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?.exists([table])?;
+            if !is_table {
+                bail!("the received index has no table {table}");
+            }
+        }
+        let covered = index.covered_seq()?;
+        if covered < manifest.seq {
+            bail!("the received index covers seq {covered}, less than the MANIFEST's {}", manifest.seq);
+        }
+        Ok(Self { index, covered })
+    }
+
+    fn check_row(&self, record: &Record) -> Result<()> {
+        if record.seq > self.covered {
+            return Ok(());
+        }
+        let row = self.index.event(record.seq)?.with_context(|| format!("the received index lacks event {}", record.seq))?;
         let same = row.hash == record.hash_hex()
             && row.element_id == record.element_id
             && row.element_type == record.element_type
@@ -563,27 +630,31 @@ fn check_index(snapshot: &Path, manifest: &Manifest, records: &[Record], previou
         if !same {
             bail!("the received index's row for event {} does not match the ledger", record.seq);
         }
+        Ok(())
     }
-    let since = if previous.model_sha256 == manifest.model_sha256 { previous.vectorized_seq } else { 0 };
-    let mut after = since;
-    loop {
-        let rows: Vec<(i64, Vec<u8>)> = {
-            let mut stmt =
-                index.connection().prepare("SELECT seq, vector FROM vectors WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT 4096")?;
-            let rows = stmt.query_map(params![after as i64, manifest.seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let Some(last) = rows.last().map(|(s, _)| *s as u64) else { break };
-        for (seq, blob) in rows {
-            let v = from_blob(&blob).with_context(|| format!("the received vector of event {seq}"))?;
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if (norm - 1.0).abs() > NORM_TOLERANCE {
-                bail!("the received vector of event {seq} is not a unit vector (norm {norm})");
+
+    fn check_vectors(&self, since: u64, through: u64) -> Result<()> {
+        let mut after = since;
+        loop {
+            let rows: Vec<(i64, Vec<u8>)> = {
+                let mut stmt = self
+                    .index
+                    .connection()
+                    .prepare("SELECT seq, vector FROM vectors WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT 4096")?;
+                let rows = stmt.query_map(params![after as i64, through as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let Some(last) = rows.last().map(|(s, _)| *s as u64) else { return Ok(()) };
+            for (seq, blob) in rows {
+                let v = from_blob(&blob).with_context(|| format!("the received vector of event {seq}"))?;
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if (norm - 1.0).abs() > NORM_TOLERANCE {
+                    bail!("the received vector of event {seq} is not a unit vector (norm {norm})");
+                }
             }
+            after = last;
         }
-        after = last;
     }
-    Ok(())
 }
 
 fn parse_hash(text: &str) -> Result<Hash> {
@@ -594,7 +665,9 @@ fn parse_hash(text: &str) -> Result<Hash> {
 
 /// Every element's newest verified record hash, kept in `DIR/.verified.sqlite` so a later
 /// snapshot's element chains are checked from where the last one ended (a receive costs
-/// what arrived, not the history). Changes are written only when the snapshot is accepted.
+/// what arrived, not the history), with the ledger head they belong to, written in the same
+/// transaction (heads of a snapshot verified but never published are not mistaken for the
+/// published one's). Changes are written only when the snapshot is accepted.
 struct VerifiedHeads {
     conn: Connection,
     changed: HashMap<String, Hash>,
@@ -604,18 +677,25 @@ struct VerifiedHeads {
 impl VerifiedHeads {
     fn open(dir: &Path) -> Result<Self> {
         let conn = Connection::open(dir.join(VERIFIED_DB))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS heads (element_id TEXT PRIMARY KEY, hash BLOB NOT NULL);")?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE IF NOT EXISTS heads (element_id TEXT PRIMARY KEY, hash BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);",
+        )?;
         Ok(Self { conn, changed: HashMap::new(), cleared: false })
     }
 
-    fn is_empty(&self) -> Result<bool> {
-        Ok(!self.conn.prepare("SELECT 1 FROM heads LIMIT 1")?.exists([])?)
+    /// The ledger head these element heads belong to.
+    fn head(&self) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT seq, hash FROM head WHERE id = 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?)
     }
 
-    fn clear(&mut self) -> Result<()> {
+    fn clear(&mut self) {
         self.cleared = true;
         self.changed.clear();
-        Ok(())
     }
 
     fn get(&self, element: &str) -> Result<Option<Hash>> {
@@ -634,7 +714,7 @@ impl VerifiedHeads {
         self.changed.insert(element.to_owned(), *hash);
     }
 
-    fn commit(mut self) -> Result<()> {
+    fn commit(mut self, head_seq: u64, head_hash: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         if self.cleared {
             tx.execute("DELETE FROM heads", [])?;
@@ -645,6 +725,7 @@ impl VerifiedHeads {
                 stmt.execute(params![element, hash.to_vec()])?;
             }
         }
+        tx.execute("INSERT OR REPLACE INTO head (id, seq, hash) VALUES (1, ?1, ?2)", params![head_seq as i64, head_hash])?;
         tx.commit()?;
         Ok(())
     }

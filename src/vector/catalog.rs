@@ -78,6 +78,11 @@ impl CompiledFilter<'_> {
             && matches(self.source, e.source)
     }
 
+    /// The newest accepted `seq`s, newest first, at most `n`.
+    pub fn newest(&self, n: usize) -> Vec<u64> {
+        (1..self.catalog.entries.len() as u64).rev().filter(|s| self.accepts(*s)).take(n).collect()
+    }
+
     /// Every accepted `seq`, up to `cap` of them (None when there are more).
     pub fn matching(&self, cap: usize) -> Option<Vec<u64>> {
         let mut out = Vec::new();
@@ -142,6 +147,11 @@ impl Catalog {
         }
         self.entries[at] = Some(entry);
         Ok(())
+    }
+
+    /// The highest seq held (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.entries.len().saturating_sub(1) as u64
     }
 
     pub fn len(&self) -> usize {

