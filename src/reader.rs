@@ -40,12 +40,12 @@ impl OfflineReader {
         let (graph, _, _) = load_graph(&layout.hnsw_dir(), &config.vector, index, queries.model_sha256())?;
         let mode = if layout.read_only { ReadMode::Snapshot } else { ReadMode::Live };
         Ok(Self {
-            search: SearchState {
-                graph: RwLock::new(Arc::new(graph)),
-                catalog: Arc::new(RwLock::new(catalog)),
-                readers: Readers::new(&layout.index_path(), mode),
-                ef_search: config.vector.ef_search,
-            },
+            search: SearchState::new(
+                graph,
+                Arc::new(RwLock::new(catalog)),
+                Readers::new(&layout.index_path(), mode),
+                config.vector.ef_search,
+            ),
             vectorized_seq: index.vectorized_seq()?,
             indexed_seq: index.covered_seq()?,
             unindexed: dataset.unindexed()?,

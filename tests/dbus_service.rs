@@ -193,6 +193,9 @@ fn bad_input_gets_invalid_args_with_a_reason() {
     let cases: Vec<(&str, Box<dyn erased::Body>, &str)> = vec![
         ("SemanticSearch", Box::new(("", 10u32)), "query must not be empty"),
         ("SemanticSearch", Box::new(("q".repeat(5000), 10u32)), "more than the limit of 4096"),
+        ("SemanticSearch", Box::new(("q ".repeat(50_000), 10u32)), "more than the limit of 4096"),
+        ("SemanticSearch", Box::new(("what is the", 10u32)), "only common words"),
+        ("SemanticSearch", Box::new(("?! --", 10u32)), "holds no words"),
         ("SemanticSearch", Box::new(("links", 0u32)), "limit must be between 1 and 1000"),
         ("SemanticSearch", Box::new(("links", 1001u32)), "limit must be between 1 and 1000"),
         ("RecordEvent", Box::new(("interface:eth0", "up", "{not json", "high")), "not valid JSON"),
@@ -212,6 +215,12 @@ fn bad_input_gets_invalid_args_with_a_reason() {
     assert!(desc.contains("Signature mismatch") && desc.contains("(su)"), "{name}: {desc}");
     assert!(error_name(&daemon, &["Search", "sa{sv}", "x", "1", "colour", "s", "red"]).contains("unknown option"));
     assert!(error_name(&daemon, &["Search", "sa{sv}", "x", "1", "limit", "s", "ten"]).contains("must be of type u"));
+    // A time phrase that names no time: an answer that says so, not a silent filter.
+    let (ok, out, err) = daemon.gdbus_call("SemanticSearch", &["errors since 99:99", "5"]);
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
+    assert!(answer["notes"].to_string().contains("names no time"), "{answer}");
+    assert!(answer.get("time").is_none(), "no time filter was applied: {answer}");
     let (ok, _, _) = daemon.busctl(&["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Ping"]);
     assert!(ok, "the daemon still serves");
 }

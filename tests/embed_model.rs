@@ -41,3 +41,27 @@ fn a_missing_runtime_library_is_an_error_not_a_panic() {
     let err = ovs_port_agent::embed::init_runtime(std::path::Path::new("/nonexistent/libonnxruntime.so")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/libonnxruntime.so"), "{err}");
 }
+
+#[test]
+fn the_model_manifest_names_the_model_and_a_bad_one_is_refused() {
+    let config = common::model_config();
+    let files = ModelFiles::locate(&config).unwrap();
+    assert!(files.model_id().starts_with("all-MiniLM-L6-v2-dynint8@"), "{}", files.model_id());
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&config.model_dir).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_file(tmp.path().join("model.json")).unwrap();
+    std::fs::write(tmp.path().join("model.json"), r#"{"name": "x", "pooling": "cls"}"#).unwrap();
+    let mut other = config.clone();
+    other.model_dir = tmp.path().to_owned();
+    let err = format!("{:#}", ModelFiles::locate(&other).unwrap_err());
+    assert!(err.contains("model.json") && err.contains("unknown field"), "{err}");
+    // A named output that the model does not have is an error when loading, not a panic.
+    std::fs::write(tmp.path().join("model.json"), r#"{"name": "x", "output": "no_such_output"}"#).unwrap();
+    let files = ModelFiles::locate(&other).unwrap();
+    assert_eq!(files.model_id(), format!("x@{}", &files.model_sha256[..12]));
+    let loaded = SentenceModel::load(&files, 256).and_then(|mut m| m.embed(&["link down"]));
+    assert!(loaded.is_err(), "an output that is not there must fail clearly");
+}

@@ -1,5 +1,5 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
-//! `ledger`, `embed`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes` (default: ledger, embed, search, dbus, ingest). Prints a table per
+//! `ledger`, `embed`, `quality`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
@@ -7,6 +7,7 @@ mod dbus;
 mod embed;
 mod ingest;
 mod ledger;
+mod quality;
 mod replicate;
 mod report;
 mod search;
@@ -25,8 +26,11 @@ fn main() {
         tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let sections: Vec<&str> =
-        if args.is_empty() { vec!["ledger", "embed", "search", "dbus", "ingest"] } else { args.iter().map(String::as_str).collect() };
+    let sections: Vec<&str> = if args.is_empty() {
+        vec!["ledger", "embed", "quality", "search", "dbus", "ingest"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
     let (dir, _mount) = bench_dir();
     for section in sections {
         println!("\n== {section} ==");
@@ -37,11 +41,14 @@ fn main() {
             "search-1m" => search::run(&dir, &[1_000_000]),
             "dbus" => dbus::run(&dir, 10_000),
             "ingest" => ingest::run(&dir),
+            "quality" => quality::run(),
             "replicate" => replicate::latency(),
             "replicate-bytes" => replicate::incremental_bytes(),
             "dbus-1m" => dbus::run(&dir, 1_000_000),
             other => {
-                eprintln!("unknown section {other} (ledger, embed, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes)")
+                eprintln!(
+                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes)"
+                )
             }
         }
     }

@@ -66,12 +66,12 @@ pub fn run(dir: &Path, sizes: &[usize]) {
             index.put_vectors(&items, (start + items.len()) as u64).unwrap();
         }
         drop(index);
-        let mut state = SearchState {
-            graph: RwLock::new(Arc::new(graph)),
-            catalog: Arc::new(RwLock::new(Catalog::default())),
-            readers: Readers::new(&index_path, ovs_port_agent::search::ReadMode::Live),
-            ef_search: 128,
-        };
+        let mut state = SearchState::new(
+            graph,
+            Arc::new(RwLock::new(Catalog::default())),
+            Readers::new(&index_path, ovs_port_agent::search::ReadMode::Live),
+            128,
+        );
         let graph = state.graph.read().unwrap().clone();
 
         // Queries: real query embeddings and perturbed real event embeddings.

@@ -3,6 +3,7 @@
 mod client;
 mod offline;
 mod output;
+mod progress;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use clap::{Parser, Subcommand};
@@ -50,11 +51,16 @@ pub enum Command {
     },
     /// Counts, head, vectorized seq, model, queues and latencies of the running daemon.
     Status,
-    /// Append events from JSON lines (FILE, or - for stdin), or an old ledger.jsonl.
-    /// Offline: refuses while a daemon holds the data directory.
+    /// Append events from JSON lines (FILE, or - for stdin), or an old ledger.jsonl, and
+    /// embed them (progress on stderr). Offline: refuses while a daemon holds the data
+    /// directory.
     Import {
         #[arg(value_name = "FILE", default_value = "-")]
         file: PathBuf,
+        /// Only append: leave embedding to the daemon or `reembed` (until then the new
+        /// events are found by their words only).
+        #[arg(long)]
+        no_embed: bool,
     },
     /// Verify the whole hash chain. Exit 0 intact, 1 damaged, 2 usage or I/O error.
     Verify,
@@ -168,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::daemon::run(config, layout, bus))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { file } => offline::import(&config, &data_dir, file, cli.json),
+        Command::Import { file, no_embed } => offline::import(&config, &data_dir, file, *no_embed, cli.json),
         Command::Verify => match offline {
             Some(dir) => offline::verify(dir, cli.json),
             None => client::verify(&bus, cli.json),

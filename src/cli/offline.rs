@@ -1,8 +1,10 @@
 //! Sub-commands that work on a data directory (or snapshot) directly, without the daemon.
 
 use super::output::{event_line, print_answer, print_events};
+use super::progress::Progress;
 use crate::config::Config;
 use crate::dataset::DataSet;
+use crate::embed::ModelFiles;
 use crate::import::parse_input;
 use crate::layout::Layout;
 use crate::ledger::scan;
@@ -13,14 +15,15 @@ use std::io::BufReader;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn import(config: &Config, data_dir: &Path, file: &Path, json: bool) -> Result<ExitCode> {
+pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, json: bool) -> Result<ExitCode> {
     let events = if file == Path::new("-") {
         parse_input(std::io::stdin().lock())?
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         parse_input(BufReader::new(f)).with_context(|| format!("importing {}", file.display()))?
     };
-    let mut dataset = DataSet::open_writable(&Layout::detect(data_dir), config)?;
+    let layout = Layout::detect(data_dir);
+    let mut dataset = DataSet::open_writable(&layout, config)?;
     let mut imported = 0usize;
     for chunk in events.chunks(config.ledger.max_batch) {
         let records = dataset.ledger_mut().append_batch(chunk)?;
@@ -28,12 +31,65 @@ pub fn import(config: &Config, data_dir: &Path, file: &Path, json: bool) -> Resu
         imported += records.len();
     }
     let head = dataset.ledger_mut().head_seq();
-    if json {
-        println!("{}", json!({"imported": imported, "head_seq": head, "head_hash": hex::encode(dataset.ledger_mut().head_hash())}));
-    } else {
+    let head_hash = hex::encode(dataset.ledger_mut().head_hash());
+    drop(dataset);
+    if !json {
         println!("imported {imported} events; ledger head is seq {head}");
     }
+    // What was appended is embedded now, so that a search finds it by meaning.
+    let embedded = if no_embed {
+        Err(anyhow::anyhow!("--no-embed was given"))
+    } else {
+        ModelFiles::locate(&config.embedding).and_then(|_| vectorize(&layout, config, json, "events embedded"))
+    };
+    let not_vectorized = match &embedded {
+        Ok(_) => 0,
+        Err(e) => {
+            let waiting = head.saturating_sub(DataSet::open_read_only(&layout)?.index().vectorized_seq()?);
+            eprintln!(
+                "warning: {waiting} events are not embedded ({e:#}); until they are, search finds them by their words only.\n  embed them with: ovs-port-agent reembed --data-dir {}  (or start the daemon, which embeds them)",
+                data_dir.display()
+            );
+            waiting
+        }
+    };
+    if json {
+        println!("{}", json!({"imported": imported, "head_seq": head, "head_hash": head_hash, "not_vectorized": not_vectorized}));
+    } else if let Ok((_, secs)) = embedded {
+        println!("embedded in {secs:.1} s; every event is searchable");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the engine until every event has its vector, showing progress; returns the model
+/// used and the seconds it took.
+fn vectorize(layout: &Layout, config: &Config, json: bool, what: &'static str) -> Result<(String, f64)> {
+    let started = std::time::Instant::now();
+    let engine = crate::engine::Engine::open(layout, config)?;
+    let head = engine.writer().head().borrow().0;
+    let mut progress = (!json).then(|| Progress::new(what, head));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(async {
+        let mut vectorized = engine.vectorized();
+        loop {
+            let done = *vectorized.borrow_and_update();
+            if let Some(p) = &mut progress {
+                p.update(done);
+            }
+            if done >= head {
+                return Ok(());
+            }
+            if vectorized.changed().await.is_err() {
+                return Err(anyhow::anyhow!("the indexer stopped at seq {done} of {head}"));
+            }
+        }
+    });
+    if let Some(p) = &mut progress {
+        p.finish();
+    }
+    engine.shutdown();
+    outcome?;
+    Ok((engine.pool().model_id().to_owned(), started.elapsed().as_secs_f64()))
 }
 
 pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
@@ -192,32 +248,12 @@ pub fn reembed(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode>
         std::fs::remove_dir_all(&hnsw).with_context(|| format!("removing {}", hnsw.display()))?;
     }
     // The engine sees every event without a vector as backlog and embeds it.
-    let started = std::time::Instant::now();
-    let engine = crate::engine::Engine::open(&layout, config)?;
-    let head = engine.writer().head().borrow().0;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let mut vectorized = engine.vectorized();
-        loop {
-            let done = *vectorized.borrow_and_update();
-            if !json {
-                eprint!("\rre-embedded {done} of {head} events");
-            }
-            if done >= head {
-                break;
-            }
-            if vectorized.changed().await.is_err() {
-                break;
-            }
-        }
-    });
-    engine.shutdown();
-    let secs = started.elapsed().as_secs_f64();
+    let (model, secs) = vectorize(&layout, config, json, "events re-embedded")?;
+    let head = DataSet::open_read_only(&layout)?.index().vectorized_seq()?;
     if json {
-        println!("{}", json!({"events": head, "seconds": secs, "model": engine.pool().model_id()}));
+        println!("{}", json!({"events": head, "seconds": secs, "model": model}));
     } else {
-        eprintln!();
-        println!("re-embedded {head} events with {} in {secs:.1} s", engine.pool().model_id());
+        println!("re-embedded {head} events with {model} in {secs:.1} s");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use crate::vector::Filters;
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
-pub const MAX_QUERY_BYTES: usize = 4096;
+pub use crate::search::MAX_QUERY_BYTES;
 pub const MAX_LIMIT: u32 = 1000;
 
 pub fn query(text: &str) -> Result<&str, AgentError> {

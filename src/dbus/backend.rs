@@ -70,6 +70,7 @@ impl Backend {
         match self {
             Self::Primary(engine) => engine.search(query, limit, filters).await,
             Self::Replica(view) => {
+                let _slot = view.search_state().slots.acquire().await?;
                 let (view, query) = (view.clone(), query.to_owned());
                 tokio::task::spawn_blocking(move || view.search(&query, limit, &filters)).await?
             }
@@ -80,6 +81,7 @@ impl Backend {
         match self {
             Self::Primary(engine) => engine.history(element_id, limit).await,
             Self::Replica(view) => {
+                let _slot = view.search_state().slots.acquire().await?;
                 let view = view.clone();
                 tokio::task::spawn_blocking(move || view.history(&element_id, limit)).await?
             }

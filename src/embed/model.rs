@@ -3,17 +3,26 @@
 
 use crate::config::EmbeddingConfig;
 use anyhow::{Context, Result, anyhow, bail};
-use fastembed::{InitOptionsUserDefined, Pooling, QuantizationMode, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
+use fastembed::{InitOptionsUserDefined, OutputKey, Pooling, QuantizationMode, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use crate::vector::DIMENSION;
 
-/// The name recorded with every vector; the model file's SHA-256 is recorded beside it.
+/// The model's name when its directory has no `model.json` (the first model we shipped).
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2-int8";
 
 const MODEL_FILES: [&str; 5] = ["model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"];
+
+/// `model.json` beside the model: its name, and which output holds the token states to
+/// mean-pool (models exported with several outputs). Written by `scripts/provision-model.sh`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: Option<String>,
+    output: Option<String>,
+}
 
 /// The files a model needs, checked to exist, with the model's identity.
 #[derive(Debug, Clone)]
@@ -22,6 +31,10 @@ pub struct ModelFiles {
     pub runtime_library: PathBuf,
     /// SHA-256 of `model.onnx`, hex.
     pub model_sha256: String,
+    /// The model's name (recorded with every vector, with the SHA-256).
+    pub name: String,
+    /// The output holding token states, if the model has several.
+    output: Option<&'static str>,
 }
 
 impl ModelFiles {
@@ -41,16 +54,24 @@ impl ModelFiles {
             );
         }
         let model = std::fs::read(config.model_dir.join("model.onnx")).context("reading model.onnx")?;
+        let manifest_path = config.model_dir.join("model.json");
+        let manifest: Manifest = match std::fs::read(&manifest_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", manifest_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", manifest_path.display())),
+        };
         Ok(Self {
             model_dir: config.model_dir.clone(),
             runtime_library: config.runtime_library.clone(),
             model_sha256: hex::encode(Sha256::digest(&model)),
+            name: manifest.name.unwrap_or_else(|| MODEL_NAME.to_owned()),
+            output: manifest.output.map(interned),
         })
     }
 
-    /// `all-MiniLM-L6-v2-int8@<first 12 hex of the model's SHA-256>`.
+    /// `<name>@<first 12 hex of the model's SHA-256>`.
     pub fn model_id(&self) -> String {
-        format!("{MODEL_NAME}@{}", &self.model_sha256[..12])
+        format!("{}@{}", self.name, &self.model_sha256[..12])
     }
 }
 
@@ -94,11 +115,12 @@ impl SentenceModel {
             special_tokens_map_file: read("special_tokens_map.json")?,
             tokenizer_config_file: read("tokenizer_config.json")?,
         };
-        // all-MiniLM is mean-pooled; its weights are int8 but activations float, so no
-        // dynamic quantization (which rejects batches smaller than the input).
-        let model = UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer)
+        // Sentence-transformers models are mean-pooled. The model files come quantized (or
+        // not) as they are: fastembed's own dynamic mode rejects batches smaller than the input.
+        let mut model = UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer)
             .with_pooling(Pooling::Mean)
             .with_quantization(QuantizationMode::None);
+        model.output_key = files.output.map(OutputKey::ByName);
         let options = InitOptionsUserDefined::new().with_environment(environment).with_max_length(max_length).with_intra_threads(1);
         let inner = TextEmbedding::try_new_from_user_defined(model, options).map_err(|e| anyhow!("loading the model: {e}"))?;
         Ok(Self { inner })
@@ -115,6 +137,18 @@ impl SentenceModel {
         }
         Ok(vectors)
     }
+}
+
+/// A static copy of an output name (the runtime's API wants one), made once per name.
+fn interned(name: String) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().expect("names lock");
+    if let Some(known) = names.iter().find(|n| **n == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 /// Scales a vector to unit length, so that a dot product ranks like cosine similarity.

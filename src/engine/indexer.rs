@@ -225,13 +225,9 @@ impl Indexer {
         loop {
             let records = self.follower.read_chunk()?;
             let Some(last) = records.last().map(|r| r.seq) else { return Ok(()) };
-            let applied = self
-                .scheduler
-                .texts_for(&self.index, &records)
-                .and_then(|texts| self.follower.apply(&mut self.index, &self.search.catalog, &records).map(|()| texts));
-            match applied {
-                Ok(texts) => {
-                    self.scheduler.submit(&records, texts);
+            match self.follower.apply(&mut self.index, &self.search.catalog, &records) {
+                Ok(()) => {
+                    self.scheduler.submit(&records, Scheduler::texts_for(&records));
                     self.stats.indexed_seq.store(last, Ordering::Relaxed);
                 }
                 Err(e) => {

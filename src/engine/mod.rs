@@ -97,12 +97,12 @@ impl Engine {
             ms = started.elapsed().as_millis() as u64,
             "vector index ready"
         );
-        let search = Arc::new(SearchState {
-            graph: RwLock::new(Arc::new(graph)),
-            catalog: Arc::new(RwLock::new(catalog)),
-            readers: Readers::new(&layout.index_path(), ReadMode::Live),
-            ef_search: config.vector.ef_search,
-        });
+        let search = Arc::new(SearchState::new(
+            graph,
+            Arc::new(RwLock::new(catalog)),
+            Readers::new(&layout.index_path(), ReadMode::Live),
+            config.vector.ef_search,
+        ));
 
         let (records_tx, _) = broadcast::channel(RECORD_NOTICES);
         let hook_records = records_tx.clone();
@@ -236,6 +236,7 @@ impl Engine {
         let plan = plan(query, now_ns, utc_offset_s)?;
         let vector = if plan.semantic.is_empty() { None } else { Some(self.pool.embed_query(&plan.semantic).await?) };
         let search = self.search.clone();
+        let _slot = self.search.slots.acquire().await?;
         let mut answer = tokio::task::spawn_blocking(move || search.hybrid(&plan, vector.as_deref(), limit, &filters)).await??;
         let head = self.writer.head().borrow().0;
         answer.note_unvectorized(head.saturating_sub(*self.vectorized.borrow()));
@@ -245,6 +246,7 @@ impl Engine {
     /// Runs `f` on a read-only connection of the index, off the async executor.
     pub async fn read_index<T: Send + 'static>(&self, f: impl FnOnce(&crate::index::Index) -> Result<T> + Send + 'static) -> Result<T> {
         let search = self.search.clone();
+        let _slot = self.search.slots.acquire().await?;
         tokio::task::spawn_blocking(move || search.readers.with(f)).await?
     }
 

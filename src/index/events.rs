@@ -118,17 +118,6 @@ impl Index {
         self.walk_from_latest(element_id, u64::MAX, limit)
     }
 
-    /// One element's events up to and including `seq`, newest first.
-    pub fn history_through(&self, element_id: &str, seq: u64, limit: usize) -> IndexResult<Vec<EventRow>> {
-        // Usually `seq` is one of the element's own events: start the walk there.
-        let own: Option<String> =
-            self.conn.prepare_cached("SELECT element_id FROM events WHERE seq = ?1")?.query_row([seq as i64], |r| r.get(0)).optional()?;
-        if own.as_deref() == Some(element_id) {
-            return self.walk_element(seq, seq, limit);
-        }
-        self.walk_from_latest(element_id, seq, limit)
-    }
-
     /// Walks the element's events from its latest one, keeping those at or below `through`.
     fn walk_from_latest(&self, element_id: &str, through: u64, limit: usize) -> IndexResult<Vec<EventRow>> {
         match self.element_last_seq(element_id)? {
@@ -275,8 +264,7 @@ mod tests {
         index.apply(&records[..5]).unwrap(); // applying again changes nothing
         let seqs = |rows: Vec<EventRow>| rows.into_iter().map(|r| r.seq).collect::<Vec<_>>();
         assert_eq!(seqs(index.history("a", 4).unwrap()), vec![30, 27, 24, 21]);
-        assert_eq!(seqs(index.history_through("b", 10, 3).unwrap()), vec![10, 7, 4]);
-        assert_eq!(seqs(index.history_through("b", 11, 2).unwrap()), vec![10, 7], "a seq of another element");
+        assert_eq!(seqs(index.history("b", 3).unwrap()), vec![28, 25, 22]);
         assert_eq!(index.element("a").unwrap().unwrap().height, 10);
         assert!(index.history("nobody", 5).unwrap().is_empty());
         // Make it look like version 1: no links, an index by element.

@@ -9,22 +9,25 @@ use crate::text::{facts, words};
 use rusqlite::{Transaction, params};
 use serde_json::Value;
 
+/// Two columns: `head` — what happened (element, type, action, summary) — weighs more than
+/// `body`, the facts of the details (long lists there must not drown a match in the head).
 pub(super) const SCHEMA: &str =
-    "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(body, content='', tokenize='porter unicode61 remove_diacritics 2');";
+    "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(head, body, content='', tokenize='porter unicode61 remove_diacritics 2');";
+
+/// BM25 weights of the columns.
+const HEAD_WEIGHT: f64 = 3.0;
+const BODY_WEIGHT: f64 = 1.0;
 
 /// The words of an event the lexical index holds: its element (as written and as words),
-/// type, action, source, summary, and every fact of its details with raw values.
-pub fn lexical_text(element_id: &str, element_type: &str, action: &str, source: &str, summary: &str, details: &Value) -> String {
-    let mut text = format!("{element_id} {} {} {} {summary}", words(element_type), words(action), words(source));
-    for fact in facts(details) {
-        text.push_str(" | ");
-        text.push_str(&fact.text());
-    }
-    text
+/// type, action, source and summary; then every fact of its details with raw values.
+pub fn lexical_text(element_id: &str, element_type: &str, action: &str, source: &str, summary: &str, details: &Value) -> (String, String) {
+    let head = format!("{element_id} {} {} {} {summary}", words(element_type), words(action), words(source));
+    let body = facts(details).iter().map(|f| f.text()).collect::<Vec<_>>().join(" | ");
+    (head, body)
 }
 
-pub(super) fn insert_lexical(tx: &Transaction<'_>, seq: u64, body: &str) -> IndexResult<()> {
-    tx.prepare_cached("INSERT INTO events_fts(rowid, body) VALUES (?1, ?2)")?.execute(params![seq as i64, body])?;
+pub(super) fn insert_lexical(tx: &Transaction<'_>, seq: u64, text: &(String, String)) -> IndexResult<()> {
+    tx.prepare_cached("INSERT INTO events_fts(rowid, head, body) VALUES (?1, ?2, ?3)")?.execute(params![seq as i64, text.0, text.1])?;
     Ok(())
 }
 
@@ -37,9 +40,11 @@ impl Index {
     /// The events matching an FTS5 query expression, best first, with their BM25 score
     /// (higher is better), at most `limit`.
     pub fn lexical_search(&self, expr: &str, limit: usize) -> IndexResult<Vec<(u64, f64)>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT rowid, bm25(events_fts) FROM events_fts WHERE events_fts MATCH ?1 ORDER BY rank LIMIT ?2")?;
-        let rows = stmt.query_map(params![expr, limit as i64], |r| Ok((r.get::<_, i64>(0)? as u64, -r.get::<_, f64>(1)?)))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, bm25(events_fts, ?3, ?4) AS score FROM events_fts WHERE events_fts MATCH ?1 ORDER BY score LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![expr, limit as i64, HEAD_WEIGHT, BODY_WEIGHT], |r| Ok((r.get::<_, i64>(0)? as u64, -r.get::<_, f64>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -104,14 +104,14 @@ pub fn check_readable(conn: &Connection, path: &Path) -> IndexResult<()> {
 fn fill_lexical(conn: &Connection) -> IndexResult<u64> {
     let mut stmt = conn.prepare("SELECT seq, element_id, element_type, action, source, summary, details FROM events ORDER BY seq")?;
     let mut rows = stmt.query([])?;
-    let mut insert = conn.prepare("INSERT INTO events_fts(rowid, body) VALUES (?1, ?2)")?;
+    let mut insert = conn.prepare("INSERT INTO events_fts(rowid, head, body) VALUES (?1, ?2, ?3)")?;
     let mut n = 0u64;
     conn.execute_batch("BEGIN")?;
     while let Some(r) = rows.next()? {
         let column = |i: usize| r.get::<_, String>(i);
         let details: serde_json::Value = serde_json::from_str(&column(6)?).unwrap_or(serde_json::Value::Null);
         let text = super::lexical::lexical_text(&column(1)?, &column(2)?, &column(3)?, &column(4)?, &column(5)?, &details);
-        insert.execute(rusqlite::params![r.get::<_, i64>(0)?, text])?;
+        insert.execute(rusqlite::params![r.get::<_, i64>(0)?, text.0, text.1])?;
         n += 1;
     }
     conn.execute_batch("COMMIT")?;

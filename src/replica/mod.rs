@@ -81,12 +81,12 @@ impl ReplicaView {
         let mut catalog = Catalog::default();
         catalog_events_after(&mut catalog, &index, 0)?;
         let (graph, checkpoint_count, since) = load_graph(&serving.hnsw_dir(), &config.vector, &index, queries.model_sha256())?;
-        let search = Arc::new(SearchState {
-            graph: RwLock::new(Arc::new(graph)),
-            catalog: Arc::new(RwLock::new(catalog)),
-            readers: Readers::new(&serving.index_path(), ReadMode::Live),
-            ef_search: config.vector.ef_search,
-        });
+        let search = Arc::new(SearchState::new(
+            graph,
+            Arc::new(RwLock::new(catalog)),
+            Readers::new(&serving.index_path(), ReadMode::Live),
+            config.vector.ef_search,
+        ));
         let view = Self {
             dir: dir.to_owned(),
             vectorized_seq: AtomicU64::new(index.vectorized_seq()?),

@@ -1,9 +1,11 @@
 //! Hybrid retrieval: the sentence model's nearest events and the lexical index's best BM25
 //! matches, both under the same filters (and the query's time window), fused by reciprocal
-//! rank; near-duplicates (the same element, the same action) collapse into one hit with a
+//! rank, then ranked lower where the change went the other way than the query asks
+//! (`direction`); near-duplicates (the same element, the same action) collapse into one hit with a
 //! count; each hit says what changed and why it matched.
 
 use super::SearchState;
+use super::direction::{self, Direction};
 use super::query::Plan;
 use super::time::TimeWindow;
 use crate::event::Priority;
@@ -22,7 +24,12 @@ const LEXICAL_FILTERED: usize = 2000;
 /// Reciprocal-rank fusion: `weight / (K + rank)` from each side.
 const RRF_K: f64 = 10.0;
 const SEMANTIC_WEIGHT: f64 = 1.0;
-const LEXICAL_WEIGHT: f64 = 1.0;
+const LEXICAL_WEIGHT: f64 = 3.0;
+/// Fused candidates read from the index and re-ranked (at least; four times the limit if more).
+const RERANKED: usize = 40;
+/// A candidate whose change went the other way than the query asks ("added" for "removed")
+/// keeps this share of its score.
+const OTHER_DIRECTION: f64 = 0.5;
 
 /// One field an event changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,6 +86,9 @@ pub struct Answer {
     pub semantic_query: String,
     /// The words looked for in the lexical index.
     pub terms: Vec<String>,
+    /// The direction of change the query asks about; hits going the other way rank lower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
     /// The time window read from the query, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<AnswerTime>,
@@ -135,6 +145,7 @@ impl SearchState {
         let mut answer = Answer {
             semantic_query: plan.semantic.clone(),
             terms: plan.terms.clone(),
+            direction: plan.direction,
             time: plan.time.as_ref().map(AnswerTime::of),
             notes: plan.notes.clone(),
             ..Default::default()
@@ -144,14 +155,14 @@ impl SearchState {
             _ => Vec::new(),
         };
         let lexical = match &plan.lexical {
-            Some(expr) => self.lexical(expr, &filters)?,
+            Some(expr) => self.lexical(plan, expr, &filters)?,
             None => Vec::new(),
         };
         if semantic.is_empty() && lexical.is_empty() && plan.lexical.is_none() {
             // Only a time: the newest events in the window.
             answer.notes.push("the query names only a time: the newest events in that window".into());
-            let newest = self.newest(&filters, limit)?;
-            answer.hits = self.hits(newest.into_iter().map(|seq| (seq, 0.0, Why::default())).collect(), plan, limit)?;
+            let newest = self.rows(self.newest(&filters, limit)?.into_iter().map(|seq| (seq, 0.0, Why::default())).collect())?;
+            answer.hits = self.hits(newest, plan, limit)?;
             return Ok(answer);
         }
         let mut fused: HashMap<u64, (f64, Why)> = HashMap::new();
@@ -167,22 +178,45 @@ impl SearchState {
             entry.1.lexical_rank = Some(rank + 1);
         }
         let best = (SEMANTIC_WEIGHT + LEXICAL_WEIGHT) / (RRF_K + 1.0);
-        let mut ranked: Vec<(u64, f64, Why)> = fused.into_iter().map(|(seq, (score, why))| (seq, score / best, why)).collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        let mut fused: Vec<(u64, f64, Why)> = fused.into_iter().map(|(seq, (score, why))| (seq, score / best, why)).collect();
+        fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        // Only the best few are read and re-ranked (details can be 64 KiB each).
+        fused.truncate(RERANKED.max(limit * 4));
+        let mut ranked = self.rows(fused)?;
+        if let Some(wanted) = plan.direction {
+            for (row, score, _) in &mut ranked {
+                if direction::of_event(&row.action, &row.details).is_some_and(|d| d != wanted) {
+                    *score *= OTHER_DIRECTION;
+                }
+            }
+        }
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.seq.cmp(&a.0.seq)));
         answer.hits = self.hits(ranked, plan, limit)?;
         Ok(answer)
     }
 
-    /// Lexical matches that pass the filters, best first.
-    fn lexical(&self, expr: &str, filters: &Filters) -> Result<Vec<(u64, f64)>> {
+    /// Lexical matches that pass the filters, best first: those holding more of the query's
+    /// words (or their synonyms) before those holding fewer, then by BM25. (BM25 alone sums
+    /// over the alternatives matched, so an event with two synonyms of one word beats one
+    /// with two different words of the query.)
+    fn lexical(&self, plan: &Plan, expr: &str, filters: &Filters) -> Result<Vec<(u64, f64)>> {
         let want = if filters.is_empty() { LEXICAL_CANDIDATES } else { LEXICAL_FILTERED };
-        let matches = self.readers.with(|index| Ok(index.lexical_search(expr, want)?))?;
-        if filters.is_empty() {
-            return Ok(matches);
+        let mut matches = self.readers.with(|index| Ok(index.lexical_search(expr, want)?))?;
+        if !filters.is_empty() {
+            let catalog = self.catalog.read().expect("catalog lock");
+            let compiled = catalog.compile(filters);
+            matches.retain(|(seq, _)| compiled.accepts(*seq));
+            matches.truncate(LEXICAL_CANDIDATES);
         }
-        let catalog = self.catalog.read().expect("catalog lock");
-        let compiled = catalog.compile(filters);
-        Ok(matches.into_iter().filter(|(seq, _)| compiled.accepts(*seq)).take(LEXICAL_CANDIDATES).collect())
+        if plan.term_queries.len() > 1 {
+            let terms: Vec<String> = plan.term_queries.iter().map(|(_, q)| q.clone()).collect();
+            let covered: Vec<usize> =
+                self.readers.with(|index| matches.iter().map(|(seq, _)| Ok(index.terms_matching(*seq, &terms)?.len())).collect())?;
+            let mut ranked: Vec<((u64, f64), usize)> = matches.into_iter().zip(covered).collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.1.total_cmp(&a.0.1)));
+            matches = ranked.into_iter().map(|(m, _)| m).collect();
+        }
+        Ok(matches)
     }
 
     /// The newest events passing the filters.
@@ -192,15 +226,30 @@ impl SearchState {
         Ok(compiled.newest(limit.saturating_mul(4)))
     }
 
-    /// Rows for the ranked events, near-duplicates collapsed, at most `limit` hits.
-    fn hits(&self, ranked: Vec<(u64, f64, Why)>, plan: &Plan, limit: usize) -> Result<Vec<Hit>> {
+    /// The index rows of scored events (events not in the index are left out).
+    fn rows(&self, scored: Vec<(u64, f64, Why)>) -> Result<Vec<(EventRow, f64, Why)>> {
+        self.readers.with(|index| {
+            let mut out = Vec::with_capacity(scored.len());
+            for (seq, score, why) in scored {
+                if let Some(row) = index.event(seq)? {
+                    out.push((row, score, why));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Hits for the ranked events, near-duplicates collapsed, at most `limit`.
+    fn hits(&self, ranked: Vec<(EventRow, f64, Why)>, plan: &Plan, limit: usize) -> Result<Vec<Hit>> {
         let terms: Vec<String> = plan.term_queries.iter().map(|(_, q)| q.clone()).collect();
         self.readers.with(|index| {
             let mut hits: Vec<Hit> = Vec::with_capacity(limit);
             let mut groups: HashMap<(String, String), usize> = HashMap::new();
-            for (seq, score, mut why) in ranked {
-                let Some(row) = index.event(seq)? else { continue };
-                let key = (row.element_id.clone(), row.action.clone());
+            for (row, score, mut why) in ranked {
+                let seq = row.seq;
+                // Near-duplicates: the same element, the same action, the same fields changed.
+                let changed: Vec<String> = facts(&row.details).into_iter().filter(|f| f.before.is_some()).map(|f| f.field).collect();
+                let key = (row.element_id.clone(), format!("{} {}", row.action, changed.join(",")));
                 if let Some(&at) = groups.get(&key) {
                     hits[at].similar.push(seq);
                     continue;

@@ -1,26 +1,29 @@
 //! Search: a query is read into a plan (`query`: a time window from `time`, a keyword query
-//! with the domain's synonyms from `thesaurus`, the text for the sentence model), then both
-//! sides are searched and fused (`hybrid`). The semantic side is k-NN in the HNSW graph with
+//! with the domain's synonyms from `thesaurus`, the text for the sentence model, the
+//! direction of the change asked about from `direction`), then both sides are searched and
+//! fused (`hybrid`). The semantic side is k-NN in the HNSW graph with
 //! filters applied during traversal, or an exact scan when the filters leave few candidates
 //! (where a filtered graph walk would miss them). `load` brings the graph and the filter
 //! catalog back from the index at start.
 
+mod direction;
 mod hybrid;
 mod load;
 mod query;
 mod thesaurus;
 mod time;
 
+pub use direction::Direction;
 pub use hybrid::{Answer, AnswerTime, Change, Hit, Why};
 pub use load::{catalog_events_after, insert_stored_after, load_graph};
-pub use query::{Plan, Unsearchable, plan};
+pub use query::{MAX_QUERY_BYTES, Plan, Unsearchable, plan};
 pub use time::{TimeWindow, local_utc_offset};
 
 use crate::index::Index;
 use crate::vector::{Catalog, Filters, VectorIndex, dot};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// At most this many candidates are scored exactly; beyond it the graph is searched.
 const EXACT_SCAN_LIMIT: usize = 4096;
@@ -37,34 +40,72 @@ pub enum ReadMode {
     Snapshot,
 }
 
-/// Read-only SQLite connections, reused across searches.
+/// At most this many read connections at once: searches beyond them wait their turn, so a
+/// flood of queries costs waiting, not a connection (and its page cache) per query.
+const MAX_READERS: usize = CONCURRENT_SEARCHES;
+
+/// Read-only SQLite connections, reused across searches, at most [`MAX_READERS`].
 pub struct Readers {
     path: PathBuf,
     mode: ReadMode,
-    idle: Mutex<Vec<Index>>,
+    pool: Mutex<ReaderPool>,
+    returned: Condvar,
+}
+
+#[derive(Default)]
+struct ReaderPool {
+    idle: Vec<Index>,
+    open: usize,
 }
 
 impl Readers {
     pub fn new(path: &Path, mode: ReadMode) -> Self {
-        Self { path: path.to_owned(), mode, idle: Mutex::new(Vec::new()) }
+        Self { path: path.to_owned(), mode, pool: Mutex::new(ReaderPool::default()), returned: Condvar::new() }
     }
 
-    /// Runs `f` with a connection, opening one when none is idle.
+    /// Runs `f` with a connection: an idle one, a new one while fewer than the limit are
+    /// open, else the next one returned. (`f` must not call `with` again.)
     pub fn with<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
-        let reader = self.idle.lock().expect("readers lock").pop();
+        let reader = {
+            let mut pool = self.pool.lock().expect("readers lock");
+            loop {
+                if let Some(reader) = pool.idle.pop() {
+                    break Some(reader);
+                }
+                if pool.open < MAX_READERS {
+                    pool.open += 1;
+                    break None;
+                }
+                pool = self.returned.wait(pool).expect("readers lock");
+            }
+        };
         let reader = match reader {
             Some(r) => r,
-            None if self.mode == ReadMode::Snapshot => Index::open_snapshot(&self.path)?,
-            None => Index::open_read_only(&self.path)?,
+            None => {
+                let opened = match self.mode {
+                    ReadMode::Snapshot => Index::open_snapshot(&self.path),
+                    ReadMode::Live => Index::open_read_only(&self.path),
+                };
+                match opened {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.pool.lock().expect("readers lock").open -= 1;
+                        self.returned.notify_one();
+                        return Err(e.into());
+                    }
+                }
+            }
         };
         let result = f(&reader);
-        let mut idle = self.idle.lock().expect("readers lock");
-        if idle.len() < 8 {
-            idle.push(reader);
-        }
+        self.pool.lock().expect("readers lock").idle.push(reader);
+        self.returned.notify_one();
         result
     }
 }
+
+/// Searches running at once, each on a blocking thread. More wait for a slot as tasks: a
+/// flood must not become hundreds of parked threads, each keeping its allocator's memory.
+const CONCURRENT_SEARCHES: usize = 4;
 
 /// Everything a search needs besides the query vector.
 pub struct SearchState {
@@ -73,9 +114,15 @@ pub struct SearchState {
     pub catalog: Arc<RwLock<Catalog>>,
     pub readers: Readers,
     pub ef_search: usize,
+    /// Taken before a search's blocking part runs.
+    pub slots: tokio::sync::Semaphore,
 }
 
 impl SearchState {
+    pub fn new(graph: VectorIndex, catalog: Arc<RwLock<Catalog>>, readers: Readers, ef_search: usize) -> Self {
+        Self { graph: RwLock::new(Arc::new(graph)), catalog, readers, ef_search, slots: tokio::sync::Semaphore::new(CONCURRENT_SEARCHES) }
+    }
+
     /// `(seq, score)` of the nearest vectors passing the filters.
     pub fn nearest(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();

@@ -2,6 +2,7 @@
 //! keyword query for the lexical index — exact tokens (names, addresses, numbers) as phrases,
 //! other words with the domain's synonyms (`thesaurus`), common words left out.
 
+use super::direction::{self, Direction};
 use super::thesaurus;
 use super::time::{self, TimeWindow};
 use serde::Serialize;
@@ -125,6 +126,8 @@ pub struct Plan {
     #[serde(skip)]
     pub term_queries: Vec<(String, String)>,
     pub time: Option<TimeWindow>,
+    /// Which way the asked-about change went, when the query says ("back online": up).
+    pub direction: Option<Direction>,
     /// What was assumed or could not be read, said back with the answer.
     pub notes: Vec<String>,
 }
@@ -134,8 +137,14 @@ pub struct Plan {
 #[error("{0}")]
 pub struct Unsearchable(pub String);
 
+/// The longest query read (a question, not a document).
+pub const MAX_QUERY_BYTES: usize = 4096;
+
 /// Reads a query at `now_ns` (time phrases in the host's local time, `utc_offset_s`).
 pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearchable> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(Unsearchable(format!("the query is {} bytes, more than the limit of {MAX_QUERY_BYTES}", query.len())));
+    }
     let extracted = time::extract(query, now_ns, utc_offset_s);
     let mut notes = Vec::new();
     if let Some(phrase) = &extracted.unreadable {
@@ -170,7 +179,9 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
         return Err(Unsearchable(format!("{why}; say what to look for, e.g. \"link down on eth0\"")));
     }
     let lexical = (!term_queries.is_empty()).then(|| term_queries.iter().map(|(_, q)| q.as_str()).collect::<Vec<_>>().join(" OR "));
+    let words: Vec<String> = term_queries.iter().map(|(w, _)| w.clone()).collect();
     Ok(Plan {
+        direction: direction::of_query(&words),
         semantic: if term_queries.is_empty() { String::new() } else { semantic },
         lexical,
         terms,

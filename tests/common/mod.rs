@@ -10,6 +10,7 @@ mod daemon;
 mod netns;
 mod nm;
 mod ovs;
+pub mod search_eval;
 mod sshd;
 
 pub use btrfs::BtrfsMount;
