@@ -183,3 +183,24 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A word most events hold ("link") is matched among its newest events only (bounded cost at
+/// any size, said in the answer), while a rare one ("eth7") is found however old its events.
+#[test]
+fn common_words_are_matched_in_a_window_and_rare_ones_everywhere() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&Layout::state(tmp.path()), &config()).unwrap();
+    let event = |name: &str, action: &str| {
+        NewEvent::new("nm", &format!("interface:{name}"), action, Priority::Low, json!({"summary": format!("{name} link {action}")}))
+    };
+    let mut events = vec![event("eth7", "link.down")];
+    events.extend((0..700).map(|i| event(&format!("veth{i}"), if i % 2 == 0 { "link.up" } else { "link.down" })));
+    let records = rt.block_on(engine.record(events)).unwrap();
+    rt.block_on(engine.wait_vectorized(records.last().unwrap().seq)).unwrap();
+    let answer = rt.block_on(engine.search("link down on eth7", 5, Filters::default())).unwrap();
+    assert_eq!(answer.hits[0].element_id, "interface:eth7", "the oldest event, by its rare name: {:?}", answer.hits[0]);
+    assert!(answer.notes.iter().any(|n| n.contains("common words (link)") && n.contains("newest 500")), "{:?}", answer.notes);
+    let answer = rt.block_on(engine.search("eth7", 5, Filters::default())).unwrap();
+    assert!(answer.notes.iter().all(|n| !n.contains("common words")), "{:?}", answer.notes);
+}

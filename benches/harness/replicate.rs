@@ -108,6 +108,7 @@ pub fn incremental_bytes() {
         };
         append(&mut store, 0, n);
         let snaps = root.join(".snapshots");
+        std::fs::create_dir_all(&snaps).unwrap();
         let a = ovs_port_agent::stream::snapshot::snapshot_into(&layout.data, &snaps, n as u64).unwrap();
         append(&mut store, n, n + 100);
         let b = ovs_port_agent::stream::snapshot::snapshot_into(&layout.data, &snaps, n as u64 + 100).unwrap();

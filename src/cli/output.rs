@@ -37,6 +37,13 @@ pub fn print_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
     if let Some(t) = &answer.time {
         println!("time: {} ({} → {})", t.phrase, t.since, t.until);
     }
+    if let Some(direction) = answer.direction {
+        let way = match direction {
+            crate::search::Direction::Up => "up (appeared, came up, attached)",
+            crate::search::Direction::Down => "down (went away, went down, failed)",
+        };
+        println!("direction: {way}; changes the other way rank lower");
+    }
     for note in &answer.notes {
         println!("note: {note}");
     }

@@ -16,11 +16,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// Candidates taken from each side before fusing.
-const SEMANTIC_CANDIDATES: usize = 60;
-const LEXICAL_CANDIDATES: usize = 60;
-/// Lexical matches read when filters must be applied after the match (most do not pass).
-const LEXICAL_FILTERED: usize = 2000;
+/// Candidates taken from the semantic side before fusing (the keyword side: `keywords`).
+const SEMANTIC_CANDIDATES: usize = 30;
 /// Reciprocal-rank fusion: `weight / (K + rank)` from each side.
 const RRF_K: f64 = 10.0;
 const SEMANTIC_WEIGHT: f64 = 1.0;
@@ -155,7 +152,11 @@ impl SearchState {
             _ => Vec::new(),
         };
         let lexical = match &plan.lexical {
-            Some(expr) => self.lexical(plan, expr, &filters)?,
+            Some(_) => {
+                let (matches, note) = self.keywords(plan, &filters)?;
+                answer.notes.extend(note);
+                matches
+            }
             None => Vec::new(),
         };
         if semantic.is_empty() && lexical.is_empty() && plan.lexical.is_none() {
@@ -193,30 +194,6 @@ impl SearchState {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.seq.cmp(&a.0.seq)));
         answer.hits = self.hits(ranked, plan, limit)?;
         Ok(answer)
-    }
-
-    /// Lexical matches that pass the filters, best first: those holding more of the query's
-    /// words (or their synonyms) before those holding fewer, then by BM25. (BM25 alone sums
-    /// over the alternatives matched, so an event with two synonyms of one word beats one
-    /// with two different words of the query.)
-    fn lexical(&self, plan: &Plan, expr: &str, filters: &Filters) -> Result<Vec<(u64, f64)>> {
-        let want = if filters.is_empty() { LEXICAL_CANDIDATES } else { LEXICAL_FILTERED };
-        let mut matches = self.readers.with(|index| Ok(index.lexical_search(expr, want)?))?;
-        if !filters.is_empty() {
-            let catalog = self.catalog.read().expect("catalog lock");
-            let compiled = catalog.compile(filters);
-            matches.retain(|(seq, _)| compiled.accepts(*seq));
-            matches.truncate(LEXICAL_CANDIDATES);
-        }
-        if plan.term_queries.len() > 1 {
-            let terms: Vec<String> = plan.term_queries.iter().map(|(_, q)| q.clone()).collect();
-            let covered: Vec<usize> =
-                self.readers.with(|index| matches.iter().map(|(seq, _)| Ok(index.terms_matching(*seq, &terms)?.len())).collect())?;
-            let mut ranked: Vec<((u64, f64), usize)> = matches.into_iter().zip(covered).collect();
-            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.1.total_cmp(&a.0.1)));
-            matches = ranked.into_iter().map(|(m, _)| m).collect();
-        }
-        Ok(matches)
     }
 
     /// The newest events passing the filters.

@@ -8,6 +8,7 @@
 
 mod direction;
 mod hybrid;
+mod keywords;
 mod load;
 mod query;
 mod thesaurus;
