@@ -66,17 +66,4 @@ impl Index {
         let rows = stmt.query_map(params![expr, limit as i64], |r| Ok(r.get::<_, i64>(0)? as u64))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Which of `terms` (FTS5 query expressions) an event's indexed words match: their
-    /// positions in `terms`.
-    pub fn terms_matching(&self, seq: u64, terms: &[String]) -> IndexResult<Vec<usize>> {
-        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM events_fts WHERE events_fts MATCH ?1 AND rowid = ?2")?;
-        let mut out = Vec::new();
-        for (i, term) in terms.iter().enumerate() {
-            if stmt.exists(params![term, seq as i64])? {
-                out.push(i);
-            }
-        }
-        Ok(out)
-    }
 }

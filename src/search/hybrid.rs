@@ -163,7 +163,7 @@ impl SearchState {
             // Only a time: the newest events in the window.
             answer.notes.push("the query names only a time: the newest events in that window".into());
             let newest = self.rows(self.newest(&filters, limit)?.into_iter().map(|seq| (seq, 0.0, Why::default())).collect())?;
-            answer.hits = self.hits(newest, plan, limit)?;
+            answer.hits = Self::hits(newest, limit);
             return Ok(answer);
         }
         let mut fused: HashMap<u64, (f64, Why)> = HashMap::new();
@@ -173,10 +173,11 @@ impl SearchState {
             entry.1.semantic = Some(*score);
             entry.1.semantic_rank = Some(rank + 1);
         }
-        for (rank, (seq, _)) in lexical.iter().enumerate() {
-            let entry = fused.entry(*seq).or_default();
+        for (rank, m) in lexical.iter().enumerate() {
+            let entry = fused.entry(m.seq).or_default();
             entry.0 += LEXICAL_WEIGHT / (RRF_K + rank as f64 + 1.0);
             entry.1.lexical_rank = Some(rank + 1);
+            entry.1.terms = m.words.iter().map(|i| plan.term_queries[*i].0.clone()).collect();
         }
         let best = (SEMANTIC_WEIGHT + LEXICAL_WEIGHT) / (RRF_K + 1.0);
         let mut fused: Vec<(u64, f64, Why)> = fused.into_iter().map(|(seq, (score, why))| (seq, score / best, why)).collect();
@@ -192,7 +193,7 @@ impl SearchState {
             }
         }
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.seq.cmp(&a.0.seq)));
-        answer.hits = self.hits(ranked, plan, limit)?;
+        answer.hits = Self::hits(ranked, limit);
         Ok(answer)
     }
 
@@ -217,31 +218,23 @@ impl SearchState {
     }
 
     /// Hits for the ranked events, near-duplicates collapsed, at most `limit`.
-    fn hits(&self, ranked: Vec<(EventRow, f64, Why)>, plan: &Plan, limit: usize) -> Result<Vec<Hit>> {
-        let terms: Vec<String> = plan.term_queries.iter().map(|(_, q)| q.clone()).collect();
-        self.readers.with(|index| {
-            let mut hits: Vec<Hit> = Vec::with_capacity(limit);
-            let mut groups: HashMap<(String, String), usize> = HashMap::new();
-            for (row, score, mut why) in ranked {
-                let seq = row.seq;
-                // Near-duplicates: the same element, the same action, the same fields changed.
-                let changed: Vec<String> = facts(&row.details).into_iter().filter(|f| f.before.is_some()).map(|f| f.field).collect();
-                let key = (row.element_id.clone(), format!("{} {}", row.action, changed.join(",")));
-                if let Some(&at) = groups.get(&key) {
-                    hits[at].similar.push(seq);
-                    continue;
-                }
-                if hits.len() == limit {
-                    continue;
-                }
-                if why.lexical_rank.is_some() {
-                    why.terms = index.terms_matching(seq, &terms)?.into_iter().map(|i| plan.term_queries[i].0.clone()).collect();
-                }
+    fn hits(ranked: Vec<(EventRow, f64, Why)>, limit: usize) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = Vec::with_capacity(limit);
+        let mut groups: HashMap<(String, String), usize> = HashMap::new();
+        for (row, score, why) in ranked {
+            // Near-duplicates: the same element, the same action, the same fields changed.
+            let changed: Vec<String> = facts(&row.details).into_iter().filter(|f| f.before.is_some()).map(|f| f.field).collect();
+            let key = (row.element_id.clone(), format!("{} {}", row.action, changed.join(",")));
+            if let Some(&at) = groups.get(&key) {
+                hits[at].similar.push(row.seq);
+                continue;
+            }
+            if hits.len() < limit {
                 groups.insert(key, hits.len());
                 hits.push(hit(row, score as f32, why));
             }
-            Ok(hits)
-        })
+        }
+        hits
     }
 }
 

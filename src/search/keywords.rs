@@ -16,6 +16,15 @@ use crate::vector::Filters;
 use anyhow::Result;
 use std::collections::HashMap;
 
+/// One keyword candidate.
+pub(super) struct KeywordMatch {
+    pub seq: u64,
+    /// BM25 over the rare words (0 when it holds none of them).
+    pub bm25: f64,
+    /// Positions in the plan's words of those it holds.
+    pub words: Vec<usize>,
+}
+
 /// Candidates the keyword side gives to the fusion.
 const CANDIDATES: usize = 60;
 /// Matches read when filters must be applied after the match (most may not pass).
@@ -24,9 +33,9 @@ const FILTERED: usize = 2000;
 const WINDOW: usize = 500;
 
 impl SearchState {
-    /// Keyword matches passing the filters, best first, and a note when common words were
-    /// matched in a window.
-    pub(super) fn keywords(&self, plan: &Plan, filters: &Filters) -> Result<(Vec<(u64, f64)>, Option<String>)> {
+    /// Keyword matches passing the filters, best first, each with the positions of the
+    /// query's words it holds, and a note when common words were matched in a window.
+    pub(super) fn keywords(&self, plan: &Plan, filters: &Filters) -> Result<(Vec<KeywordMatch>, Option<String>)> {
         let want = if filters.is_empty() { CANDIDATES } else { FILTERED };
         let groups: Vec<&str> = plan.term_queries.iter().map(|(_, q)| q.as_str()).collect();
         let (lists, scores) = self.readers.with(|index| {
@@ -38,25 +47,25 @@ impl SearchState {
         })?;
         // Every list holds all of its word's matches from `window_from` on.
         let window_from = lists.iter().filter(|l| l.len() > WINDOW).map(|l| l[WINDOW - 1]).max().unwrap_or(0);
-        let mut coverage: HashMap<u64, usize> = HashMap::new();
-        for list in &lists {
+        let mut held: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (word, list) in lists.iter().enumerate() {
             for seq in list.iter().take(WINDOW).filter(|s| **s >= window_from) {
-                *coverage.entry(*seq).or_default() += 1;
+                held.entry(*seq).or_default().push(word);
             }
         }
-        // Older matches of rare words: their coverage among the rare words' (complete) lists.
-        for seq in scores.keys().filter(|s| !coverage.contains_key(s)).copied().collect::<Vec<_>>() {
-            let held = lists.iter().filter(|l| l.len() <= WINDOW && l.contains(&seq)).count();
-            coverage.insert(seq, held);
+        // Older matches of rare words: which of the rare words' (complete) lists hold them.
+        for seq in scores.keys().filter(|s| !held.contains_key(s)).copied().collect::<Vec<_>>() {
+            let words = lists.iter().enumerate().filter(|(_, l)| l.len() <= WINDOW && l.contains(&seq)).map(|(i, _)| i).collect();
+            held.insert(seq, words);
         }
-        let mut ranked: Vec<(u64, usize, f64)> =
-            coverage.into_iter().map(|(seq, n)| (seq, n, scores.get(&seq).copied().unwrap_or(0.0))).collect();
+        let mut ranked: Vec<KeywordMatch> =
+            held.into_iter().map(|(seq, words)| KeywordMatch { seq, bm25: scores.get(&seq).copied().unwrap_or(0.0), words }).collect();
         if !filters.is_empty() {
             let catalog = self.catalog.read().expect("catalog lock");
             let compiled = catalog.compile(filters);
-            ranked.retain(|(seq, _, _)| compiled.accepts(*seq));
+            ranked.retain(|m| compiled.accepts(m.seq));
         }
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(b.0.cmp(&a.0)));
+        ranked.sort_by(|a, b| b.words.len().cmp(&a.words.len()).then(b.bm25.total_cmp(&a.bm25)).then(b.seq.cmp(&a.seq)));
         ranked.truncate(CANDIDATES);
         let common: Vec<&str> =
             plan.term_queries.iter().zip(&lists).filter(|(_, l)| l.len() > WINDOW).map(|((word, _), _)| word.as_str()).collect();
@@ -66,6 +75,6 @@ impl SearchState {
                 common.join(", ")
             )
         });
-        Ok((ranked.into_iter().map(|(seq, n, score)| (seq, n as f64 + score / (1.0 + score))).collect(), note))
+        Ok((ranked, note))
     }
 }
