@@ -57,7 +57,10 @@ impl OfflineReader {
         let plan = plan(query, crate::event::now_ns(), local_utc_offset())?;
         let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
         let mut answer = self.search.hybrid(&plan, vector.as_deref(), limit, filters)?;
-        answer.note_unvectorized(self.indexed_seq.saturating_sub(self.vectorized_seq) + self.unindexed);
+        answer.note_unvectorized(
+            self.indexed_seq.saturating_sub(self.vectorized_seq) + self.unindexed,
+            "embed them with `ovs-port-agent reembed`, or start the daemon, which embeds them",
+        );
         Ok(answer)
     }
 }

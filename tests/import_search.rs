@@ -84,7 +84,7 @@ fn events_not_embedded_are_counted_with_the_fix() {
     assert_eq!(code, 0, "{err}");
     let answer = json_of(&out);
     assert_eq!(answer["not_vectorized"], 12, "{answer}");
-    assert!(answer["notes"].to_string().contains("not embedded yet"), "{answer}");
+    assert!(answer["notes"].to_string().contains("not embedded yet") && answer["notes"].to_string().contains("reembed"), "{answer}");
     assert!(!answer["hits"].as_array().unwrap().is_empty(), "the words still find them: {answer}");
 
     // `reembed` fixes it.

@@ -239,7 +239,7 @@ impl Engine {
         let _slot = self.search.slots.acquire().await?;
         let mut answer = tokio::task::spawn_blocking(move || search.hybrid(&plan, vector.as_deref(), limit, &filters)).await??;
         let head = self.writer.head().borrow().0;
-        answer.note_unvectorized(head.saturating_sub(*self.vectorized.borrow()));
+        answer.note_unvectorized(head.saturating_sub(*self.vectorized.borrow()), "they are being embedded now");
         Ok(answer)
     }
 

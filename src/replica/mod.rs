@@ -249,7 +249,10 @@ impl ReplicaView {
         let plan = plan(query, crate::event::now_ns(), local_utc_offset())?;
         let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
         let mut answer = self.search.hybrid(&plan, vector.as_deref(), limit, filters)?;
-        answer.note_unvectorized(current.manifest.head_seq.saturating_sub(self.vectorized_seq()));
+        answer.note_unvectorized(
+            current.manifest.head_seq.saturating_sub(self.vectorized_seq()),
+            "the primary embeds them; they arrive with a later snapshot",
+        );
         Ok(answer)
     }
 

@@ -107,11 +107,12 @@ pub struct AnswerTime {
 }
 
 impl Answer {
-    /// Says how many of the newest events cannot be found by meaning yet.
-    pub fn note_unvectorized(&mut self, n: u64) {
+    /// Says how many of the newest events cannot be found by meaning yet, and what will
+    /// embed them (`until`: "they are being embedded now", "run `ovs-port-agent reembed`").
+    pub fn note_unvectorized(&mut self, n: u64, until: &str) {
         self.not_vectorized = n;
         if n > 0 {
-            self.notes.push(format!("the newest {n} events are not embedded yet: until they are, only their words can be found"));
+            self.notes.push(format!("{n} of the newest events are not embedded yet, so only their words can be found ({until})"));
         }
     }
 }
