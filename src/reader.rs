@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::dataset::DataSet;
 use crate::embed::QueryEmbedder;
 use crate::layout::Layout;
-use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph, local_utc_offset, plan};
+use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
 use crate::vector::{Catalog, Filters};
 use anyhow::{Result, bail};
 use std::sync::{Arc, RwLock};
@@ -54,9 +54,7 @@ impl OfflineReader {
     }
 
     pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Answer> {
-        let plan = plan(query, crate::event::now_ns(), local_utc_offset())?;
-        let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
-        let mut answer = self.search.hybrid(&plan, vector.as_deref(), limit, filters)?;
+        let mut answer = self.search.answer_now(query, limit, filters, |text| self.queries.embed(text))?;
         answer.note_unvectorized(
             self.indexed_seq.saturating_sub(self.vectorized_seq) + self.unindexed,
             "embed them with `ovs-port-agent reembed`, or start the daemon, which embeds them",

@@ -55,15 +55,15 @@ pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, jso
     };
     if json {
         println!("{}", json!({"imported": imported, "head_seq": head, "head_hash": head_hash, "not_vectorized": not_vectorized}));
-    } else if let Ok((_, secs)) = embedded {
+    } else if let Ok((_, _, secs)) = embedded {
         println!("embedded in {secs:.1} s; every event is searchable");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the engine until every event has its vector, showing progress; returns the model
-/// used and the seconds it took.
-fn vectorize(layout: &Layout, config: &Config, json: bool, what: &'static str) -> Result<(String, f64)> {
+/// used, the events the history holds and the seconds it took.
+fn vectorize(layout: &Layout, config: &Config, json: bool, what: &'static str) -> Result<(String, u64, f64)> {
     let started = std::time::Instant::now();
     let engine = crate::engine::Engine::open(layout, config)?;
     let head = engine.writer().head().borrow().0;
@@ -89,7 +89,7 @@ fn vectorize(layout: &Layout, config: &Config, json: bool, what: &'static str) -
     }
     engine.shutdown();
     outcome?;
-    Ok((engine.pool().model_id().to_owned(), started.elapsed().as_secs_f64()))
+    Ok((engine.pool().model_id().to_owned(), head, started.elapsed().as_secs_f64()))
 }
 
 pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
@@ -248,8 +248,7 @@ pub fn reembed(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode>
         std::fs::remove_dir_all(&hnsw).with_context(|| format!("removing {}", hnsw.display()))?;
     }
     // The engine sees every event without a vector as backlog and embeds it.
-    let (model, secs) = vectorize(&layout, config, json, "events re-embedded")?;
-    let head = DataSet::open_read_only(&layout)?.index().vectorized_seq()?;
+    let (model, head, secs) = vectorize(&layout, config, json, "events re-embedded")?;
     if json {
         println!("{}", json!({"events": head, "seconds": secs, "model": model}));
     } else {

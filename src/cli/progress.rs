@@ -27,7 +27,7 @@ impl Progress {
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let mut err = std::io::stderr().lock();
         if self.terminal {
-            let filled = if self.total == 0 { BAR_WIDTH } else { (done.min(self.total) * BAR_WIDTH as u64 / self.total) as usize };
+            let filled = (done.min(self.total) * BAR_WIDTH as u64).checked_div(self.total).map_or(BAR_WIDTH, |f| f as usize);
             let _ = write!(
                 err,
                 "\r[{}{}] {done}/{} {} ({rate:.0}/s)  ",

@@ -48,17 +48,6 @@ impl Index {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Like [`lexical_search`](Self::lexical_search), among events from `from_seq` on.
-    pub fn lexical_search_from(&self, expr: &str, from_seq: u64, limit: usize) -> IndexResult<Vec<(u64, f64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT rowid, bm25(events_fts, ?4, ?5) AS score FROM events_fts WHERE events_fts MATCH ?1 AND rowid >= ?2 ORDER BY score LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![expr, from_seq as i64, limit as i64, HEAD_WEIGHT, BODY_WEIGHT], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, -r.get::<_, f64>(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// The newest `limit` events matching an FTS5 expression, newest first (cheap: no
     /// ranking, the index is read backwards and stops early).
     pub fn lexical_newest(&self, expr: &str, limit: usize) -> IndexResult<Vec<u64>> {

@@ -19,7 +19,7 @@ use crate::embed::QueryEmbedder;
 use crate::index::{EventRow, Index};
 use crate::layout::Layout;
 use crate::lock::DataDirLock;
-use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph, local_utc_offset, plan};
+use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
 use crate::stream::receive::{self, ReplicaState};
 use crate::stream::snapshot::Manifest;
 use crate::vector::{Catalog, Filters, VectorIndex};
@@ -246,9 +246,7 @@ impl ReplicaView {
 
     pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Answer> {
         let current = self.current()?;
-        let plan = plan(query, crate::event::now_ns(), local_utc_offset())?;
-        let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
-        let mut answer = self.search.hybrid(&plan, vector.as_deref(), limit, filters)?;
+        let mut answer = self.search.answer_now(query, limit, filters, |text| self.queries.embed(text))?;
         answer.note_unvectorized(
             current.manifest.head_seq.saturating_sub(self.vectorized_seq()),
             "the primary embeds them; they arrive with a later snapshot",

@@ -4,9 +4,9 @@
 //! and each candidate event's are read here; hits going the other way are ranked lower, not
 //! dropped (the reading is by words and can be wrong).
 
-use crate::text::{facts, words};
+use super::hybrid::Change;
+use crate::text::words;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,17 +110,16 @@ pub fn of_query(words: &[String]) -> Option<Direction> {
 
 /// The direction of an event: from its action's words (`port.added`, `link.down`), else from
 /// what its first change ended at (`state up → down`, `controller none → br0`).
-pub fn of_event(action: &str, details: &Value) -> Option<Direction> {
+pub fn of_event(action: &str, first_change: Option<&Change>) -> Option<Direction> {
     let action = words(action);
     if let Some(d) = of_words(action.split(' ')) {
         return Some(d);
     }
-    let change = facts(details).into_iter().find(|f| f.before.is_some())?;
-    let before = change.before.as_deref().unwrap_or_default();
+    let change = first_change?;
     match of_words(change.after.split(|c: char| !c.is_alphanumeric())) {
         Some(d) => Some(d),
         // Something set where nothing was: attached, assigned.
-        None if matches!(before, "none" | "") && !change.after.is_empty() => Some(Direction::Up),
+        None if matches!(change.before.as_str(), "none" | "") && !change.after.is_empty() => Some(Direction::Up),
         None => None,
     }
 }
@@ -142,6 +141,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An event's direction from its details, as a search reads it.
+    fn of(action: &str, details: serde_json::Value) -> Option<Direction> {
+        of_event(action, Change::all_in(&details).first())
+    }
+
     fn q(text: &str) -> Option<Direction> {
         of_query(&text.split(' ').map(str::to_owned).collect::<Vec<_>>())
     }
@@ -157,17 +161,14 @@ mod tests {
 
     #[test]
     fn events_by_action_or_by_where_their_change_ended() {
-        assert_eq!(of_event("port.added", &json!({})), Some(Direction::Up));
-        assert_eq!(of_event("link.down", &json!({})), Some(Direction::Down));
-        assert_eq!(of_event("oper_status", &json!({"old_state": "down", "new_state": "up"})), Some(Direction::Up));
-        assert_eq!(of_event("connectivity", &json!({"connectivity": "none", "previous": "full"})), Some(Direction::Down));
+        assert_eq!(of("port.added", json!({})), Some(Direction::Up));
+        assert_eq!(of("link.down", json!({})), Some(Direction::Down));
+        assert_eq!(of("oper_status", json!({"old_state": "down", "new_state": "up"})), Some(Direction::Up));
+        assert_eq!(of("connectivity", json!({"connectivity": "none", "previous": "full"})), Some(Direction::Down));
         assert_eq!(
-            of_event(
-                "properties.changed",
-                &json!({"before": {"controller": null}, "after": {"controller": "br0"}, "changed": ["controller"]})
-            ),
+            of("properties.changed", json!({"before": {"controller": null}, "after": {"controller": "br0"}, "changed": ["controller"]})),
             Some(Direction::Up)
         );
-        assert_eq!(of_event("mtu", &json!({"from": 1500, "to": 9000})), None);
+        assert_eq!(of("mtu", json!({"from": 1500, "to": 9000})), None);
     }
 }

@@ -1,8 +1,8 @@
-//! Hybrid retrieval: the sentence model's nearest events and the lexical index's best BM25
-//! matches, both under the same filters (and the query's time window), fused by reciprocal
-//! rank, then ranked lower where the change went the other way than the query asks
-//! (`direction`); near-duplicates (the same element, the same action) collapse into one hit with a
-//! count; each hit says what changed and why it matched.
+//! Hybrid retrieval: the sentence model's nearest events and the keyword side's best matches
+//! (`keywords`), both under the same filters (and the query's time window), fused by
+//! reciprocal rank, then ranked lower where the change went the other way than the query asks
+//! (`direction`); near-duplicates (the same element, action and changed fields) collapse into
+//! one hit listing the others; each hit says what changed and why it matched.
 
 use super::SearchState;
 use super::direction::{self, Direction};
@@ -34,6 +34,13 @@ pub struct Change {
     pub field: String,
     pub before: String,
     pub after: String,
+}
+
+impl Change {
+    /// Every change an event's details describe, whatever their field names (`text::facts`).
+    pub fn all_in(details: &serde_json::Value) -> Vec<Change> {
+        facts(details).into_iter().filter_map(|f| f.before.map(|before| Change { field: f.field, before, after: f.after })).collect()
+    }
 }
 
 /// Why a hit was found.
@@ -187,13 +194,13 @@ impl SearchState {
         fused.truncate(RERANKED.max(limit * 4));
         let mut ranked = self.rows(fused)?;
         if let Some(wanted) = plan.direction {
-            for (row, score, _) in &mut ranked {
-                if direction::of_event(&row.action, &row.details).is_some_and(|d| d != wanted) {
-                    *score *= OTHER_DIRECTION;
+            for c in &mut ranked {
+                if direction::of_event(&c.row.action, c.changes.first()).is_some_and(|d| d != wanted) {
+                    c.score *= OTHER_DIRECTION;
                 }
             }
         }
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.seq.cmp(&a.0.seq)));
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.row.seq.cmp(&a.row.seq)));
         answer.hits = Self::hits(ranked, limit);
         Ok(answer)
     }
@@ -205,13 +212,15 @@ impl SearchState {
         Ok(compiled.newest(limit.saturating_mul(4)))
     }
 
-    /// The index rows of scored events (events not in the index are left out).
-    fn rows(&self, scored: Vec<(u64, f64, Why)>) -> Result<Vec<(EventRow, f64, Why)>> {
+    /// The index rows of scored events, with what each changed (events not in the index are
+    /// left out).
+    fn rows(&self, scored: Vec<(u64, f64, Why)>) -> Result<Vec<Candidate>> {
         self.readers.with(|index| {
             let mut out = Vec::with_capacity(scored.len());
             for (seq, score, why) in scored {
                 if let Some(row) = index.event(seq)? {
-                    out.push((row, score, why));
+                    let changes = Change::all_in(&row.details);
+                    out.push(Candidate { row, score, why, changes });
                 }
             }
             Ok(out)
@@ -219,34 +228,40 @@ impl SearchState {
     }
 
     /// Hits for the ranked events, near-duplicates collapsed, at most `limit`.
-    fn hits(ranked: Vec<(EventRow, f64, Why)>, limit: usize) -> Vec<Hit> {
+    fn hits(ranked: Vec<Candidate>, limit: usize) -> Vec<Hit> {
         let mut hits: Vec<Hit> = Vec::with_capacity(limit);
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
-        for (row, score, why) in ranked {
+        for c in ranked {
             // Near-duplicates: the same element, the same action, the same fields changed.
-            let changed: Vec<String> = facts(&row.details).into_iter().filter(|f| f.before.is_some()).map(|f| f.field).collect();
-            let key = (row.element_id.clone(), format!("{} {}", row.action, changed.join(",")));
+            let changed: Vec<&str> = c.changes.iter().map(|ch| ch.field.as_str()).collect();
+            let key = (c.row.element_id.clone(), format!("{} {}", c.row.action, changed.join(",")));
             if let Some(&at) = groups.get(&key) {
-                hits[at].similar.push(row.seq);
+                hits[at].similar.push(c.row.seq);
                 continue;
             }
             if hits.len() < limit {
                 groups.insert(key, hits.len());
-                hits.push(hit(row, score as f32, why));
+                hits.push(hit(c));
             }
         }
         hits
     }
 }
 
-fn hit(row: EventRow, score: f32, why: Why) -> Hit {
-    let changes = facts(&row.details)
-        .into_iter()
-        .filter_map(|f| f.before.map(|before| Change { field: f.field, before, after: f.after }))
-        .take(8)
-        .collect();
+/// A fused candidate read from the index.
+struct Candidate {
+    row: EventRow,
+    score: f64,
+    why: Why,
+    /// Every field the event changed, before and after.
+    changes: Vec<Change>,
+}
+
+fn hit(c: Candidate) -> Hit {
+    let Candidate { row, score, why, mut changes } = c;
+    changes.truncate(8);
     Hit {
-        score,
+        score: score as f32,
         seq: row.seq,
         ts: row.ts,
         element_id: row.element_id,

@@ -48,15 +48,21 @@ impl SearchState {
         // Every list holds all of its word's matches from `window_from` on.
         let window_from = lists.iter().filter(|l| l.len() > WINDOW).map(|l| l[WINDOW - 1]).max().unwrap_or(0);
         let mut held: HashMap<u64, Vec<usize>> = HashMap::new();
+        // Older matches of rare words: which of the rare words' (complete) lists hold them.
+        let mut older: HashMap<u64, Vec<usize>> = HashMap::new();
         for (word, list) in lists.iter().enumerate() {
-            for seq in list.iter().take(WINDOW).filter(|s| **s >= window_from) {
-                held.entry(*seq).or_default().push(word);
+            for seq in list.iter().take(WINDOW) {
+                if *seq >= window_from {
+                    held.entry(*seq).or_default().push(word);
+                } else if list.len() <= WINDOW {
+                    older.entry(*seq).or_default().push(word);
+                }
             }
         }
-        // Older matches of rare words: which of the rare words' (complete) lists hold them.
-        for seq in scores.keys().filter(|s| !held.contains_key(s)).copied().collect::<Vec<_>>() {
-            let words = lists.iter().enumerate().filter(|(_, l)| l.len() <= WINDOW && l.contains(&seq)).map(|(i, _)| i).collect();
-            held.insert(seq, words);
+        for seq in scores.keys() {
+            if !held.contains_key(seq) {
+                held.insert(*seq, older.remove(seq).unwrap_or_default());
+            }
         }
         let mut ranked: Vec<KeywordMatch> =
             held.into_iter().map(|(seq, words)| KeywordMatch { seq, bm25: scores.get(&seq).copied().unwrap_or(0.0), words }).collect();

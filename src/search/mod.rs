@@ -124,6 +124,20 @@ impl SearchState {
         Self { graph: RwLock::new(Arc::new(graph)), catalog, readers, ef_search, slots: tokio::sync::Semaphore::new(CONCURRENT_SEARCHES) }
     }
 
+    /// A query answered now, synchronously, its embedding made by `embed` (outside the
+    /// daemon's pool: offline search and replicas).
+    pub fn answer_now(
+        &self,
+        query: &str,
+        limit: usize,
+        filters: &Filters,
+        embed: impl FnOnce(&str) -> Result<Arc<[f32]>>,
+    ) -> Result<Answer> {
+        let plan = plan(query, crate::event::now_ns(), local_utc_offset())?;
+        let vector = if plan.semantic.is_empty() { None } else { Some(embed(&plan.semantic)?) };
+        self.hybrid(&plan, vector.as_deref(), limit, filters)
+    }
+
     /// `(seq, score)` of the nearest vectors passing the filters.
     pub fn nearest(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();

@@ -75,11 +75,9 @@ pub fn extract(query: &str, now_ns: i64, utc_offset_s: i64) -> Extracted {
                 query.split_whitespace().enumerate().filter(|(i, _)| *i < from || *i >= start + len).map(|(_, w)| w).collect();
             let rest = rest.join(" ");
             return match found {
-                Found::Window(since, until) => Extracted {
-                    rest,
-                    window: Some(TimeWindow { since_ns: since, until_ns: until.min(i64::MAX), phrase }),
-                    unreadable: None,
-                },
+                Found::Window(since, until) => {
+                    Extracted { rest, window: Some(TimeWindow { since_ns: since, until_ns: until, phrase }), unreadable: None }
+                }
                 Found::Unreadable => Extracted { rest, window: None, unreadable: Some(phrase) },
             };
         }
