@@ -67,22 +67,22 @@ impl Index {
 
 /// Folds one record into its element's row; returns the seq of the element's previous event
 /// (0 for its first).
-pub(super) fn apply_to_element(tx: &Transaction<'_>, record: &Record, hash: &str) -> IndexResult<u64> {
-    let previous: Option<(String, i64, i64)> = tx
-        .prepare_cached("SELECT state, height, last_seq FROM elements WHERE element_id = ?1")?
-        .query_row([&record.element_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+pub(super) fn apply_to_element(tx: &Transaction<'_>, record: &Record, hash: &str) -> IndexResult<(u64, u64)> {
+    let previous: Option<(String, i64, i64, i64)> = tx
+        .prepare_cached("SELECT state, height, last_seq, fold_seq FROM elements WHERE element_id = ?1")?
+        .query_row([&record.element_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    let (state, height, previous_seq) = match previous {
-        Some((_, _, last)) if last as u64 >= record.seq => {
+    let (state, height, previous_seq, fold_seq) = match previous {
+        Some((_, _, last, _)) if last as u64 >= record.seq => {
             return Err(IndexError::Corrupt(format!("element {} already has event {last}, after {}", record.element_id, record.seq)));
         }
-        Some((state, height, last)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height, last as u64),
-        None => (Value::Object(Map::new()), 0, 0),
+        Some((state, height, last, fold)) => (serde_json::from_str(&state).unwrap_or(Value::Object(Map::new())), height, last as u64, fold),
+        None => (Value::Object(Map::new()), 0, 0, 0),
     };
     let state = next_state(state, &record.details);
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO elements (element_id, element_type, state, last_seq, height, last_hash, source, fold_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         record.element_id,
@@ -91,9 +91,10 @@ pub(super) fn apply_to_element(tx: &Transaction<'_>, record: &Record, hash: &str
         record.seq as i64,
         height + 1,
         hash,
-        record.source
+        record.source,
+        fold_seq
     ])?;
-    Ok(previous_seq)
+    Ok((previous_seq, (height + 1) as u64))
 }
 
 /// An element's state after one of its events: the event's `after` values (or, for events
@@ -104,6 +105,17 @@ pub fn next_state(state: Value, details: &Value) -> Value {
         Value::Object(map) => map,
         _ => Map::new(),
     };
+    let (updates, removed) = state_updates(details);
+    for (key, value) in updates {
+        state.insert(key, value);
+    }
+    state.insert("present".into(), Value::Bool(!removed));
+    Value::Object(state)
+}
+
+/// The fields an event sets — its `after` values, or, for events without before/after, its
+/// plain detail fields — and whether it removed its element (a `before` and no `after`).
+pub(super) fn state_updates(details: &Value) -> (Map<String, Value>, bool) {
     let updates = match details {
         Value::Object(details) => match details.get("after") {
             Some(Value::Object(after)) => after.clone(),
@@ -115,11 +127,6 @@ pub fn next_state(state: Value, details: &Value) -> Value {
         },
         _ => Map::new(),
     };
-    for (key, value) in updates {
-        state.insert(key, value);
-    }
-    // An event that says what was before and nothing after removed its element.
     let removed = details.get("before").is_some() && details.get("after").is_none_or(Value::is_null);
-    state.insert("present".into(), Value::Bool(!removed));
-    Value::Object(state)
+    (updates, removed)
 }

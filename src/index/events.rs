@@ -3,6 +3,7 @@
 //! chain); the embedding backlog is the events without a vector.
 
 use super::elements::apply_to_element;
+use super::folds::checkpoint_if_due;
 use super::lexical::{clear_lexical, insert_lexical, lexical_text};
 use super::meta::set_meta;
 use super::{Index, IndexError, IndexResult};
@@ -83,7 +84,9 @@ impl Index {
     /// Drops the events and elements so they can be rebuilt from the ledger; vectors (keyed
     /// by `seq`, and expensive to make) stay.
     pub fn clear_events(&mut self) -> IndexResult<()> {
-        self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM meta WHERE key = 'covered_seq';")?;
+        self.conn.execute_batch(
+            "DELETE FROM events; DELETE FROM elements; DELETE FROM element_folds; DELETE FROM meta WHERE key = 'covered_seq';",
+        )?;
         clear_lexical(&self.conn)
     }
 
@@ -193,7 +196,8 @@ impl Index {
 fn insert_record(tx: &Transaction<'_>, record: &Record) -> IndexResult<()> {
     let details = serde_json::to_string(&record.details)?;
     let hash = record.hash_hex();
-    let previous_seq = apply_to_element(tx, record, &hash)?;
+    let (previous_seq, height) = apply_to_element(tx, record, &hash)?;
+    checkpoint_if_due(tx, &record.element_id, height, previous_seq, (record.seq, record.ts, &record.details))?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO events (seq, ts, element_id, element_type, action, priority, source, hash, summary, details, element_prev_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -232,7 +236,7 @@ pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rusqlite::Connection;
 

@@ -5,6 +5,7 @@
 //! - `meta`: key/value facts (covered and vectorized seq, the model the vectors are of);
 //! - `events`: one row per ledger record, element histories, the embedding backlog;
 //! - `elements`: each element's current state, folded from its events;
+//! - `folds`: checkpoints of each element's fold, for its state at any moment;
 //! - `vectors`: the embeddings and their blob encoding;
 //! - `lexical`: the full-text index (FTS5) of every event's words.
 //!
@@ -14,6 +15,7 @@
 mod elements;
 mod error;
 mod events;
+mod folds;
 mod lexical;
 mod meta;
 mod schema;
@@ -22,6 +24,7 @@ mod vectors;
 pub use elements::{ElementRow, next_state};
 pub use error::IndexError;
 pub use events::EventRow;
+pub use folds::{ElementFold, FOLD_EVERY, FieldFold, FoldBasis};
 pub use lexical::lexical_text;
 pub use vectors::{VectorBlobError, from_blob, to_blob};
 
@@ -124,7 +127,8 @@ impl Index {
 
     /// Drops every derived row, vectors included (the ledger was replaced).
     pub fn clear_all(&mut self) -> IndexResult<()> {
-        self.conn.execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM vectors; DELETE FROM meta;")?;
+        self.conn
+            .execute_batch("DELETE FROM events; DELETE FROM elements; DELETE FROM element_folds; DELETE FROM vectors; DELETE FROM meta;")?;
         lexical::clear_lexical(&self.conn)
     }
 }

@@ -32,19 +32,28 @@ CREATE TABLE IF NOT EXISTS elements (
     last_seq INTEGER NOT NULL,
     height INTEGER NOT NULL,
     last_hash TEXT NOT NULL,
-    source TEXT NOT NULL DEFAULT ''
+    source TEXT NOT NULL DEFAULT '',
+    fold_seq INTEGER NOT NULL DEFAULT 0
 );
+-- fold_seq: the element's newest checkpoint in element_folds (0: none yet).
 CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Creates the tables and brings an index written by an older version up to date in place
 /// (the index is derived, but its vectors are expensive to remake, so it is migrated rather
 /// than rebuilt).
 pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
+    // Version 3 → 4 (below) needs the column before the tables are (re)declared.
+    let had_fold_seq: bool = conn.prepare("SELECT 1 FROM pragma_table_info('elements') WHERE name = 'fold_seq'")?.exists([])?;
+    let had_elements: bool = conn.prepare("SELECT 1 FROM sqlite_master WHERE name = 'elements'")?.exists([])?;
+    if had_elements && !had_fold_seq {
+        conn.execute_batch("ALTER TABLE elements ADD COLUMN fold_seq INTEGER NOT NULL DEFAULT 0")?;
+    }
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(super::folds::SCHEMA)?;
     let had_fts: bool = conn.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'")?.exists([])?;
     conn.execute_batch(super::lexical::SCHEMA)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -80,6 +89,16 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
         let started = std::time::Instant::now();
         let filled = fill_lexical(conn)?;
         tracing::info!(events = filled, ms = started.elapsed().as_millis() as u64, "index migrated: full-text index filled");
+    }
+    // Version 3 → 4: checkpoints of every element's fold, for its state at any moment.
+    if had_elements && !had_fold_seq {
+        let started = std::time::Instant::now();
+        let written = super::folds::fill_checkpoints(conn)?;
+        tracing::info!(
+            checkpoints = written,
+            ms = started.elapsed().as_millis() as u64,
+            "index migrated: element state checkpoints written"
+        );
     }
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(())
