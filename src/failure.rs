@@ -17,6 +17,12 @@ pub struct Busy {
 #[error("{0}")]
 pub struct NotFound(pub String);
 
+/// The caller asked for something that cannot be answered as asked (an unknown element, a
+/// seq beyond the head, a window of zero); the message says why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
 /// Which kind of failure an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -64,7 +70,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     if cause.is::<NotFound>() {
         return Some(Kind::NotFound);
     }
-    if cause.is::<crate::search::Unsearchable>() {
+    if cause.is::<crate::search::Unsearchable>() || cause.is::<Invalid>() {
         return Some(Kind::InvalidInput);
     }
     if let Some(e) = cause.downcast_ref::<IndexError>() {

@@ -2,6 +2,7 @@
 //! Open vSwitch changes. The binary (`src/main.rs`) is a thin shell over this library;
 //! `docs/ARCHITECTURE.md` walks through the modules and how data moves between them.
 
+pub mod analytics;
 pub mod backoff;
 pub mod btrfs;
 pub mod bus;

@@ -47,6 +47,22 @@ impl Index {
         Ok(last.map(|s| s as u64))
     }
 
+    /// Elements of one type, the most recently changed first, at most `limit`.
+    pub fn elements_of_type(&self, element_type: &str, limit: usize) -> IndexResult<Vec<ElementRow>> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT element_id FROM elements WHERE element_type = ?1 ORDER BY last_seq DESC LIMIT ?2")?
+            .query_map(params![element_type, limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.element(&id)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every element whose last event came from `source` (a source's last known view of
     /// its world).
     pub fn elements_of_source(&self, source: &str) -> IndexResult<Vec<ElementRow>> {
@@ -115,7 +131,7 @@ pub fn next_state(state: Value, details: &Value) -> Value {
 
 /// The fields an event sets — its `after` values, or, for events without before/after, its
 /// plain detail fields — and whether it removed its element (a `before` and no `after`).
-pub(super) fn state_updates(details: &Value) -> (Map<String, Value>, bool) {
+pub fn state_updates(details: &Value) -> (Map<String, Value>, bool) {
     let updates = match details {
         Value::Object(details) => match details.get("after") {
             Some(Value::Object(after)) => after.clone(),

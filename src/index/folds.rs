@@ -196,7 +196,7 @@ pub(super) fn fill_checkpoints(conn: &Connection) -> IndexResult<u64> {
 }
 
 /// Where a fold came from, for the answer's "why".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FoldBasis {
     /// The checkpoint it started from (0: the element's first event).
     pub checkpoint_seq: u64,

@@ -14,7 +14,7 @@ mod query;
 mod thesaurus;
 mod time;
 
-pub use direction::Direction;
+pub use direction::{Direction, of_event as event_direction};
 pub use hybrid::{Answer, AnswerTime, Change, Hit, Why};
 pub use load::{catalog_events_after, insert_stored_after, load_graph};
 pub use query::{MAX_QUERY_BYTES, Plan, Unsearchable, plan};
@@ -140,37 +140,43 @@ impl SearchState {
 
     /// `(seq, score)` of the nearest vectors passing the filters.
     pub fn nearest(&self, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
+        self.readers.with(|index| self.nearest_in(index, query, limit, filters))
+    }
+
+    /// [`nearest`](Self::nearest), reading exact vectors through `index` (for callers that
+    /// already hold a connection).
+    pub fn nearest_in(&self, index: &Index, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();
         let wanted = limit.saturating_mul(RERANK_FACTOR);
         if filters.is_empty() {
             let candidates = graph.search(query, wanted, self.ef_search, None);
-            return self.rescore(query, &candidates, limit);
+            return self.rescore(index, query, &candidates, limit);
         }
         let catalog = self.catalog.read().expect("catalog lock");
         let compiled = catalog.compile(filters);
         match compiled.matching(EXACT_SCAN_LIMIT) {
             Some(candidates) => {
                 drop(catalog);
-                self.exact_top(query, &candidates, limit)
+                self.exact_top(index, query, &candidates, limit)
             }
             None => {
                 let accept = |seq: u64| compiled.accepts(seq);
                 let candidates = graph.search(query, wanted, self.ef_search.max(wanted), Some(&accept));
                 drop(catalog);
-                self.rescore(query, &candidates, limit)
+                self.rescore(index, query, &candidates, limit)
             }
         }
     }
 
     /// The best `limit` of the graph's candidates by exact score.
-    fn rescore(&self, query: &[f32], candidates: &[(u64, f32)], limit: usize) -> Result<Vec<(u64, f32)>> {
+    fn rescore(&self, index: &Index, query: &[f32], candidates: &[(u64, f32)], limit: usize) -> Result<Vec<(u64, f32)>> {
         let seqs: Vec<u64> = candidates.iter().map(|(seq, _)| *seq).collect();
-        self.exact_top(query, &seqs, limit)
+        self.exact_top(index, query, &seqs, limit)
     }
 
     /// Scores `seqs` with their stored f32 vectors; the best `limit`, ties by `seq`.
-    fn exact_top(&self, query: &[f32], seqs: &[u64], limit: usize) -> Result<Vec<(u64, f32)>> {
-        let vectors = self.readers.with(|index| Ok(index.vectors_for(seqs)?))?;
+    fn exact_top(&self, index: &Index, query: &[f32], seqs: &[u64], limit: usize) -> Result<Vec<(u64, f32)>> {
+        let vectors = index.vectors_for(seqs)?;
         let mut scored: Vec<(u64, f32)> = vectors.iter().map(|(seq, v)| (*seq, dot(query, v))).collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(limit);

@@ -162,6 +162,31 @@ impl Catalog {
         self.len() == 0
     }
 
+    /// Events stamped within `since..=until` (ns), oldest first, of the given elements only
+    /// when `elements` is given, after `after_seq`; at most `cap` of them, and how many there
+    /// were in all.
+    pub fn in_window(&self, since: i64, until: i64, elements: Option<&[&str]>, after_seq: u64, cap: usize) -> (Vec<u64>, usize) {
+        let wanted: Option<Vec<u32>> = elements.map(|ids| ids.iter().filter_map(|id| self.elements.get(id)).collect());
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (seq, entry) in self.entries.iter().enumerate().skip(after_seq as usize + 1) {
+            let Some(e) = entry else { continue };
+            if e.ts < since || e.ts > until || wanted.as_ref().is_some_and(|w| !w.contains(&e.element)) {
+                continue;
+            }
+            total += 1;
+            if out.len() < cap {
+                out.push(seq as u64);
+            }
+        }
+        (out, total)
+    }
+
+    /// The timestamp of event `seq`, if held.
+    pub fn ts_of(&self, seq: u64) -> Option<i64> {
+        self.entries.get(seq as usize).copied().flatten().map(|e| e.ts)
+    }
+
     pub fn compile(&self, f: &Filters) -> CompiledFilter<'_> {
         CompiledFilter {
             catalog: self,
@@ -195,5 +220,8 @@ mod tests {
         assert_eq!(c.compile(&f).matching(1), None);
         let f = Filters { action: Some("never.seen".into()), ..Default::default() };
         assert_eq!(c.compile(&f).matching(10), Some(vec![]));
+        assert_eq!(c.in_window(100, 250, None, 0, 10), (vec![1, 2], 2));
+        assert_eq!(c.in_window(0, 400, Some(&["bridge:br0", "nobody"]), 0, 10), (vec![3], 1));
+        assert_eq!(c.in_window(0, 400, None, 1, 1), (vec![2], 2));
     }
 }

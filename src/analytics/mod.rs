@@ -1,0 +1,85 @@
+//! Answers computed from the ledger's events and their vectors, each citing the events
+//! (seq, time, hash) it rests on:
+//!
+//! - `state`: an element's exact state at any moment, and its drift since then (blame per
+//!   field, flapping fields);
+//! - `timeline`: every event around a moment, grouped by element, related elements pulled in;
+//! - `similar`: earlier incidents like an event and how they ended; configurations like an
+//!   element's and how they fare;
+//! - `anomaly`: what is unusual in a window (novelty, bursts, first seen, precursors), and
+//!   the live scorer behind the `AnomalyDetected` signal.
+//!
+//! Everything here is synchronous and reads one index connection; callers run it off the
+//! async executor.
+
+pub mod anomaly;
+mod relations;
+pub mod similar;
+pub mod state;
+pub mod timeline;
+
+use crate::index::{EventRow, Index};
+use anyhow::Result;
+use serde::Serialize;
+
+/// An event an answer rests on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cite {
+    pub seq: u64,
+    pub ts_unix_ms: i64,
+    pub hash: String,
+    pub element_id: String,
+    pub action: String,
+    pub summary: String,
+}
+
+impl Cite {
+    pub fn of(e: &EventRow) -> Self {
+        Self {
+            seq: e.seq,
+            ts_unix_ms: e.ts.div_euclid(1_000_000),
+            hash: e.hash.clone(),
+            element_id: e.element_id.clone(),
+            action: e.action.clone(),
+            summary: e.summary.clone(),
+        }
+    }
+
+    /// The event `seq`, read from the index (an error if the index lacks it).
+    pub fn read(index: &Index, seq: u64) -> Result<Self> {
+        let e = index.event(seq)?.ok_or_else(|| crate::index::IndexError::Corrupt(format!("the index lacks event {seq}")))?;
+        Ok(Self::of(&e))
+    }
+}
+
+/// Milliseconds to the nanoseconds events are stamped with, saturating.
+pub fn ms_to_ns(ms: i64) -> i64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// The longest window any member accepts (ten years): longer ones are refused.
+pub const MAX_WINDOW_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// Checks a window length in milliseconds.
+pub fn check_window(window_ms: u64) -> Result<i64> {
+    if window_ms == 0 {
+        return Err(crate::failure::Invalid("the window must be longer than 0 ms".into()).into());
+    }
+    if window_ms > MAX_WINDOW_MS {
+        return Err(crate::failure::Invalid(format!(
+            "a window of {window_ms} ms is longer than the limit of {MAX_WINDOW_MS} ms (ten years)"
+        ))
+        .into());
+    }
+    Ok(window_ms as i64)
+}
+
+/// The element's type from the index, or an error naming the unknown element.
+pub fn known_element(index: &Index, element_id: &str) -> Result<crate::index::ElementRow> {
+    index.element(element_id)?.ok_or_else(|| {
+        crate::failure::Invalid(format!(
+            "no element {element_id:?} has been recorded (ids look like interface:eth0, bridge:br0, port:vnet0, connection:<uuid>)"
+        ))
+        .into()
+    })
+}
