@@ -8,6 +8,7 @@
 //! snapshot and gives the replicas up to 10 s to take it, then stops → the engine closes
 //! the ledger writer, lets the indexer finish and checkpoints the graph.
 
+use crate::analytics::anomaly::{DEFAULT_BASELINE_DAYS, LiveCounters, LiveScorer, SignalBudget};
 use crate::config::{Config, Role};
 use crate::dbus::backend::{Backend, Reporting};
 use crate::dbus::{BUS_NAME, OBJECT_PATH, PortAgent};
@@ -21,6 +22,7 @@ use crate::stream::streamer::{ReplicaNotice, StreamHandle};
 use crate::supervisor::{Restart, Stopping, Supervisor};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -47,10 +49,11 @@ async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> 
     watch_threads(&mut supervisor, engine.clone());
     let stream = start_streaming(&mut supervisor, &config, &layout, engine.clone(), health.clone())?;
     let conn = crate::bus::connect(&bus).await?;
-    let reporting = Reporting { health: health.clone(), tasks: supervisor.status() };
-    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting)).await?;
+    let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), ..Default::default() };
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting.clone())).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     spawn_signal_forwarders(&mut supervisor, engine.clone(), iface.clone());
+    spawn_anomaly_scorer(&mut supervisor, engine.clone(), iface.clone(), reporting.anomalies.clone());
     if let Some(stream) = &stream {
         spawn_replica_signals(&mut supervisor, stream.clone(), iface);
     }
@@ -93,7 +96,7 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
     };
     let mut supervisor = Supervisor::new();
     let conn = crate::bus::connect(&bus).await?;
-    let reporting = Reporting { health: Arc::new(Health::default()), tasks: supervisor.status() };
+    let reporting = Reporting { tasks: supervisor.status(), ..Default::default() };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(view.clone()), None, reporting)).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     let state_file = receive::state_file(&dir);
@@ -235,6 +238,55 @@ fn spawn_signal_forwarders(supervisor: &mut Supervisor, engine: Arc<Engine>, ifa
                 let emitter = iface.signal_emitter();
                 let _ = PortAgent::batch_vectorized(emitter, through).await;
                 let _ = iface.get().await.vectorized_seq_changed(emitter).await;
+            }
+        }
+    });
+}
+
+/// Scores events as they are vectorized and signals what is unusual (`AnomalyDetected`),
+/// rate-limited. The scorer's state is rebuilt from the index at start (and after a restart
+/// of this task), so it is never persisted and never stale.
+fn spawn_anomaly_scorer(supervisor: &mut Supervisor, engine: Arc<Engine>, iface: InterfaceRef<PortAgent>, counters: Arc<LiveCounters>) {
+    supervisor.spawn("signals", "anomaly-scorer", Restart::Always, move |mut stopping| {
+        let (engine, iface, counters) = (engine.clone(), iface.clone(), counters.clone());
+        async move {
+            let search = engine.search_state().clone();
+            let started = std::time::Instant::now();
+            let rebuild = search.clone();
+            let mut scorer = tokio::task::spawn_blocking(move || {
+                rebuild.readers.with(|index| LiveScorer::rebuild(index, &rebuild, DEFAULT_BASELINE_DAYS, crate::event::now_ns()))
+            })
+            .await??;
+            tracing::info!(ms = started.elapsed().as_millis() as u64, scored_seq = scorer.scored_seq, "anomaly scorer ready");
+            let mut vectorized = engine.vectorized();
+            let mut budget = SignalBudget::default();
+            loop {
+                let through = *vectorized.borrow_and_update();
+                if through > scorer.scored_seq {
+                    let s = search.clone();
+                    let (back, findings) = tokio::task::spawn_blocking(move || {
+                        let found = s.readers.with(|index| scorer.advance(index, &s, through));
+                        (scorer, found)
+                    })
+                    .await?;
+                    scorer = back;
+                    counters.scored_seq.store(scorer.scored_seq, Ordering::Relaxed);
+                    let emitter = iface.signal_emitter();
+                    for finding in findings? {
+                        counters.findings.fetch_add(1, Ordering::Relaxed);
+                        if !budget.take() {
+                            counters.suppressed.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        tracing::info!(rule = finding.rule.as_str(), element = %finding.element_id, seq = finding.event.seq, why = %finding.why, "anomaly");
+                        let _ = PortAgent::anomaly_detected(emitter, &serde_json::to_string(&finding)?).await;
+                        counters.signalled.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::select! {
+                    changed = vectorized.changed() => if changed.is_err() { return Ok(()) },
+                    _ = stopping.wait() => return Ok(()),
+                }
             }
         }
     });

@@ -53,6 +53,11 @@ impl OfflineReader {
         })
     }
 
+    /// Embeds text with the model the stored vectors come from.
+    pub fn embed_text(&self, text: &str) -> Result<Arc<[f32]>> {
+        self.queries.embed(text)
+    }
+
     pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Answer> {
         let mut answer = self.search.answer_now(query, limit, filters, |text| self.queries.embed(text))?;
         answer.note_unvectorized(

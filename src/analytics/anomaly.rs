@@ -584,6 +584,46 @@ fn read_events(index: &Index, seqs: &[u64]) -> Result<Vec<EventRow>> {
     Ok(out)
 }
 
+/// Counters of the live scorer, for `GetBlockchainStats`.
+#[derive(Debug, Default, Serialize)]
+pub struct LiveCounters {
+    pub scored_seq: std::sync::atomic::AtomicU64,
+    pub findings: std::sync::atomic::AtomicU64,
+    pub signalled: std::sync::atomic::AtomicU64,
+    /// Findings not signalled because the signal's rate limit was reached.
+    pub suppressed: std::sync::atomic::AtomicU64,
+}
+
+/// Signals allowed: a bucket of [`SIGNAL_BURST`] refilled at [`SIGNALS_PER_SECOND`].
+pub const SIGNAL_BURST: f64 = 20.0;
+pub const SIGNALS_PER_SECOND: f64 = 2.0;
+
+/// A token bucket for the signal.
+pub struct SignalBudget {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Default for SignalBudget {
+    fn default() -> Self {
+        Self { tokens: SIGNAL_BURST, last: std::time::Instant::now() }
+    }
+}
+
+impl SignalBudget {
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * SIGNALS_PER_SECOND).min(SIGNAL_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Scores events as they are vectorized (the `AnomalyDetected` signal), with the state a
 /// window detection would have: rebuilt at start from the baseline before now.
 pub struct LiveScorer {

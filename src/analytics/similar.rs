@@ -71,8 +71,15 @@ pub fn similar_incidents(index: &Index, search: &SearchState, seq: u64, limit: u
     let Some((_, vector)) = index.vectors_for(&[seq])?.into_iter().next() else {
         return Err(crate::failure::Invalid(format!("event {seq} has no vector yet (it is being embedded); ask again shortly")).into());
     };
-    let filters = Filters { until_ns: Some(event.ts), ..Default::default() };
-    let nearest = search.nearest_in(index, &vector, limit.saturating_mul(2).saturating_add(8), &filters)?;
+    // Its own type searched apart as well: a small type is then scored exactly, so a rare
+    // kind of event is not lost among thousands of near-identical routine ones in the graph.
+    let wanted = limit.saturating_mul(2).saturating_add(8);
+    let any_type = Filters { until_ns: Some(event.ts), ..Default::default() };
+    let same_type = Filters { element_type: Some(event.element_type.clone()), ..any_type.clone() };
+    let mut nearest = search.nearest_in(index, &vector, wanted, &same_type)?;
+    nearest.extend(search.nearest_in(index, &vector, wanted, &any_type)?);
+    nearest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    nearest.dedup_by_key(|(seq, _)| *seq);
     let catalog = search.catalog.read().expect("catalog lock");
     let mut incidents = Vec::new();
     for (other, similarity) in nearest.into_iter().filter(|(s, _)| *s < seq) {

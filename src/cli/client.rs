@@ -12,7 +12,7 @@ use zbus::zvariant::Value;
 
 const IFACE: &str = "dev.ovs.PortAgent1";
 
-async fn call<B, R>(conn: &Connection, method: &str, body: &B) -> Result<R>
+pub(super) async fn call<B, R>(conn: &Connection, method: &str, body: &B) -> Result<R>
 where
     B: serde::Serialize + zbus::zvariant::DynamicType,
     R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
@@ -23,7 +23,7 @@ where
     Ok(reply.body().deserialize()?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 

@@ -1,5 +1,6 @@
 //! The command line: arguments (clap), then one function per sub-command.
 
+mod analytics;
 mod client;
 mod offline;
 mod output;
@@ -97,6 +98,72 @@ pub enum Command {
         /// End the session when one stream takes longer than this.
         #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
         max_stream_seconds: u64,
+    },
+    /// Every event around a moment, grouped by element, the first critical one marked.
+    #[command(after_help = "Example: ovs-port-agent timeline 2026-11-24T02:00:00Z --window 30min --element interface:eth0")]
+    Timeline {
+        /// The moment: RFC 3339, or an age ("2h" = two hours ago).
+        at: String,
+        /// How long a window, centred on the moment (half before, half after).
+        #[arg(long, default_value = "1h")]
+        window: String,
+        /// Only this element and the elements related to it (its bridge, port, connection).
+        #[arg(long)]
+        element: Option<String>,
+        /// How many events to list at most.
+        #[arg(short = 'n', long, default_value_t = 500)]
+        limit: usize,
+    },
+    /// An element's exact state at a moment, each field with the event that set it.
+    #[command(after_help = "Example: ovs-port-agent state interface:eth0 --at 2026-11-24T02:00:00Z")]
+    State {
+        element: String,
+        /// RFC 3339 or an age ("2h"); now by default.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// How an element changed since a moment: fields then → now with blame, and flapping fields.
+    #[command(after_help = "Example: ovs-port-agent drift bridge:br0 --since 30d")]
+    Drift {
+        element: String,
+        /// RFC 3339 or an age ("30d").
+        #[arg(long)]
+        since: String,
+    },
+    /// Elements of the same type configured most like this one, and how they fare.
+    #[command(after_help = "Example: ovs-port-agent similar port:vnet3 -n 5")]
+    Similar {
+        element: String,
+        #[arg(short = 'n', long, default_value_t = 5)]
+        limit: u32,
+    },
+    /// Earlier events most like event SEQ, with what followed each and how it ended.
+    #[command(after_help = "Example: ovs-port-agent incidents 48213 -n 5")]
+    Incidents {
+        seq: u64,
+        #[arg(short = 'n', long, default_value_t = 5)]
+        limit: u32,
+    },
+    /// What is unusual in the last WINDOW: first-seen values, bursts, novel events, precursors.
+    #[command(after_help = "Example: ovs-port-agent anomalies --window 24h --rules burst,first_seen")]
+    Anomalies {
+        /// How far back from --until (or now).
+        #[arg(long, default_value = "24h")]
+        window: String,
+        /// End of the window: RFC 3339 or an age; now by default.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only elements of this type.
+        #[arg(long = "type")]
+        element_type: Option<String>,
+        /// Days of history before the window to learn what is usual from.
+        #[arg(long, default_value_t = crate::analytics::anomaly::DEFAULT_BASELINE_DAYS)]
+        baseline_days: u32,
+        /// Only these rules (comma-separated): first_seen, burst, novelty, precursor.
+        #[arg(long, value_delimiter = ',')]
+        rules: Vec<String>,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        limit: u32,
     },
     /// Per-replica state of the running daemon.
     Replicas,
@@ -203,9 +270,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::stream::receive::run(dir, limits)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Timeline { .. }
+        | Command::State { .. }
+        | Command::Drift { .. }
+        | Command::Similar { .. }
+        | Command::Incidents { .. }
+        | Command::Anomalies { .. } => analytics::run(analysis(&cli.command)?, &config, &bus, offline, cli.json),
         Command::Replicas => client::replicas(&bus, cli.json),
         Command::SyncNow => client::sync_now(&bus),
     }
+}
+
+/// The analysis an analysis verb asks for, its times and names parsed.
+fn analysis(command: &Command) -> anyhow::Result<analytics::Analysis> {
+    use analytics::Analysis;
+    let ms = |text: &str| -> anyhow::Result<i64> { Ok(parse_time(text)?.div_euclid(1_000_000)) };
+    let duration_ms = |text: &str| -> anyhow::Result<u64> {
+        let d = humantime::parse_duration(text).map_err(|e| anyhow::anyhow!("{text:?} is not a duration like 30min or 24h: {e}"))?;
+        Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    Ok(match command {
+        Command::Timeline { at, window, element, limit } => Analysis::Timeline {
+            center_ms: ms(at)?,
+            window_ms: duration_ms(window)?,
+            options: crate::analytics::timeline::TimelineOptions { element_id: element.clone(), limit: Some(*limit) },
+        },
+        Command::State { element, at } => Analysis::State {
+            element: element.clone(),
+            at_ms: at.as_deref().map(ms).transpose()?.unwrap_or(crate::event::now_ns() / 1_000_000),
+        },
+        Command::Drift { element, since } => Analysis::Drift { element: element.clone(), since_ms: ms(since)? },
+        Command::Similar { element, limit } => Analysis::Similar { element: element.clone(), limit: *limit },
+        Command::Incidents { seq, limit } => Analysis::Incidents { seq: *seq, limit: *limit },
+        Command::Anomalies { window, until, element_type, baseline_days, rules, limit } => {
+            use crate::analytics::anomaly::Rule;
+            let rules = if rules.is_empty() {
+                Rule::ALL.to_vec()
+            } else {
+                rules
+                    .iter()
+                    .map(|r| {
+                        Rule::parse(r).ok_or_else(|| anyhow::anyhow!("unknown rule {r:?} (known: first_seen, burst, novelty, precursor)"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            Analysis::Anomalies {
+                window_ms: duration_ms(window)?,
+                options: crate::analytics::anomaly::AnomalyOptions {
+                    until_ns: until.as_deref().map(parse_time).transpose()?.unwrap_or_else(crate::event::now_ns),
+                    element_type: element_type.clone(),
+                    baseline_days: *baseline_days,
+                    limit: (*limit).clamp(1, 1000) as usize,
+                    rules,
+                },
+            }
+        }
+        _ => unreachable!("only analysis verbs"),
+    })
 }
 
 /// Parsed filter values shared by the offline and D-Bus paths.

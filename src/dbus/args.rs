@@ -1,6 +1,8 @@
 //! Checking D-Bus arguments before anything is done with them.
 
 use super::error::AgentError;
+use crate::analytics::anomaly::{self, AnomalyOptions, Rule};
+use crate::analytics::timeline::TimelineOptions;
 use crate::event::Priority;
 use crate::vector::Filters;
 use std::collections::HashMap;
@@ -101,6 +103,77 @@ pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters,
     Ok((filters, limit_value))
 }
 
+/// The option keys `GetTimeline` accepts.
+pub const TIMELINE_OPTIONS: &[(&str, &str)] = &[("element_id", "s"), ("limit", "u")];
+
+pub fn timeline_options(options: &HashMap<String, OwnedValue>) -> Result<TimelineOptions, AgentError> {
+    let mut out = TimelineOptions::default();
+    for (key, value) in options {
+        match (checked_key(key, value, TIMELINE_OPTIONS)?, &**value) {
+            ("element_id", Value::Str(s)) => out.element_id = Some(element_id(s)?.to_owned()),
+            ("limit", Value::U32(n)) => out.limit = Some(*n as usize),
+            _ => unreachable!("checked_key checked the type"),
+        }
+    }
+    Ok(out)
+}
+
+/// The option keys `DetectAnomalies` accepts.
+pub const ANOMALY_OPTIONS: &[(&str, &str)] =
+    &[("until_unix_ms", "x"), ("element_type", "s"), ("baseline_days", "u"), ("limit", "u"), ("rules", "as")];
+
+pub fn anomaly_options(options: &HashMap<String, OwnedValue>, now_ns: i64) -> Result<AnomalyOptions, AgentError> {
+    let mut out = AnomalyOptions {
+        until_ns: now_ns,
+        element_type: None,
+        baseline_days: anomaly::DEFAULT_BASELINE_DAYS,
+        limit: anomaly::DEFAULT_FINDINGS,
+        rules: Rule::ALL.to_vec(),
+    };
+    for (key, value) in options {
+        match (checked_key(key, value, ANOMALY_OPTIONS)?, &**value) {
+            ("until_unix_ms", Value::I64(ms)) => out.until_ns = ms_to_ns(key, *ms)?,
+            ("element_type", Value::Str(s)) => out.element_type = Some(short_name(key, s)?),
+            ("baseline_days", Value::U32(d)) => {
+                if *d > anomaly::MAX_BASELINE_DAYS {
+                    return Err(AgentError::invalid(format!("baseline_days must be at most {}", anomaly::MAX_BASELINE_DAYS)));
+                }
+                out.baseline_days = *d;
+            }
+            ("limit", Value::U32(n)) => out.limit = limit(*n)?,
+            ("rules", Value::Array(items)) => {
+                let mut rules = Vec::new();
+                for item in items.iter() {
+                    let Value::Str(name) = item else { unreachable!("checked_key checked the type") };
+                    let rule = Rule::parse(name).ok_or_else(|| {
+                        let known: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+                        AgentError::invalid(format!("unknown rule {name:?} (known: {})", known.join(", ")))
+                    })?;
+                    rules.push(rule);
+                }
+                if rules.is_empty() {
+                    return Err(AgentError::invalid("rules must name at least one rule"));
+                }
+                out.rules = rules;
+            }
+            _ => unreachable!("checked_key checked the type"),
+        }
+    }
+    Ok(out)
+}
+
+/// The key if it is one of `known` and its value has the expected D-Bus signature.
+fn checked_key<'k>(key: &'k str, value: &Value<'_>, known: &[(&str, &str)]) -> Result<&'k str, AgentError> {
+    let expected = known.iter().find(|(k, _)| *k == key).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+        AgentError::invalid(format!("unknown option {key:?} (known: {})", names.join(", ")))
+    })?;
+    if value.value_signature().to_string() != expected {
+        return Err(AgentError::invalid(format!("option {key} must be of type {expected}, not {}", value.value_signature())));
+    }
+    Ok(key)
+}
+
 fn short_name(key: &str, s: &str) -> Result<String, AgentError> {
     if s.is_empty() || s.len() > crate::event::MAX_NAME_BYTES {
         return Err(AgentError::invalid(format!("option {key} must be 1 to {} bytes", crate::event::MAX_NAME_BYTES)));
@@ -135,6 +208,20 @@ mod tests {
         assert!(err.to_string().contains("limit must be of type u"), "{err}");
         assert!(search_options(&opts(vec![("limit", Value::U32(0))])).is_err());
         assert!(search_options(&opts(vec![("since_unix_ms", Value::I64(i64::MAX))])).is_err());
+    }
+
+    #[test]
+    fn analytics_options() {
+        let t = timeline_options(&opts(vec![("element_id", Value::from("interface:eth0")), ("limit", Value::U32(7))])).unwrap();
+        assert_eq!((t.element_id.as_deref(), t.limit), (Some("interface:eth0"), Some(7)));
+        assert!(timeline_options(&opts(vec![("limit", Value::I64(7))])).is_err());
+        let a =
+            anomaly_options(&opts(vec![("rules", Value::from(vec!["burst", "novelty"])), ("baseline_days", Value::U32(7))]), 5).unwrap();
+        assert_eq!((a.rules, a.baseline_days, a.until_ns), (vec![Rule::Burst, Rule::Novelty], 7, 5));
+        let err = anomaly_options(&opts(vec![("rules", Value::from(vec!["magic"]))]), 0).unwrap_err();
+        assert!(err.to_string().contains("unknown rule \"magic\""), "{err}");
+        assert!(anomaly_options(&opts(vec![("baseline_days", Value::U32(1_000_000))]), 0).is_err());
+        assert!(anomaly_options(&opts(vec![("limit", Value::U32(1_000_000_000))]), 0).is_err());
     }
 
     #[test]

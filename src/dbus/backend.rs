@@ -29,6 +29,7 @@ pub enum Backend {
 pub struct Reporting {
     pub health: Arc<Health>,
     pub tasks: Arc<Mutex<BTreeMap<String, TaskStatus>>>,
+    pub anomalies: Arc<crate::analytics::anomaly::LiveCounters>,
 }
 
 type VerifyResult = Result<Arc<ScanOutcome>, String>;
@@ -86,6 +87,35 @@ impl Backend {
                 tokio::task::spawn_blocking(move || view.history(&element_id, limit)).await?
             }
         }
+    }
+
+    /// Runs an analysis on a reader of the index, off the executor, in a search slot. It
+    /// gets the search state (vectors, catalog) and a way to embed text (configurations).
+    pub async fn analyze<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::index::Index, &crate::search::SearchState, &dyn Fn(&str) -> Result<Arc<[f32]>>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let search = match self {
+            Self::Primary(engine) => engine.search_state().clone(),
+            Self::Replica(view) => {
+                view.current()?;
+                view.search_state().clone()
+            }
+        };
+        let slots = search.clone();
+        let _slot = slots.slots.acquire().await?;
+        let this = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let embed = |text: &str| -> Result<Arc<[f32]>> {
+                match &this {
+                    Self::Primary(engine) => runtime.block_on(engine.pool().embed_query(text)),
+                    Self::Replica(view) => view.embed_text(text),
+                }
+            };
+            search.readers.with(|index| f(index, &search, &embed))
+        })
+        .await?
     }
 
     /// The ledger directory a verification reads.

@@ -254,6 +254,11 @@ impl ReplicaView {
         Ok(answer)
     }
 
+    /// Embeds text with the model the served vectors come from (configurations to compare).
+    pub fn embed_text(&self, text: &str) -> Result<std::sync::Arc<[f32]>> {
+        self.queries.embed(text)
+    }
+
     pub fn history(&self, element_id: &str, limit: usize) -> Result<Vec<EventRow>> {
         self.current()?;
         self.search.readers.with(|i| Ok(i.history(element_id, limit)?))

@@ -7,6 +7,7 @@
 mod btrfs;
 mod bus;
 mod daemon;
+pub mod history_gen;
 mod netns;
 mod nm;
 mod ovs;
