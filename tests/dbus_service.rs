@@ -214,6 +214,23 @@ fn bad_input_gets_invalid_args_with_a_reason() {
         ("RecordEvent", Box::new(("interface:eth0", "link down", "{}", "low")), "action"),
         ("RecordEvent", Box::new(("interface:eth0", "up", r#"{"x":"\udc80"}"#, "low")), "not valid JSON"),
         ("GetElementHistory", Box::new(("", 5u32)), "element_id"),
+        ("GetElementState", Box::new(("interface:nobody", 0i64)), "no element \"interface:nobody\""),
+        ("GetElementState", Box::new(("interface:eth0", -5i64)), "out of range"),
+        ("AnalyzeConfigurationDrift", Box::new(("interface:nobody", 0i64)), "no element"),
+        ("AnalyzeConfigurationDrift", Box::new(("interface:nobody", i64::MAX / 2_000_000)), "in the future"),
+        ("FindSimilarConfigs", Box::new(("interface:nobody", 5u32)), "no element"),
+        ("FindSimilarConfigs", Box::new(("interface:eth0", 1_000_000_000u32)), "limit must be between 1 and 1000"),
+        ("FindSimilarIncidents", Box::new((0u64, 5u32)), "seq starts at 1"),
+        ("FindSimilarIncidents", Box::new((u64::MAX, 5u32)), "there is no event"),
+        ("FindSimilarIncidents", Box::new((1u64, 0u32)), "limit must be between 1 and 1000"),
+        ("GetTimeline", Box::new((0i64, 0u64, std::collections::HashMap::<String, zbus::zvariant::Value>::new())), "longer than 0 ms"),
+        ("GetTimeline", Box::new((0i64, u64::MAX, std::collections::HashMap::<String, zbus::zvariant::Value>::new())), "ten years"),
+        ("DetectAnomalies", Box::new((0u64, std::collections::HashMap::<String, zbus::zvariant::Value>::new())), "longer than 0 ms"),
+        (
+            "DetectAnomalies",
+            Box::new((100u64 * 366 * 86_400_000, std::collections::HashMap::<String, zbus::zvariant::Value>::new())),
+            "ten years",
+        ),
     ];
     for (method, body, reason) in cases {
         let (name, desc) = name_of(method, &|| call(method, body.as_ref()));
@@ -367,6 +384,41 @@ fn sigterm_stops_within_seconds_and_a_restart_keeps_everything() {
         assert!(std::time::Instant::now() < deadline, "vectors never caught up: {lines:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn analysis_verbs_answer_from_the_daemon() {
+    let (_bus, _tmp, daemon) = start();
+    record(&daemon, "port:vnet1", "row.added", r#"{"after":{"bridge":"br0","tag":10,"vlan_mode":"access"}}"#, "low");
+    record(&daemon, "port:vnet2", "row.added", r#"{"after":{"bridge":"br0","tag":10,"vlan_mode":"access"}}"#, "low");
+    record(&daemon, "port:vnet1", "row.modified", r#"{"before":{"tag":10},"after":{"tag":20},"changed":["tag"]}"#, "critical");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--bus", daemon.bus.as_str(), "--json"];
+        full.extend_from_slice(args);
+        let (code, out, err) = common::agent(&full);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let state = json(&["state", "port:vnet1"]);
+    assert_eq!(
+        (state["state"]["tag"].clone(), state["fields"]["tag"]["set_by"]["seq"].clone()),
+        (serde_json::json!(20), serde_json::json!(3))
+    );
+    let drift = json(&["drift", "port:vnet1", "--since", "1h"]);
+    assert_eq!(drift["changed"][0]["field"], "bridge", "{drift}");
+    let timeline = json(&["timeline", "1min", "--window", "1h", "--element", "port:vnet1"]);
+    assert_eq!(timeline["first_critical"]["seq"], 3, "{timeline}");
+    let similar = json(&["similar", "port:vnet1"]);
+    assert_eq!(similar["similar"][0]["element_id"], "port:vnet2", "{similar}");
+    let incidents = json(&["incidents", "3"]);
+    assert!(incidents["incidents"].as_array().unwrap().iter().all(|i| i["event"]["seq"].as_u64().unwrap() < 3), "{incidents}");
+    let anomalies = json(&["anomalies", "--window", "1h"]);
+    assert_eq!(anomalies["scored_events"], 3, "{anomalies}");
+    let stats = json(&["status"]);
+    assert!(stats["anomalies"]["scored_seq"].is_u64(), "{stats}");
+    let (code, out, _) = common::agent(&["--bus", &daemon.bus, "drift", "port:vnet1", "--since", "1h"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("blame"), "{out}");
 }
 
 #[test]
