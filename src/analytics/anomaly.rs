@@ -114,6 +114,38 @@ pub struct Evidence {
     pub similarity: Option<f32>,
 }
 
+impl Fired {
+    /// The finding for event `e`, its evidence read from the index.
+    fn into_finding(self, index: &Index, e: &EventRow) -> Result<Finding> {
+        let mut evidence = Vec::with_capacity(self.evidence.len());
+        for (seq, similarity) in &self.evidence {
+            evidence.push(Evidence { event: Cite::read(index, *seq)?, similarity: *similarity });
+        }
+        Ok(Finding {
+            rule: self.rule,
+            element_id: e.element_id.clone(),
+            element_type: e.element_type.clone(),
+            score: self.score,
+            threshold: self.threshold,
+            why: self.why,
+            event: Cite::of(e),
+            more: 0,
+            evidence,
+            seqs: vec![e.seq],
+        })
+    }
+}
+
+impl Finding {
+    /// A later event of the window that belongs to this finding.
+    fn join(&mut self, seq: u64) {
+        self.more += 1;
+        if self.seqs.len() < 20 {
+            self.seqs.push(seq);
+        }
+    }
+}
+
 /// A finding before it is written out: the fired rule, the key that groups its later events.
 struct Fired {
     rule: Rule,
@@ -417,6 +449,26 @@ impl Detector {
         }
     }
 
+    /// A detector that learned from `events` (in order), the novelty threshold from the
+    /// newest [`NOVELTY_SAMPLES`] routine events of each type when `novelty` is wanted.
+    fn learned(index: &Index, search: &SearchState, events: &[EventRow], novelty: bool) -> Result<Self> {
+        let mut sampled: HashMap<&str, usize> = HashMap::new();
+        let mut sample: HashSet<u64> = HashSet::new();
+        for e in events.iter().rev().filter(|_| novelty) {
+            let n = sampled.entry(e.element_type.as_str()).or_default();
+            if *n < NOVELTY_SAMPLES {
+                *n += 1;
+                sample.insert(e.seq);
+            }
+        }
+        let mut detector = Self::default();
+        for e in events {
+            let distance = if sample.contains(&e.seq) { novelty_of(index, search, e)?.map(|(d, _)| d) } else { None };
+            detector.observe(e, distance);
+        }
+        Ok(detector)
+    }
+
     /// Drops the half of the elements seen longest ago (memory bound).
     fn forget_oldest_elements(&mut self) {
         let mut last: Vec<i64> = self.elements.values().map(|e| e.last_ts).collect();
@@ -487,24 +539,8 @@ pub fn detect(index: &Index, search: &SearchState, window_ms: u64, options: &Ano
     if window_total > window_seqs.len() {
         notes.push(format!("the first {} of the window's {window_total} events were scored", window_seqs.len()));
     }
-    let mut detector = Detector::default();
     let baseline = read_events(index, baseline_seqs)?;
-    // The novelty threshold comes from the newest routine events of each type.
-    let mut sampled: HashMap<&str, usize> = HashMap::new();
-    let mut sample: HashSet<u64> = HashSet::new();
-    if options.rules.contains(&Rule::Novelty) {
-        for e in baseline.iter().rev() {
-            let n = sampled.entry(e.element_type.as_str()).or_default();
-            if *n < NOVELTY_SAMPLES {
-                *n += 1;
-                sample.insert(e.seq);
-            }
-        }
-    }
-    for e in &baseline {
-        let novelty = if sample.contains(&e.seq) { novelty_of(index, search, e)?.map(|(d, _)| d) } else { None };
-        detector.observe(e, novelty);
-    }
+    let mut detector = Detector::learned(index, search, &baseline, options.rules.contains(&Rule::Novelty))?;
     let window = read_events(index, &window_seqs)?;
     let mut open: HashMap<(Rule, String, String), usize> = HashMap::new();
     let mut findings: Vec<Finding> = Vec::new();
@@ -516,38 +552,17 @@ pub fn detect(index: &Index, search: &SearchState, window_ms: u64, options: &Ano
                 let group = (fired.rule, e.element_id.clone(), fired.key.clone());
                 let group = if fired.rule == Rule::FirstSeen { (fired.rule, e.element_type.clone(), fired.key.clone()) } else { group };
                 if let Some(&at) = open.get(&group) {
-                    findings[at].more += 1;
-                    if findings[at].seqs.len() < 20 {
-                        findings[at].seqs.push(e.seq);
-                    }
+                    findings[at].join(e.seq);
                     continue;
                 }
-                let mut evidence = Vec::new();
-                for (seq, similarity) in &fired.evidence {
-                    evidence.push(Evidence { event: Cite::read(index, *seq)?, similarity: *similarity });
-                }
                 open.insert(group, findings.len());
-                findings.push(Finding {
-                    rule: fired.rule,
-                    element_id: e.element_id.clone(),
-                    element_type: e.element_type.clone(),
-                    score: fired.score,
-                    threshold: fired.threshold,
-                    why: fired.why,
-                    event: Cite::of(e),
-                    more: 0,
-                    evidence,
-                    seqs: vec![e.seq],
-                });
+                findings.push(fired.into_finding(index, e)?);
             }
             // A burst keeps collecting the element's events in its interval.
             let bin_key = (Rule::Burst, e.element_id.clone(), format!("bin {}", e.ts.div_euclid(BIN_NS)));
             if let Some(&at) = open.get(&bin_key) {
                 if findings[at].event.seq != e.seq {
-                    findings[at].more += 1;
-                    if findings[at].seqs.len() < 20 {
-                        findings[at].seqs.push(e.seq);
-                    }
+                    findings[at].join(e.seq);
                 }
             }
         }
@@ -639,20 +654,7 @@ impl LiveScorer {
         let seqs = search.catalog.read().expect("catalog lock").in_window(since, i64::MAX, None, 0, usize::MAX).0;
         let seqs = &seqs[seqs.len().saturating_sub(MAX_BASELINE_EVENTS)..];
         let events = read_events(index, seqs)?;
-        let mut sampled: HashMap<&str, usize> = HashMap::new();
-        let mut sample = HashSet::new();
-        for e in events.iter().rev() {
-            let n = sampled.entry(e.element_type.as_str()).or_default();
-            if *n < NOVELTY_SAMPLES {
-                *n += 1;
-                sample.insert(e.seq);
-            }
-        }
-        let mut detector = Detector::default();
-        for e in &events {
-            let novelty = if sample.contains(&e.seq) { novelty_of(index, search, e)?.map(|(d, _)| d) } else { None };
-            detector.observe(e, novelty);
-        }
+        let detector = Detector::learned(index, search, &events, true)?;
         // Events up to the newest learned one are not scored again.
         let scored_seq = events.last().map_or(index.covered_seq()?, |e| e.seq);
         Ok(Self { detector, scored_seq })
@@ -668,22 +670,7 @@ impl LiveScorer {
             for e in chunk.iter().filter(|e| e.seq <= through) {
                 let novelty = novelty_of(index, search, e)?;
                 for fired in self.detector.score(e, novelty) {
-                    let mut evidence = Vec::new();
-                    for (seq, similarity) in &fired.evidence {
-                        evidence.push(Evidence { event: Cite::read(index, *seq)?, similarity: *similarity });
-                    }
-                    findings.push(Finding {
-                        rule: fired.rule,
-                        element_id: e.element_id.clone(),
-                        element_type: e.element_type.clone(),
-                        score: fired.score,
-                        threshold: fired.threshold,
-                        why: fired.why,
-                        event: Cite::of(e),
-                        more: 0,
-                        evidence,
-                        seqs: vec![e.seq],
-                    });
+                    findings.push(fired.into_finding(index, e)?);
                 }
                 self.detector.observe(e, novelty.map(|(d, _)| d));
             }

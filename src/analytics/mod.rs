@@ -47,9 +47,13 @@ impl Cite {
 
     /// The event `seq`, read from the index (an error if the index lacks it).
     pub fn read(index: &Index, seq: u64) -> Result<Self> {
-        let e = index.event(seq)?.ok_or_else(|| crate::index::IndexError::Corrupt(format!("the index lacks event {seq}")))?;
-        Ok(Self::of(&e))
+        Ok(Self::of(&cited_event(index, seq)?))
     }
+}
+
+/// An event an answer cites; the index must hold it (an answer never cites a missing one).
+pub fn cited_event(index: &Index, seq: u64) -> Result<EventRow> {
+    Ok(index.event(seq)?.ok_or_else(|| crate::index::IndexError::Corrupt(format!("the index lacks event {seq}")))?)
 }
 
 /// Milliseconds to the nanoseconds events are stamped with, saturating.

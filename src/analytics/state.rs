@@ -174,8 +174,7 @@ impl<'a> Confirmer<'a> {
 
     fn event(&mut self, seq: u64) -> Result<&crate::index::EventRow> {
         if !self.events.contains_key(&seq) {
-            let e = self.index.event(seq)?.ok_or_else(|| crate::index::IndexError::Corrupt(format!("the index lacks event {seq}")))?;
-            self.events.insert(seq, e);
+            self.events.insert(seq, super::cited_event(self.index, seq)?);
         }
         Ok(&self.events[&seq])
     }

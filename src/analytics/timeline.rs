@@ -97,13 +97,13 @@ pub fn timeline(index: &Index, catalog: &Catalog, center_ms: i64, window_ms: u64
     let mut relation_of: BTreeMap<String, Option<String>> = BTreeMap::new();
     if let Some(focus) = &options.element_id {
         super::known_element(index, focus)?;
-        relation_of.insert(focus.clone(), None);
         for first in related(index, focus)? {
             for second in related(index, &first.element_id)? {
                 relation_of.entry(second.element_id).or_insert(Some(format!("{} of its {}", second.relation, first.relation)));
             }
             relation_of.insert(first.element_id, Some(first.relation));
         }
+        // Itself last: it may have been reached as a relation of its relations.
         relation_of.insert(focus.clone(), None);
     }
     let ids: Vec<&str> = relation_of.keys().map(String::as_str).collect();

@@ -20,21 +20,24 @@ pub struct ElementRow {
 
 impl Index {
     pub fn element(&self, element_id: &str) -> IndexResult<Option<ElementRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT element_id, element_type, state, last_seq, height, last_hash FROM elements WHERE element_id = ?1")?;
-        Ok(stmt
-            .query_row([element_id], |r| {
-                Ok(ElementRow {
-                    element_id: r.get(0)?,
-                    element_type: r.get(1)?,
-                    state: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
-                    last_seq: r.get::<_, i64>(3)? as u64,
-                    height: r.get::<_, i64>(4)? as u64,
-                    last_hash: r.get(5)?,
-                })
+        Ok(self.element_rows("WHERE element_id = ?1", params![element_id])?.pop())
+    }
+
+    /// Element rows chosen by `clause` (a WHERE, ORDER and LIMIT over `elements`).
+    fn element_rows(&self, clause: &str, args: impl rusqlite::Params) -> IndexResult<Vec<ElementRow>> {
+        let sql = format!("SELECT element_id, element_type, state, last_seq, height, last_hash FROM elements {clause}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(ElementRow {
+                element_id: r.get(0)?,
+                element_type: r.get(1)?,
+                state: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null),
+                last_seq: r.get::<_, i64>(3)? as u64,
+                height: r.get::<_, i64>(4)? as u64,
+                last_hash: r.get(5)?,
             })
-            .optional()?)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The seq of the element's newest event.
@@ -49,35 +52,13 @@ impl Index {
 
     /// Elements of one type, the most recently changed first, at most `limit`.
     pub fn elements_of_type(&self, element_type: &str, limit: usize) -> IndexResult<Vec<ElementRow>> {
-        let ids: Vec<String> = self
-            .conn
-            .prepare_cached("SELECT element_id FROM elements WHERE element_type = ?1 ORDER BY last_seq DESC LIMIT ?2")?
-            .query_map(params![element_type, limit as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = self.element(&id)? {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        self.element_rows("WHERE element_type = ?1 ORDER BY last_seq DESC LIMIT ?2", params![element_type, limit as i64])
     }
 
     /// Every element whose last event came from `source` (a source's last known view of
     /// its world).
     pub fn elements_of_source(&self, source: &str) -> IndexResult<Vec<ElementRow>> {
-        let ids: Vec<String> = self
-            .conn
-            .prepare_cached("SELECT element_id FROM elements WHERE source = ?1")?
-            .query_map([source], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(e) = self.element(&id)? {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        self.element_rows("WHERE source = ?1", params![source])
     }
 }
 
