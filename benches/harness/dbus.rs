@@ -10,10 +10,11 @@ use ovs_port_agent::config::Config;
 use ovs_port_agent::dataset::DataSet;
 use ovs_port_agent::dbus::{BUS_NAME, OBJECT_PATH};
 use ovs_port_agent::embed::{ModelFiles, SentenceModel};
+use ovs_port_agent::event::NewEvent;
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::metrics::median_p99;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,24 +29,87 @@ where
     conn.call_method(Some(BUS_NAME), OBJECT_PATH, Some(BUS_NAME), member, body).await
 }
 
-fn seed(dir: &Path, n: usize, files: &ModelFiles, base: &[Vec<f32>]) {
+/// The daemon on a private bus, serving a data directory; stopped (SIGTERM) when dropped.
+pub struct PrivateDaemon {
+    pub address: String,
+    bus: Child,
+    daemon: Child,
+    _bus_dir: tempfile::TempDir,
+}
+
+impl PrivateDaemon {
+    /// Starts a bus and the daemon on `state` and waits until it answers Ping.
+    pub fn start(state: &Path) -> Self {
+        let econfig = crate::model_config();
+        let bus_dir = tempfile::tempdir().unwrap();
+        let socket = bus_dir.path().join("bus.sock");
+        std::fs::write(bus_dir.path().join("bus.conf"), format!("<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth><policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy><limit name=\"max_connections_per_user\">1000</limit><limit name=\"max_completed_connections\">1000</limit></busconfig>", socket.display())).unwrap();
+        let bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", bus_dir.path().join("bus.conf").display()))
+            .args(["--nofork", "--nopidfile"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let address = format!("unix:path={}", socket.display());
+        let config_file = bus_dir.path().join("agent.toml");
+        std::fs::write(&config_file, format!("[agent]\nrequire_btrfs = false\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\n[sources]\novsdb = false\nnetworkmanager = false\n", econfig.model_dir.display(), econfig.runtime_library.display())).unwrap();
+        let t0 = Instant::now();
+        let daemon = Command::new(env!("CARGO_BIN_EXE_ovs-port-agent"))
+            .arg("--config")
+            .arg(&config_file)
+            .args(["daemon", "--bus", &address, "--data-dir"])
+            .arg(state)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+            loop {
+                if call_agent(&conn, "Ping", &()).await.is_ok() {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(3600), "the daemon did not come up");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self { address, bus, daemon, _bus_dir: bus_dir }
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// Writes `n` events made by `event` (ledger and index through the library, synthesized
+/// vectors); returns the seconds spent in ledger appends and index applies.
+pub fn seed(dir: &Path, n: usize, files: &ModelFiles, base: &[Vec<f32>], event: impl Fn(usize) -> NewEvent) -> f64 {
     let mut config = Config::default();
     config.agent.require_btrfs = false;
     let layout = Layout::state(dir);
     let mut store = DataSet::open_writable(&layout, &config).unwrap();
+    let mut writing = Duration::ZERO;
     for start in (0..n).step_by(10_000) {
-        let events: Vec<_> = (start..(start + 10_000).min(n)).map(crate::ledger::event).collect();
+        let events: Vec<_> = (start..(start + 10_000).min(n)).map(&event).collect();
+        let t = Instant::now();
         let records = store.ledger_mut().append_batch(&events).unwrap();
         store.index_mut().apply(&records).unwrap();
+        writing += t.elapsed();
         let vectors: Vec<(u64, Arc<[f32]>)> = records.iter().map(|r| (r.seq, synth(base, r.seq as usize).into())).collect();
         store.index_mut().put_vectors(&vectors, records.last().unwrap().seq).unwrap();
     }
     store.index_mut().bind_model(&files.model_id(), &files.model_sha256).unwrap();
+    writing.as_secs_f64()
 }
 
 pub fn run(dir: &Path, n: usize) {
-    let mut report =
-        Report::new(&format!("dbus-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
+    let mut report = Report::new(&format!("dbus-{}", crate::size_name(n)));
     let econfig = crate::model_config();
     let files = ModelFiles::locate(&econfig).expect("provision the model first");
     let base = {
@@ -55,43 +119,14 @@ pub fn run(dir: &Path, n: usize) {
     let state = dir.join(format!("dbus-state-{n}"));
     let _ = std::fs::remove_dir_all(&state);
     let t0 = Instant::now();
-    seed(&state, n, &files, &base);
+    seed(&state, n, &files, &base, crate::ledger::event);
     report.add("seeding (ledger + index + synthesized vectors)", t0.elapsed().as_secs_f64(), "s");
     disk_per_event(&mut report, &state, n);
 
-    let bus_dir = tempfile::tempdir().unwrap();
-    let socket = bus_dir.path().join("bus.sock");
-    std::fs::write(bus_dir.path().join("bus.conf"), format!("<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth><policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy><limit name=\"max_connections_per_user\">1000</limit><limit name=\"max_completed_connections\">1000</limit></busconfig>", socket.display())).unwrap();
-    let mut bus = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", bus_dir.path().join("bus.conf").display()))
-        .args(["--nofork", "--nopidfile"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let address = format!("unix:path={}", socket.display());
-    let config_file = bus_dir.path().join("agent.toml");
-    std::fs::write(&config_file, format!("[agent]\nrequire_btrfs = false\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\n[sources]\novsdb = false\nnetworkmanager = false\n", econfig.model_dir.display(), econfig.runtime_library.display())).unwrap();
     let t0 = Instant::now();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ovs-port-agent"))
-        .arg("--config")
-        .arg(&config_file)
-        .args(["daemon", "--bus", &address, "--data-dir"])
-        .arg(&state)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = PrivateDaemon::start(&state);
+    let address = daemon.address.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
-        loop {
-            if call_agent(&conn, "Ping", &()).await.is_ok() {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(3600), "the daemon did not come up");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
     report.add("daemon start until it answers (loads the graph)", t0.elapsed().as_secs_f64(), "s");
 
     for member in ["Ping", "SemanticSearch", "RecordEvent"] {
@@ -168,9 +203,7 @@ pub fn run(dir: &Path, n: usize) {
         }
     });
     one_client("idle", &mut report);
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let _ = daemon.wait();
-    let _ = bus.kill();
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&state);
     report.finish();
 }

@@ -1,8 +1,10 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
-//! `ledger`, `embed`, `quality`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
+//! `ledger`, `embed`, `quality`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes`,
+//! `analytics`, `analytics-1m` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
+mod analytics;
 mod dbus;
 mod embed;
 mod ingest;
@@ -45,9 +47,11 @@ fn main() {
             "replicate" => replicate::latency(),
             "replicate-bytes" => replicate::incremental_bytes(),
             "dbus-1m" => dbus::run(&dir, 1_000_000),
+            "analytics" => analytics::run(&dir, 100_000),
+            "analytics-1m" => analytics::run(&dir, 1_000_000),
             other => {
                 eprintln!(
-                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes)"
+                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m)"
                 )
             }
         }
@@ -80,6 +84,11 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(self.0.join("mnt")).status();
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// "100k", "1m": a size as section names spell it.
+pub fn size_name(n: usize) -> String {
+    if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }
 }
 
 pub fn fs_type(dir: &Path) -> String {

@@ -38,8 +38,7 @@ pub fn run(dir: &Path, sizes: &[usize]) {
     let mut model = SentenceModel::load(&files, 256).unwrap();
     let base = base_vectors(&mut model);
     for &n in sizes {
-        let mut report =
-            Report::new(&format!("search-{}", if n >= 1_000_000 { format!("{}m", n / 1_000_000) } else { format!("{}k", n / 1000) }));
+        let mut report = Report::new(&format!("search-{}", crate::size_name(n)));
         report.note("vectors", n);
         report
             .note("how", "synthesized: mixtures of two real all-MiniLM event embeddings (600 texts) + uniform noise ±0.03, re-normalised");

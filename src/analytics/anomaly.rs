@@ -45,6 +45,9 @@ const BURST_P: f64 = 1e-6;
 /// Novelty samples kept per type (the newest), and needed before novelty can fire.
 const NOVELTY_SAMPLES: usize = 256;
 const MIN_NOVELTY_SAMPLES: usize = 64;
+/// The graph walk's breadth for novelty: only the nearest earlier event matters, and the
+/// threshold is learned from distances found the same way, so a narrow walk suffices.
+pub const NOVELTY_EF: usize = 16;
 /// The novelty threshold never falls below this distance (near-duplicates differ by more).
 const NOVELTY_FLOOR: f32 = 0.12;
 /// Precursor rule: support and confidence.
@@ -481,10 +484,16 @@ impl Detector {
 /// The distance from event `e` to its nearest earlier event of the same type (by vector),
 /// with that event's seq; `None` when `e` has no vector or nothing came before it.
 fn novelty_of(index: &Index, search: &SearchState, e: &EventRow) -> Result<Option<(f32, u64)>> {
+    nearest_earlier(index, search, e, NOVELTY_EF)
+}
+
+/// [`novelty_of`] with the graph walk's breadth chosen (the benchmark compares breadths).
+pub fn nearest_earlier(index: &Index, search: &SearchState, e: &EventRow, ef_search: usize) -> Result<Option<(f32, u64)>> {
     let Some((_, vector)) = index.vectors_for(&[e.seq])?.into_iter().next() else { return Ok(None) };
-    let filters = Filters { element_type: Some(e.element_type.clone()), until_ns: Some(e.ts), ..Default::default() };
-    let nearest = search.nearest_in(index, &vector, 4, &filters)?;
-    Ok(nearest.into_iter().find(|(s, _)| *s < e.seq).map(|(s, sim)| ((1.0 - sim).max(0.0), s)))
+    let filters =
+        Filters { element_type: Some(e.element_type.clone()), until_ns: Some(e.ts), before_seq: Some(e.seq), ..Default::default() };
+    let nearest = search.nearest_with_effort(index, &vector, 1, &filters, ef_search)?;
+    Ok(nearest.into_iter().next().map(|(s, sim)| ((1.0 - sim).max(0.0), s)))
 }
 
 #[derive(Debug, Clone)]

@@ -73,8 +73,8 @@ pub fn similar_incidents(index: &Index, search: &SearchState, seq: u64, limit: u
     };
     // Its own type searched apart as well: a small type is then scored exactly, so a rare
     // kind of event is not lost among thousands of near-identical routine ones in the graph.
-    let wanted = limit.saturating_mul(2).saturating_add(8);
-    let any_type = Filters { until_ns: Some(event.ts), ..Default::default() };
+    let wanted = limit;
+    let any_type = Filters { until_ns: Some(event.ts), before_seq: Some(seq), ..Default::default() };
     let same_type = Filters { element_type: Some(event.element_type.clone()), ..any_type.clone() };
     let mut nearest = search.nearest_in(index, &vector, wanted, &same_type)?;
     nearest.extend(search.nearest_in(index, &vector, wanted, &any_type)?);
@@ -82,7 +82,7 @@ pub fn similar_incidents(index: &Index, search: &SearchState, seq: u64, limit: u
     nearest.dedup_by_key(|(seq, _)| *seq);
     let catalog = search.catalog.read().expect("catalog lock");
     let mut incidents = Vec::new();
-    for (other, similarity) in nearest.into_iter().filter(|(s, _)| *s < seq) {
+    for (other, similarity) in nearest {
         let Some(earlier) = index.event(other)? else { continue };
         incidents.push(incident(index, &catalog, &earlier, similarity)?);
         if incidents.len() == limit {
@@ -302,6 +302,7 @@ pub fn similar_configs(
     let my_vector = embed(&configuration_text(&element.element_type, &mine))?;
     let mut notes = Vec::new();
     let mut peers = Vec::new();
+    let mut scored: std::collections::HashMap<String, f32> = std::collections::HashMap::new();
     let rows = index.elements_of_type(&element.element_type, MAX_COMPARED + 1)?;
     if rows.len() > MAX_COMPARED {
         notes.push(format!("only the {MAX_COMPARED} most recently changed elements of this type were compared"));
@@ -311,8 +312,17 @@ pub fn similar_configs(
             continue;
         }
         let config = configuration(&row.state);
-        let v = embed(&configuration_text(&row.element_type, &config))?;
-        peers.push((dot(&my_vector, &v), row.element_id, config));
+        let text = configuration_text(&row.element_type, &config);
+        // Elements of a type mostly share a handful of configurations: embed each text once.
+        let similarity = match scored.get(&text) {
+            Some(s) => *s,
+            None => {
+                let s = dot(&my_vector, &embed(&text)?);
+                scored.insert(text, s);
+                s
+            }
+        };
+        peers.push((similarity, row.element_id, config));
     }
     let compared = peers.len();
     peers.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));

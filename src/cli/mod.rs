@@ -339,6 +339,7 @@ fn filter_values(f: &FilterArgs) -> anyhow::Result<crate::vector::Filters> {
         min_priority: f.min_priority.as_deref().map(str::parse).transpose()?,
         since_ns: f.since.as_deref().map(parse_time).transpose()?,
         until_ns: f.until.as_deref().map(parse_time).transpose()?,
+        before_seq: None,
     })
 }
 

@@ -146,10 +146,23 @@ impl SearchState {
     /// [`nearest`](Self::nearest), reading exact vectors through `index` (for callers that
     /// already hold a connection).
     pub fn nearest_in(&self, index: &Index, query: &[f32], limit: usize, filters: &Filters) -> Result<Vec<(u64, f32)>> {
+        self.nearest_with_effort(index, query, limit, filters, self.ef_search)
+    }
+
+    /// [`nearest_in`](Self::nearest_in) with the graph walk's breadth `ef_search` chosen by
+    /// the caller: a narrower walk for callers that need the nearest few, often.
+    pub fn nearest_with_effort(
+        &self,
+        index: &Index,
+        query: &[f32],
+        limit: usize,
+        filters: &Filters,
+        ef_search: usize,
+    ) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();
         let wanted = limit.saturating_mul(RERANK_FACTOR);
         if filters.is_empty() {
-            let candidates = graph.search(query, wanted, self.ef_search, None);
+            let candidates = graph.search(query, wanted, ef_search.max(wanted), None);
             return self.rescore(index, query, &candidates, limit);
         }
         let catalog = self.catalog.read().expect("catalog lock");
@@ -161,7 +174,7 @@ impl SearchState {
             }
             None => {
                 let accept = |seq: u64| compiled.accepts(seq);
-                let candidates = graph.search(query, wanted, self.ef_search.max(wanted), Some(&accept));
+                let candidates = graph.search(query, wanted, ef_search.max(wanted), Some(&accept));
                 drop(catalog);
                 self.rescore(index, query, &candidates, limit)
             }

@@ -45,6 +45,8 @@ pub struct Filters {
     /// Unix nanoseconds, inclusive.
     pub since_ns: Option<i64>,
     pub until_ns: Option<i64>,
+    /// Only events recorded before this one (analytics: "earlier than event N").
+    pub before_seq: Option<u64>,
 }
 
 impl Filters {
@@ -63,10 +65,15 @@ pub struct CompiledFilter<'a> {
     min_priority: u8,
     since: i64,
     until: i64,
+    /// Seqs below this only.
+    end: u64,
 }
 
 impl CompiledFilter<'_> {
     pub fn accepts(&self, seq: u64) -> bool {
+        if seq >= self.end {
+            return false;
+        }
         let Some(Some(e)) = self.catalog.entries.get(seq as usize) else { return false };
         let matches = |want: Option<Option<u32>>, have: u32| want.is_none_or(|w| w == Some(have));
         e.priority >= self.min_priority
@@ -80,13 +87,13 @@ impl CompiledFilter<'_> {
 
     /// The newest accepted `seq`s, newest first, at most `n`.
     pub fn newest(&self, n: usize) -> Vec<u64> {
-        (1..self.catalog.entries.len() as u64).rev().filter(|s| self.accepts(*s)).take(n).collect()
+        (1..self.end).rev().filter(|s| self.accepts(*s)).take(n).collect()
     }
 
     /// Every accepted `seq`, up to `cap` of them (None when there are more).
     pub fn matching(&self, cap: usize) -> Option<Vec<u64>> {
         let mut out = Vec::new();
-        for seq in 1..self.catalog.entries.len() as u64 {
+        for seq in 1..self.end {
             if self.accepts(seq) {
                 if out.len() == cap {
                     return None;
@@ -197,6 +204,7 @@ impl Catalog {
             min_priority: f.min_priority.map(Priority::rank).unwrap_or(0),
             since: f.since_ns.unwrap_or(i64::MIN),
             until: f.until_ns.unwrap_or(i64::MAX),
+            end: f.before_seq.unwrap_or(u64::MAX).min(self.entries.len() as u64),
         }
     }
 }
@@ -218,6 +226,9 @@ mod tests {
         let f = Filters { since_ns: Some(150), ..Default::default() };
         assert_eq!(c.compile(&f).matching(10), Some(vec![2, 3]));
         assert_eq!(c.compile(&f).matching(1), None);
+        let f = Filters { before_seq: Some(3), ..Default::default() };
+        assert_eq!(c.compile(&f).matching(10), Some(vec![1, 2]));
+        assert!(!c.compile(&f).accepts(3));
         let f = Filters { action: Some("never.seen".into()), ..Default::default() };
         assert_eq!(c.compile(&f).matching(10), Some(vec![]));
         assert_eq!(c.in_window(100, 250, None, 0, 10), (vec![1, 2], 2));
