@@ -203,3 +203,82 @@ fn damage_stops_appends_and_verify_exits_1_naming_the_seq() {
     let (code, _, err) = agent(&["verify", "--data-dir", "/nonexistent/dir"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Writes `records` from `from` on again with a body edit applied before sealing, and both
+/// chains recomputed after it: what a forger with a text editor and our format doc can do.
+fn reseal_with_edit(original: &[(PathBuf, Vec<u8>)], at: usize, edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    use sha2::{Digest, Sha256};
+    let mut records: Vec<Record> = original.iter().map(|(_, l)| decode_line(&l[..l.len() - 1]).unwrap()).collect();
+    let mut lines: Vec<Vec<u8>> = original.iter().map(|(_, l)| l.clone()).collect();
+    let mut heads: std::collections::HashMap<String, [u8; 32]> = std::collections::HashMap::new();
+    for i in 0..records.len() {
+        if i >= at {
+            records[i].prev = if i == 0 { [0; 32] } else { records[i - 1].hash };
+            records[i].element_prev = heads.get(&records[i].element_id).copied().unwrap_or([0; 32]);
+            let canonical = String::from_utf8(records[i].body().canonical()).unwrap();
+            let body = if i == at { edit(&canonical) } else { canonical };
+            records[i].hash = Sha256::digest(body.as_bytes()).into();
+            lines[i] = format!("{},\"hash\":\"{}\"}}\n", &body[..body.len() - 1], hex::encode(records[i].hash)).into_bytes();
+        }
+        heads.insert(records[i].element_id.clone(), records[i].hash);
+    }
+    tamper(original, |l| {
+        for (i, (_, line)) in l.iter_mut().enumerate() {
+            *line = lines[i].clone();
+        }
+    })
+}
+
+#[test]
+fn resealed_bodies_out_of_canonical_form_and_empty_segments_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = lines(&build_ledger(tmp.path()));
+    // A space, an escape nobody needs, a key twice: each re-hashed with both chains recomputed.
+    let edits: [(&str, &dyn Fn(&str) -> String); 3] = [
+        ("space", &|b| b.replacen("\"action\":", "\"action\": ", 1)),
+        ("escape", &|b| b.replacen("\"summary\":\"", "\"summary\":\"\\u0020", 1)),
+        ("duplicate", &|b| b.replacen("\"details\":{", "\"details\":{\"x\":1,\"x\":1,", 1)),
+    ];
+    for (name, edit) in edits {
+        let forged = reseal_with_edit(&original, 640, edit);
+        let (seq, kind) = damage_of(forged.path());
+        assert_eq!(seq, 641, "{name}");
+        let DamageKind::NotCanonical { reason } = kind else { panic!("{name}: {kind:?}") };
+        assert!(name != "duplicate" || reason.contains("duplicate key \"x\""), "{reason}");
+    }
+    // Resealing without an edit changes nothing: the check is on form, not on who wrote it.
+    assert!(scan(reseal_with_edit(&original, 640, str::to_owned).path(), |_| {}).unwrap().is_intact());
+
+    // An empty segment in the middle is damage at the seq that should follow.
+    let segments: Vec<&PathBuf> = original.iter().map(|(p, _)| p).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    assert!(segments.len() >= 3);
+    let emptied = tamper(&original, |_| {});
+    let middle = emptied.path().join("00000000000000099999.jsonl");
+    std::fs::write(&middle, b"").unwrap();
+    let outcome = scan(emptied.path(), |_| {}).unwrap();
+    let damage = outcome.damage.expect("an empty segment among full ones");
+    assert_eq!((damage.seq, damage.kind), (RECORDS as u64 + 1, DamageKind::EmptySegment));
+    std::fs::remove_file(&middle).unwrap();
+    let second = emptied.path().join(segments[1].file_name().unwrap());
+    let first_of_second = ovs_port_agent::ledger::segment::list_segments(emptied.path()).unwrap()[1].first_seq;
+    std::fs::write(&second, b"").unwrap();
+    let damage = scan(emptied.path(), |_| {}).unwrap().damage.expect("a segment emptied in the middle");
+    assert_eq!(damage.seq, first_of_second);
+}
+
+#[test]
+fn an_empty_last_segment_named_for_the_next_seq_is_a_cut_short_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = build_ledger(tmp.path());
+    let next = dir.join(format!("{:020}.jsonl", RECORDS + 1));
+    std::fs::write(&next, b"").unwrap();
+    assert!(scan(&dir, |_| {}).unwrap().is_intact());
+    let (mut ledger, _) = Ledger::open(&dir, LedgerOptions { host: "test-host".into(), segment_max_bytes: 64 * 1024 }).unwrap();
+    ledger.append_batch(&[sample_event(1)]).unwrap();
+    drop(ledger);
+    assert!(std::fs::metadata(&next).unwrap().len() > 0, "the writer appends to it");
+    assert!(scan(&dir, |_| {}).unwrap().is_intact());
+    // Misnamed, it is damage.
+    std::fs::write(dir.join(format!("{:020}.jsonl", RECORDS + 5)), b"").unwrap();
+    assert_eq!(scan(&dir, |_| {}).unwrap().damage.unwrap().kind, DamageKind::EmptySegment);
+}

@@ -2,6 +2,7 @@
 //! of truth of ovs-port-agent. See `docs/ledger-format.md` for the bytes on disk.
 
 mod cursor;
+pub mod number;
 pub mod record;
 pub mod segment;
 pub mod verify;

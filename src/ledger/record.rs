@@ -132,6 +132,9 @@ pub enum LineError {
     Malformed(String),
     /// The stored hash does not match the bytes it covers.
     HashMismatch { stored: String, computed: String },
+    /// The hash matches, but the body is not in canonical form (an added space, an escape
+    /// where none is due, a duplicate key): the format defines the hash over canonical bytes.
+    NotCanonical(String),
 }
 
 /// Parses one line (without its newline) and checks its hash against the bytes it covers.
@@ -148,7 +151,74 @@ pub fn decode_line(line: &[u8]) -> Result<Record, LineError> {
     if computed != record.hash {
         return Err(LineError::HashMismatch { stored: hex::encode(record.hash), computed: hex::encode(computed) });
     }
+    let canonical = record.body().canonical();
+    if canonical.len() != covered.len() + 1 || canonical[..covered.len()] != *covered {
+        return Err(LineError::NotCanonical(not_canonical_because(covered, &canonical)));
+    }
     Ok(record)
+}
+
+/// Says where `covered` (a body without its closing brace) departs from `canonical`.
+fn not_canonical_because(covered: &[u8], canonical: &[u8]) -> String {
+    if let Err(e) = serde_json::from_slice::<NoDuplicateKeys>(&[covered, b"}"].concat()) {
+        return e.to_string();
+    }
+    let at = covered.iter().zip(canonical).position(|(a, b)| a != b).unwrap_or(covered.len().min(canonical.len()));
+    let around = |bytes: &[u8]| String::from_utf8_lossy(&bytes[at.saturating_sub(12)..(at + 12).min(bytes.len())]).into_owned();
+    format!("not in canonical form at byte {at}: {:?} where the canonical encoding has {:?}", around(covered), around(canonical))
+}
+
+/// Parses any JSON and fails on the first object with a key twice (serde_json keeps the
+/// last silently).
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str, first: bool) {
@@ -201,7 +271,9 @@ pub fn write_canonical_value(out: &mut Vec<u8>, value: &Value) {
             out.push(b']');
         }
         Value::String(s) => write_str(out, s),
-        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec cannot fail"),
+        Value::Number(n) => super::number::write_number(out, n),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Null => out.extend_from_slice(b"null"),
     }
 }
 
@@ -269,6 +341,35 @@ mod tests {
             Err(LineError::HashMismatch { .. }) => {}
             other => panic!("expected a hash mismatch, got {other:?}"),
         }
+    }
+
+    /// A line whose body was edited and re-hashed: the hash matches, the form does not.
+    fn resealed(line: &[u8], edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let text = std::str::from_utf8(&line[..line.len() - HASH_SUFFIX_LEN - 1]).unwrap();
+        let body = edit(&format!("{text}}}"));
+        let hash = hex::encode(Sha256::digest(body.as_bytes()));
+        format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]).into_bytes()
+    }
+
+    #[test]
+    fn a_resealed_body_out_of_canonical_form_is_refused() {
+        let details = json!({"state": "up-down", "mtu": 1500});
+        let (line, _) = encode_line(&body(&details, &ZERO_HASH));
+        let cases: [(&str, &dyn Fn(&str) -> String, &str); 4] = [
+            ("space", &|b| b.replacen("\"mtu\":", "\"mtu\": ", 1), "at byte"),
+            ("escape", &|b| b.replacen("up-down", "up\\u002ddown", 1), "at byte"),
+            ("duplicate", &|b| b.replacen("\"mtu\":1500", "\"mtu\":9000,\"mtu\":1500", 1), "duplicate key \"mtu\""),
+            ("order", &|b| b.replacen("\"mtu\":1500,\"state\":\"up-down\"", "\"state\":\"up-down\",\"mtu\":1500", 1), "at byte"),
+        ];
+        for (name, edit, says) in cases {
+            let bad = resealed(&line, edit);
+            assert_ne!(bad, line[..line.len() - 1], "{name}: the edit changed something");
+            match decode_line(&bad) {
+                Err(LineError::NotCanonical(why)) => assert!(why.contains(says), "{name}: {why}"),
+                other => panic!("{name}: expected NotCanonical, got {other:?}"),
+            }
+        }
+        assert!(decode_line(&resealed(&line, |b| b.to_owned())).is_ok(), "resealing unchanged bytes is fine");
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub enum DamageKind {
     Malformed { reason: String },
     /// The record's bytes were changed after it was written.
     HashMismatch { stored: String, computed: String },
+    /// The hash matches but the body is not canonical (so it was not written by a writer
+    /// that follows the format; its hash proves nothing about the canonical bytes).
+    NotCanonical { reason: String },
+    /// An empty segment file anywhere but at the end (or one named for another seq).
+    EmptySegment,
     /// The record carries another `seq` than its position (a line removed, reordered or inserted).
     SeqMismatch { found: u64 },
     /// `prev` does not name the previous record's hash.
@@ -35,6 +40,8 @@ impl fmt::Display for DamageKind {
             Self::HashMismatch { stored, computed } => {
                 write!(f, "content changed: stored hash {stored}, content hashes to {computed}")
             }
+            Self::NotCanonical { reason } => write!(f, "body {reason}"),
+            Self::EmptySegment => write!(f, "an empty segment where records must be"),
             Self::SeqMismatch { found } => write!(f, "record carries seq {found} (records removed or reordered)"),
             Self::PrevMismatch { expected, found } => {
                 write!(f, "prev is {found}, but the previous record's hash is {expected}")
@@ -189,6 +196,7 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&Record)) -> io::Result<ScanOutcom
                     .map_err(|e| match e {
                         LineError::Malformed(reason) => DamageKind::Malformed { reason },
                         LineError::HashMismatch { stored, computed } => DamageKind::HashMismatch { stored, computed },
+                        LineError::NotCanonical(reason) => DamageKind::NotCanonical { reason },
                     })
                     .and_then(|record| {
                         if line_no == 1 && record.seq != segment.first_seq && record.seq == expected_seq {
@@ -205,6 +213,12 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&Record)) -> io::Result<ScanOutcom
                 }
             }
             offset += read.bytes;
+        }
+        // An empty segment is a rotation cut short by a crash: allowed only as the last one,
+        // named for the next seq (the writer then appends to it).
+        let empty = line_no == 0 && outcome.torn.is_none();
+        if empty && damage_kind.is_none() && (!is_last || segment.first_seq != state.head_seq + 1) {
+            damage_kind = Some((state.head_seq + 1, 1, DamageKind::EmptySegment));
         }
         if let Some((seq, line, kind)) = damage_kind {
             outcome.damage = Some(Damage { seq, segment: segment.path.clone(), line, kind });
