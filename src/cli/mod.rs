@@ -52,9 +52,11 @@ pub enum Command {
     },
     /// Counts, head, vectorized seq, model, queues and latencies of the running daemon.
     Status,
-    /// Append events from JSON lines (FILE, or - for stdin), or an old ledger.jsonl, and
-    /// embed them (progress on stderr). Offline: refuses while a daemon holds the data
-    /// directory.
+    /// Append events from JSON lines (FILE, or - for stdin), or an old ovs-port-agent
+    /// ledger (records or blocks: original times, payloads and every other field are kept,
+    /// the old chain's links are checked and reported), and embed them (progress on
+    /// stderr). All or nothing: one bad line refuses the whole input, naming it. Offline:
+    /// refuses while a daemon holds the data directory.
     Import {
         #[arg(value_name = "FILE", default_value = "-")]
         file: PathBuf,
@@ -62,6 +64,9 @@ pub enum Command {
         /// events are found by their words only).
         #[arg(long)]
         no_embed: bool,
+        /// Show what would be recorded (with --json: every event in full) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Verify the whole hash chain. Exit 0 intact, 1 damaged, 2 usage or I/O error.
     Verify,
@@ -241,7 +246,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::daemon::run(config, layout, bus))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { file, no_embed } => offline::import(&config, &data_dir, file, *no_embed, cli.json),
+        Command::Import { file, dry_run: true, .. } => offline::import_dry_run(file, cli.json),
+        Command::Import { file, no_embed, dry_run: false } => offline::import(&config, &data_dir, file, *no_embed, cli.json),
         Command::Verify => match offline {
             Some(dir) => offline::verify(dir, cli.json),
             None => client::verify(&bus, cli.json),

@@ -1,11 +1,11 @@
 //! Sub-commands that work on a data directory (or snapshot) directly, without the daemon.
 
-use super::output::{event_line, print_answer, print_events};
+use super::output::{event_line, format_ts, print_answer, print_events};
 use super::progress::Progress;
 use crate::config::Config;
 use crate::dataset::DataSet;
 use crate::embed::ModelFiles;
-use crate::import::parse_input;
+use crate::import::{Parsed, parse_input};
 use crate::layout::Layout;
 use crate::ledger::scan;
 use crate::lock::DataDirLock;
@@ -15,13 +15,41 @@ use std::io::BufReader;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, json: bool) -> Result<ExitCode> {
-    let events = if file == Path::new("-") {
-        parse_input(std::io::stdin().lock())?
+/// Reads and checks a whole import input (a file, or stdin for `-`).
+fn read_import(file: &Path) -> Result<Parsed> {
+    if file == Path::new("-") {
+        parse_input(std::io::stdin().lock())
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        parse_input(BufReader::new(f)).with_context(|| format!("importing {}", file.display()))?
-    };
+        parse_input(BufReader::new(f)).with_context(|| format!("importing {}", file.display()))
+    }
+}
+
+/// `import --dry-run`: what would be recorded, and nothing written.
+pub fn import_dry_run(file: &Path, json: bool) -> Result<ExitCode> {
+    let parsed = read_import(file)?;
+    if json {
+        let legacy = (!parsed.legacy.is_empty()).then_some(&parsed.legacy);
+        println!("{}", json!({"would_import": parsed.events.len(), "events": parsed.events, "legacy_chain": legacy}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    const SHOWN: usize = 20;
+    println!("would import {} events (dry run: nothing written)", parsed.events.len());
+    for e in parsed.events.iter().take(SHOWN) {
+        let ts = e.ts.map_or_else(|| "(time of import)".to_owned(), format_ts);
+        println!("  {ts}  {}  {}  {}  {}", e.element_id, e.action, e.priority.as_str(), e.summary_or_default());
+    }
+    if parsed.events.len() > SHOWN {
+        println!("  … and {} more (--json shows every event in full)", parsed.events.len() - SHOWN);
+    }
+    if !parsed.legacy.is_empty() {
+        println!("{}", parsed.legacy.describe());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, json: bool) -> Result<ExitCode> {
+    let Parsed { events, legacy } = read_import(file)?;
     let layout = Layout::detect(data_dir);
     let mut dataset = DataSet::open_writable(&layout, config)?;
     let mut imported = 0usize;
@@ -35,6 +63,9 @@ pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, jso
     drop(dataset);
     if !json {
         println!("imported {imported} events; ledger head is seq {head}");
+        if !legacy.is_empty() {
+            println!("{}", legacy.describe());
+        }
     }
     // What was appended is embedded now, so that a search finds it by meaning.
     let embedded = if no_embed {
@@ -54,7 +85,11 @@ pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, jso
         }
     };
     if json {
-        println!("{}", json!({"imported": imported, "head_seq": head, "head_hash": head_hash, "not_vectorized": not_vectorized}));
+        let legacy = (!legacy.is_empty()).then_some(&legacy);
+        println!(
+            "{}",
+            json!({"imported": imported, "head_seq": head, "head_hash": head_hash, "not_vectorized": not_vectorized, "legacy_chain": legacy})
+        );
     } else if let Ok((_, _, secs)) = embedded {
         println!("embedded in {secs:.1} s; every event is searchable");
     }

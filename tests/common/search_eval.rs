@@ -43,7 +43,7 @@ pub fn load() -> History {
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let raw: Vec<Value> = lines.iter().map(|l| l["event"].clone()).collect();
     let input: String = raw.iter().map(|e| e.to_string() + "\n").collect();
-    let events = ovs_port_agent::import::parse_input(input.as_bytes()).unwrap();
+    let events = ovs_port_agent::import::parse_input(input.as_bytes()).unwrap().events;
     let queries: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(data().join("queries.json")).unwrap()).unwrap();
     let questions = queries
         .iter()

@@ -1,7 +1,14 @@
-//! `import`: events from JSON lines, and the `ledger.jsonl` of earlier ovs-port-agent
-//! versions (`{ts, action, details, prev_hash, hash}`), whose old hashes are kept.
+//! `import`: events from JSON lines, and the ledgers of earlier ovs-port-agent versions
+//! (both record shapes, see [`legacy`]). Nothing is lost on the way in: old times, payloads
+//! and every other field are kept, numbers are kept exactly or refused, and an import
+//! either happens completely or not at all.
 
-use crate::event::{NewEvent, Priority, element_type_of};
+mod legacy;
+mod numbers;
+
+pub use legacy::LegacyChain;
+
+use crate::event::{NewEvent, Priority};
 use anyhow::{Result, bail};
 use serde_json::{Map, Value};
 use std::io::BufRead;
@@ -9,12 +16,18 @@ use std::io::BufRead;
 /// The largest input line accepted (a record's details are limited to 64 KiB anyway).
 const MAX_LINE_BYTES: usize = 1024 * 1024;
 
+/// What an input holds: the events to record and, for an old ledger, how its chain linked.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<NewEvent>,
+    pub legacy: LegacyChain,
+}
+
 /// Reads every line first and refuses the whole input, naming the bad lines, when any line
-/// is invalid: an import either happens completely or not at all.
-pub fn parse_input(reader: impl BufRead) -> Result<Vec<NewEvent>> {
-    let mut events = Vec::new();
+/// is invalid.
+pub fn parse_input(reader: impl BufRead) -> Result<Parsed> {
+    let mut parsed = Parsed::default();
     let mut errors = Vec::new();
-    let mut legacy_prev: Option<String> = None;
     for (i, line) in reader.split(b'\n').enumerate() {
         let line_no = i + 1;
         let line = line?;
@@ -29,9 +42,9 @@ pub fn parse_input(reader: impl BufRead) -> Result<Vec<NewEvent>> {
         if text.trim().is_empty() {
             continue;
         }
-        match parse_line(text, &mut legacy_prev) {
+        match parse_line(text, line_no, &mut parsed.legacy) {
             Ok(event) => match event.validate() {
-                Ok(()) => events.push(event),
+                Ok(()) => parsed.events.push(event),
                 Err(e) => errors.push(format!("line {line_no}: {e}")),
             },
             Err(e) => errors.push(format!("line {line_no}: {e}")),
@@ -42,18 +55,21 @@ pub fn parse_input(reader: impl BufRead) -> Result<Vec<NewEvent>> {
         let more = if errors.len() > 10 { format!("\n… and {} more", errors.len() - 10) } else { String::new() };
         bail!("nothing imported: {} invalid line(s):\n{}{more}", errors.len(), shown.join("\n"));
     }
-    Ok(events)
+    Ok(parsed)
 }
 
-fn parse_line(text: &str, legacy_prev: &mut Option<String>) -> Result<NewEvent> {
+fn parse_line(text: &str, line_no: usize, chain: &mut LegacyChain) -> Result<NewEvent> {
     let value: Value = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("invalid JSON: {e}"))?;
+    numbers::check_exact(text)?;
     let Value::Object(map) = value else { bail!("expected a JSON object") };
     if map.contains_key("element_id") {
         parse_event(map)
-    } else if map.contains_key("hash") && map.contains_key("prev_hash") {
-        parse_legacy(map, legacy_prev)
+    } else if legacy::is_legacy(&map) {
+        legacy::to_event(map, line_no, chain)
     } else {
-        bail!("neither an event (element_id, action, …) nor an old ledger record (ts, action, details, prev_hash, hash)")
+        bail!(
+            "neither an event (element_id, action, …) nor an old ledger record ({{ts, action, details, prev_hash, hash}} or a block with timestamp, height, data, prev_hash, hash)"
+        )
     }
 }
 
@@ -82,48 +98,7 @@ fn parse_event(map: Map<String, Value>) -> Result<NewEvent> {
     Ok(event)
 }
 
-/// Old records become events of the element their details name (interface, bridge or
-/// port), else `agent:legacy-ledger`; their hashes and whether the old chain linked are kept.
-fn parse_legacy(map: Map<String, Value>, legacy_prev: &mut Option<String>) -> Result<NewEvent> {
-    let action = string_field(&map, "action")?.ok_or_else(|| anyhow::anyhow!("action is required"))?;
-    let hash = string_field(&map, "hash")?.ok_or_else(|| anyhow::anyhow!("hash must be a string"))?;
-    let prev_hash = string_field(&map, "prev_hash")?.unwrap_or_default();
-    let old_details = map.get("details").cloned().unwrap_or(Value::Null);
-    let element_id = legacy_element(&old_details);
-    let linked = legacy_prev.as_deref().is_none_or(|p| p == prev_hash);
-    *legacy_prev = Some(hash.clone());
-    let action_name = sanitize_action(&action);
-    let details = serde_json::json!({
-        "legacy": {"hash": hash, "prev_hash": prev_hash, "chain_linked": linked, "action": action},
-        "after": old_details,
-    });
-    let mut event = NewEvent::new("legacy-import", &element_id, &action_name, Priority::Low, details);
-    event.element_type = element_type_of(&element_id).to_owned();
-    event.summary = format!("imported from the old ledger: {action} on {element_id}");
-    event.ts = map.get("ts").map(parse_ts).transpose()?;
-    Ok(event)
-}
-
-fn legacy_element(details: &Value) -> String {
-    for (key, prefix) in [("bridge", "bridge"), ("port", "ovs-port"), ("interface", "interface"), ("iface", "interface")] {
-        if let Some(name) = details.get(key).and_then(Value::as_str).filter(|n| !n.is_empty() && n.len() < 200) {
-            return format!("{prefix}:{name}");
-        }
-    }
-    "agent:legacy-ledger".into()
-}
-
-/// Old actions were free text; ours are identifiers.
-fn sanitize_action(action: &str) -> String {
-    let cleaned: String = action
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c.to_ascii_lowercase() } else { '_' })
-        .take(64)
-        .collect();
-    if cleaned.is_empty() { "legacy".into() } else { cleaned }
-}
-
-fn string_field(map: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+pub(crate) fn string_field(map: &Map<String, Value>, key: &str) -> Result<Option<String>> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -172,7 +147,8 @@ mod tests {
             r#"{"ts":1700000001.5,"action":"port_removed","details":{"port":"vnet0"},"prev_hash":"zz","hash":"bb"}"#,
             "\n"
         );
-        let events = parse_input(input.as_bytes()).unwrap();
+        let parsed = parse_input(input.as_bytes()).unwrap();
+        let events = &parsed.events;
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].priority, Priority::High);
         assert_eq!(events[0].ts, Some(1_793_527_200_000_000_000));
@@ -181,13 +157,23 @@ mod tests {
         assert_eq!(events[1].details["legacy"]["hash"], "aa");
         assert_eq!(events[1].ts, Some(1_700_000_000_500_000_000));
         assert_eq!(events[2].element_id, "ovs-port:vnet0");
-        assert_eq!(events[2].details["legacy"]["chain_linked"], false);
+        assert_eq!(events[2].details["import"]["chain_linked"], false);
+        assert_eq!((parsed.legacy.records, parsed.legacy.breaks), (2, 1));
     }
 
     #[test]
     fn one_bad_line_refuses_everything_and_names_it() {
-        let input = "{\"element_id\":\"interface:eth0\",\"action\":\"up\"}\n{\"element_id\":\"x\",\"action\":\"up\",\"priority\":\"urgent\"}\nnot json\n";
+        let input = "{\"element_id\":\"interface:eth0\",\"action\":\"up\"}\n{\"element_id\":\"x\",\"action\":\"up\",\"priority\":\"urgent\"}\nnot json\n{\"element_id\":\"x\",\"action\":\"up\",\"details\":{\"n\":123456789012345678901234567890}}\n";
         let err = parse_input(input.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("urgent") && err.contains("line 3"), "{err}");
+        assert!(err.contains("line 4: the number 123456789012345678901234567890 cannot be stored exactly"), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_kept_as_given() {
+        let parsed = parse_input(r#"{"element_id":"x:y","action":"a","details":{"big":1.2e+31,"tiny":5e-324}}"#.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        crate::ledger::record::write_canonical_value(&mut out, &parsed.events[0].details);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"big":1.2e+31,"tiny":5e-324}"#);
     }
 }
