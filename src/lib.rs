@@ -3,6 +3,7 @@
 //! `docs/ARCHITECTURE.md` walks through the modules and how data moves between them.
 
 pub mod analytics;
+pub mod anchor;
 pub mod backoff;
 pub mod btrfs;
 pub mod bus;

@@ -1,0 +1,99 @@
+//! `verify --anchored`: the ledger checked against heads that replicas cosigned. A hash
+//! chain proves nothing against someone who can recompute it; a head a replica signed
+//! after verifying it can only be matched by the history the replica saw.
+
+use super::checkpoint::{self, Checkpoint};
+use super::note::{COSIGNATURE_ED25519, Verifier};
+use crate::ledger::{Hash, scan};
+use anyhow::{Result, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+/// One head a known witness cosigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cosigned {
+    pub seq: u64,
+    pub head_hash: String,
+    pub witness: String,
+    pub cosigned_unix: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnchorReport {
+    /// The newest cosigned head the ledger still holds (everything up to it is as the
+    /// witness saw it).
+    pub anchored: Option<Cosigned>,
+    /// The first cosigned head the ledger no longer holds: history was rewritten at or
+    /// before its seq (and after `anchored`'s, when that is older).
+    pub rewritten: Option<Cosigned>,
+    pub cosigned_heads: usize,
+    /// Notes that could not be read, and cosignatures that did not verify.
+    pub problems: Vec<String>,
+}
+
+impl AnchorReport {
+    pub fn describe(&self) -> String {
+        match (&self.rewritten, &self.anchored) {
+            (Some(r), a) => format!(
+                "history rewritten at or before seq {}: the ledger no longer holds the head {} that {} cosigned{}",
+                r.seq,
+                r.head_hash,
+                r.witness,
+                a.as_ref()
+                    .filter(|a| a.seq < r.seq)
+                    .map(|a| format!(" (seq {} still matches its cosigned head)", a.seq))
+                    .unwrap_or_default()
+            ),
+            (None, Some(a)) => format!("anchored: the ledger holds seq {} as {} cosigned it", a.seq, a.witness),
+            (None, None) => "not anchored: no head cosigned by a known replica was found".to_owned(),
+        }
+    }
+}
+
+/// Reads the cosigned heads in `notes_dir` (cosignatures by `witnesses` that verify) and
+/// checks the ledger in `ledger_dir` holds each. The ledger's own chain is checked too:
+/// damage there is an error.
+pub fn check(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
+    let mut report = AnchorReport::default();
+    let (notes, problems) = checkpoint::notes(notes_dir);
+    report.problems = problems;
+    let mut cosigned: BTreeMap<u64, Cosigned> = BTreeMap::new();
+    let mut heads: BTreeMap<u64, Hash> = BTreeMap::new();
+    for (c, note) in &notes {
+        for w in witnesses.iter().filter(|w| w.kind == COSIGNATURE_ED25519) {
+            match w.check(note) {
+                Ok(Some(at)) => {
+                    heads.insert(c.seq, c.head);
+                    cosigned.entry(c.seq).or_insert_with(|| cosigned_head(c, &w.name, at));
+                }
+                Ok(None) => {}
+                Err(e) => report.problems.push(format!("checkpoint {}: {e:#}", c.seq)),
+            }
+        }
+    }
+    report.cosigned_heads = cosigned.len();
+    let wanted: HashSet<u64> = heads.keys().copied().collect();
+    let mut found: BTreeMap<u64, Hash> = BTreeMap::new();
+    let outcome = scan(ledger_dir, |r| {
+        if wanted.contains(&r.seq) {
+            found.insert(r.seq, r.hash);
+        }
+    })?;
+    if let Some(damage) = outcome.damage {
+        bail!("the ledger's own chain is damaged: {damage}");
+    }
+    for (seq, head) in &heads {
+        if found.get(seq) == Some(head) {
+            report.anchored = Some(cosigned[seq].clone());
+        } else {
+            report.rewritten = Some(cosigned[seq].clone());
+            break;
+        }
+    }
+    Ok(report)
+}
+
+fn cosigned_head(c: &Checkpoint, witness: &str, at: u64) -> Cosigned {
+    Cosigned { seq: c.seq, head_hash: hex::encode(c.head), witness: witness.to_owned(), cosigned_unix: at }
+}
