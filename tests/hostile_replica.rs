@@ -102,11 +102,12 @@ fn hostile_streams_are_refused_and_the_verified_copy_stays() {
     let layout = Layout::state(&fs.path().join("primary"));
     let snaps = layout.snapshots_dir();
     let engine = Engine::open(&layout, &config).unwrap();
+    let signer = std::sync::Arc::new(ovs_port_agent::anchor::Signer::new("primary-host/ovs-port-agent", [3; 32]).unwrap());
     let take = |first: usize, n: usize| {
         rt.block_on(async {
             let records = engine.record((first..first + n).map(event).collect()).await.unwrap();
             engine.wait_vectorized(records.last().unwrap().seq).await.unwrap();
-            let taken = ovs_port_agent::stream::snapshot::take(&engine, &snaps, 0, "primary-host".into()).await.unwrap();
+            let taken = ovs_port_agent::stream::snapshot::take(&engine, &snaps, 0, "primary-host".into(), signer.clone()).await.unwrap();
             taken.unwrap().1
         })
     };
@@ -115,6 +116,10 @@ fn hostile_streams_are_refused_and_the_verified_copy_stays() {
     let mut receiver = Receiver::start(&rep);
     let ack = receiver.send("data@5", &first, None);
     assert_eq!(ack["ok"], true, "{ack}");
+    assert!(
+        ack["cosignature"].as_str().is_some_and(|c| c.starts_with("\u{2014} ")) && ack["witness_key"].is_string(),
+        "the replica cosigns what it verified: {ack}"
+    );
     let verified = state(&rep);
     let work = fs.path().join("work");
     std::fs::create_dir(&work).unwrap();

@@ -68,9 +68,10 @@ impl Signer {
     /// Reads [`private_text`](Self::private_text) back.
     pub fn from_private_text(text: &str) -> Result<Self> {
         let rest = text.trim().strip_prefix("PRIVATE+KEY+").ok_or_else(|| anyhow!("not a note private key"))?;
-        let mut parts = rest.rsplitn(3, '+');
-        let (material, _id, name) = (parts.next(), parts.next(), parts.next());
-        let (Some(material), Some(name)) = (material, name) else { bail!("not a note private key") };
+        // Split from the left: names hold no '+', base64 may.
+        let mut parts = rest.splitn(3, '+');
+        let (name, _id, material) = (parts.next(), parts.next(), parts.next());
+        let (Some(name), Some(material)) = (name, material) else { bail!("not a note private key") };
         let material = B64.decode(material).context("the key material is not base64")?;
         let [NOTE_ED25519, seed @ ..] = material.as_slice() else { bail!("not an Ed25519 note key") };
         Self::new(name, seed.try_into().map_err(|_| anyhow!("an Ed25519 seed is 32 bytes"))?)
@@ -124,8 +125,8 @@ pub struct Verifier {
 impl Verifier {
     /// Reads `<name>+<hex id>+<base64(type ‖ key)>`; the ID must match the key.
     pub fn parse(vkey: &str) -> Result<Self> {
-        let mut parts = vkey.trim().rsplitn(3, '+');
-        let (Some(material), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = vkey.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next()) else {
             bail!("{vkey:?} is not a verifier key (name+id+key)")
         };
         check_name(name)?;
@@ -239,6 +240,12 @@ mod tests {
         assert_eq!(Verifier::parse(&witness.vkey(NOTE_ED25519)).unwrap().check(&parsed).unwrap(), None);
         let private = Signer::from_private_text(&log.private_text()).unwrap();
         assert_eq!(private.public(), log.public());
+        // Keys whose base64 holds '+' and '/' read back too.
+        for seed in 0..64u8 {
+            let s = Signer::new("n/x", [seed; 32]).unwrap();
+            assert_eq!(Signer::from_private_text(&s.private_text()).unwrap().public(), s.public());
+            assert_eq!(Verifier::parse(&s.vkey(COSIGNATURE_ED25519)).unwrap().text(), s.vkey(COSIGNATURE_ED25519));
+        }
         assert!(Verifier::parse("x+00000000+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k").is_err(), "a wrong ID is refused");
     }
 }

@@ -68,8 +68,23 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Verify the whole hash chain. Exit 0 intact, 1 damaged, 2 usage or I/O error.
-    Verify,
+    /// Verify the whole hash chain. Exit 0 intact, 1 damaged (or, with --anchored,
+    /// rewritten), 2 usage or I/O error.
+    #[command(after_help = "Example: ovs-port-agent verify --anchored --data-dir /var/lib/ovs-port-agent")]
+    Verify {
+        /// Also check the ledger holds every head a replica cosigned (data/witness), with
+        /// the replicas' witness keys pinned in keys/witnesses/ and any given with --witness.
+        /// A chain recomputed after an edit passes plain verification; not this.
+        #[arg(long)]
+        anchored: bool,
+        /// A replica's witness verifier key (name+id+base64), e.g. from an auditor's records.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Read the cosigned checkpoints from DIR (e.g. a replica's copy of data/witness)
+        /// instead of the data set's own.
+        #[arg(long, value_name = "DIR")]
+        notes: Option<PathBuf>,
+    },
     /// One element's history, newest first.
     History {
         /// Element id, e.g. interface:eth0, bridge:ovsbr0, connection:<uuid>.
@@ -248,7 +263,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import { file, dry_run: true, .. } => offline::import_dry_run(file, cli.json),
         Command::Import { file, no_embed, dry_run: false } => offline::import(&config, &data_dir, file, *no_embed, cli.json),
-        Command::Verify => match offline {
+        Command::Verify { anchored: true, witnesses, notes } => {
+            offline::verify_anchored(offline.unwrap_or(&data_dir), witnesses, notes.as_deref(), cli.json)
+        }
+        Command::Verify { anchored: false, .. } => match offline {
             Some(dir) => offline::verify(dir, cli.json),
             None => client::verify(&bus, cli.json),
         },

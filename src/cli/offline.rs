@@ -96,6 +96,39 @@ pub fn import(config: &Config, data_dir: &Path, file: &Path, no_embed: bool, jso
     Ok(ExitCode::SUCCESS)
 }
 
+/// `verify --anchored`: the chain, then the ledger against every head a known replica
+/// cosigned.
+pub fn verify_anchored(data_dir: &Path, given: &[String], notes: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let layout = Layout::detect(data_dir);
+    let mut witnesses = Vec::new();
+    for vkey in given {
+        witnesses.push(crate::anchor::Verifier::parse(vkey)?);
+    }
+    let pinned_dir = layout.root.join("keys").join("witnesses");
+    for entry in std::fs::read_dir(&pinned_dir).into_iter().flatten().flatten() {
+        let text = crate::durable::read_limited(&entry.path(), 4096)?;
+        witnesses.push(
+            crate::anchor::Verifier::parse(&String::from_utf8_lossy(&text))
+                .with_context(|| format!("reading the pinned witness key {}", entry.path().display()))?,
+        );
+    }
+    let notes_dir = notes.map(Path::to_owned).unwrap_or_else(|| layout.data.join(crate::anchor::checkpoint::DIR));
+    let report = crate::anchor::audit::check(&layout.ledger_dir(), &notes_dir, &witnesses)?;
+    if json {
+        println!("{}", json!({"witness_keys": witnesses.len(), "report": report, "says": report.describe()}));
+    } else {
+        println!("{}", report.describe());
+        println!("{} cosigned head(s) checked, {} witness key(s) known", report.cosigned_heads, witnesses.len());
+        for problem in &report.problems {
+            println!("warning: {problem}");
+        }
+        if witnesses.is_empty() {
+            println!("warning: no witness key is known; pin one by streaming to a replica, or pass --witness");
+        }
+    }
+    Ok(if report.rewritten.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
 /// Runs the engine until every event has its vector, showing progress; returns the model
 /// used, the events the history holds and the seconds it took.
 fn vectorize(layout: &Layout, config: &Config, json: bool, what: &'static str) -> Result<(String, u64, f64)> {

@@ -32,6 +32,13 @@ pub struct Ack {
     pub head_seq: u64,
     #[serde(default)]
     pub head_hash: String,
+    /// The replica's cosignature (a C2SP cosignature/v1 line) of the verified head's
+    /// checkpoint, when the snapshot carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosignature: Option<String>,
+    /// The replica's witness verifier key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_key: Option<String>,
 }
 
 /// Largest chunk accepted (the sender uses 64 KiB).

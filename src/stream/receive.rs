@@ -26,6 +26,7 @@ use super::frame::{Ack, Header, MAX_CHUNK};
 use super::guard::{Expected, Guard};
 use super::identity::same_prefix;
 use super::snapshot::{self, Manifest};
+use crate::anchor::{Checkpoint, Note, Signer, Verifier, checkpoint};
 use crate::btrfs;
 use crate::durable;
 use crate::index::{Index, from_blob};
@@ -44,6 +45,8 @@ const STATE_FILE: &str = "replica-state.json";
 const VERIFIED_DB: &str = ".verified.sqlite";
 const REJECTIONS: &str = "rejections.jsonl";
 const SESSION_LOCK: &str = ".receive.lock";
+/// The replica's own key, cosigning the heads it verified.
+const WITNESS_KEY: &str = ".witness.key";
 /// The rejection log is cut back to its newer half beyond this size.
 const MAX_REJECTIONS_BYTES: u64 = 1 << 20;
 /// A vector is a unit vector within this tolerance.
@@ -81,6 +84,9 @@ pub struct ReplicaState {
     pub vectorized_seq: u64,
     #[serde(default)]
     pub model_sha256: String,
+    /// The primary's checkpoint verifier key, pinned from its first signed snapshot.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub checkpoint_key: String,
 }
 
 impl ReplicaState {
@@ -111,12 +117,14 @@ pub fn run(dir: &Path, limits: Limits) -> Result<()> {
     let _session = crate::lock::DataDirLock::acquire_named(dir, SESSION_LOCK)
         .context("another replica-receive session is running on this directory; try again when it ends")?;
     prepare(dir)?;
+    let host = crate::config::Config::default().host();
+    let witness = crate::anchor::keys::load_or_create(&dir.join(WITNESS_KEY), &format!("{}-witness", checkpoint::origin(&host)))?;
     let mut input = BufReader::new(std::io::stdin());
     let stdout = std::io::stdout();
     loop {
         let Some(line) = read_header_line(&mut input)? else { return Ok(()) };
         let header: Header = serde_json::from_str(line.trim()).context("reading a stream header")?;
-        let ack = receive_one(dir, &header, &mut input, limits)?;
+        let ack = receive_one(dir, &header, &mut input, limits, &witness)?;
         if let Some(error) = &ack.error {
             note_rejection(dir, &header, error);
         }
@@ -164,7 +172,7 @@ fn read_header_line(input: &mut impl BufRead) -> Result<Option<String>> {
     Ok(Some(String::from_utf8(line).context("a stream header that is not UTF-8")?))
 }
 
-fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limits: Limits) -> Result<Ack> {
+fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limits: Limits, witness: &Signer) -> Result<Ack> {
     let mut ack = Ack { name: header.name.clone(), ..Default::default() };
     let mut state = ReplicaState::load(dir);
     let refused = |ack: &mut Ack, input: &mut dyn Read, why: String| -> Result<Ack> {
@@ -219,6 +227,11 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
     match outcome {
         Ok(verified) => {
             verified.state.save(dir)?;
+            if let Some(text) = &verified.checkpoint {
+                let now = u64::try_from(crate::event::now_ns() / 1_000_000_000).unwrap_or(0);
+                ack.cosignature = Some(witness.cosign(text, now));
+                ack.witness_key = Some(witness.vkey(crate::anchor::COSIGNATURE_ED25519));
+            }
             ack.ok = true;
             ack.received_uuid = verified.state.received_uuid.clone();
             ack.head_seq = verified.state.head_seq;
@@ -409,6 +422,36 @@ fn drain(input: &mut (impl Read + ?Sized)) -> Result<()> {
 /// A received snapshot that passed every check, and the state it leads to.
 struct Verified {
     state: ReplicaState,
+    /// The verified head's checkpoint text, signed by the primary's pinned key.
+    checkpoint: Option<String>,
+}
+
+/// The checkpoint of the snapshot's head (`witness/<head_seq>.note`), checked against the
+/// primary's key: pinned from the first signed snapshot, required from then on. Snapshots
+/// of a primary that never signed carry none (nothing to cosign).
+fn signed_checkpoint(staged: &Path, manifest: &Manifest, previous: &ReplicaState) -> Result<Option<String>> {
+    let Some(key) = &manifest.checkpoint_key else {
+        if !previous.checkpoint_key.is_empty() {
+            bail!("the primary no longer signs its checkpoints (this replica pinned {})", previous.checkpoint_key);
+        }
+        return Ok(None);
+    };
+    if !previous.checkpoint_key.is_empty() && *key != previous.checkpoint_key {
+        bail!(
+            "the primary's checkpoint key changed (pinned {}, offered {key}); to accept it, re-enrol (docs/anchoring.md)",
+            previous.checkpoint_key
+        );
+    }
+    let path = checkpoint::note_path(staged, manifest.head_seq);
+    let note = Note::parse(&durable::read_limited(&path, 64 << 10).with_context(|| format!("reading {}", path.display()))?)?;
+    let signed = Checkpoint::parse(&note.text)?;
+    if signed.seq != manifest.head_seq || hex::encode(signed.head) != manifest.head_hash {
+        bail!("the checkpoint names seq {} ({}), not the verified head", signed.seq, hex::encode(signed.head));
+    }
+    if Verifier::parse(key)?.check(&note)?.is_none() {
+        bail!("the checkpoint of seq {} is not signed by the primary's key", signed.seq);
+    }
+    Ok(Some(note.text))
 }
 
 /// Checks a received snapshot.
@@ -449,6 +492,7 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
         verify_whole(staged, &manifest, previous, &mut heads, &mut |r| index.check_row(r))?;
     }
     ends_at_head(&staged.join("ledger"), manifest.head_seq)?;
+    let checkpoint = signed_checkpoint(staged, &manifest, previous)?;
     let since = if previous.model_sha256 == manifest.model_sha256 { previous.vectorized_seq } else { 0 };
     index.check_vectors(since, manifest.seq)?;
     heads.commit(manifest.head_seq, &manifest.head_hash)?;
@@ -462,7 +506,9 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
             host: manifest.host.clone(),
             vectorized_seq: manifest.seq,
             model_sha256: manifest.model_sha256.clone(),
+            checkpoint_key: manifest.checkpoint_key.clone().unwrap_or_default(),
         },
+        checkpoint,
     })
 }
 

@@ -2,6 +2,7 @@
 //! out of its WAL, ledger appends held) a MANIFEST is written and a read-only Btrfs
 //! snapshot `.snapshots/data@S` is taken (S = every event through it is vectorized).
 
+use crate::anchor::{self, Checkpoint, NOTE_ED25519, Signer};
 use crate::btrfs;
 use crate::durable;
 use crate::engine::{Cut, Engine};
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 /// A MANIFEST is a few hundred bytes; anything much larger is not one.
 const MAX_MANIFEST_BYTES: u64 = 64 << 10;
@@ -26,6 +28,10 @@ pub struct Manifest {
     pub model_sha256: String,
     pub created_unix_ns: i64,
     pub host: String,
+    /// The verifier key of the primary's checkpoint signatures (`witness/<head_seq>.note`),
+    /// which replicas pin on first sight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key: Option<String>,
 }
 
 impl Manifest {
@@ -40,6 +46,7 @@ impl Manifest {
             model_sha256: cut.model_sha256.clone(),
             created_unix_ns: crate::event::now_ns(),
             host: host.to_owned(),
+            checkpoint_key: None,
         }
     }
 
@@ -67,15 +74,26 @@ pub fn snapshot_seq(name: &str) -> Option<u64> {
 }
 
 /// Takes a consistent snapshot `snapshots/data@S` when anything was vectorized after
-/// `after_seq`: at the engine's cut, the MANIFEST is written and the subvolume snapshotted.
-pub async fn take(engine: &Engine, snapshots: &Path, after_seq: u64, host: String) -> Result<Option<(Manifest, PathBuf)>> {
+/// `after_seq`: at the engine's cut, the MANIFEST and the head's signed checkpoint are
+/// written and the subvolume snapshotted.
+pub async fn take(
+    engine: &Engine,
+    snapshots: &Path,
+    after_seq: u64,
+    host: String,
+    signer: Arc<Signer>,
+) -> Result<Option<(Manifest, PathBuf)>> {
     std::fs::create_dir_all(snapshots).with_context(|| format!("creating {}", snapshots.display()))?;
     let dir = snapshots.to_owned();
     let taken = std::sync::Arc::new(std::sync::Mutex::new(None));
     let out = taken.clone();
     let cut = engine
         .cut(after_seq, move |cut| {
-            let manifest = Manifest::of(cut, &host);
+            let mut manifest = Manifest::of(cut, &host);
+            manifest.checkpoint_key = Some(signer.vkey(NOTE_ED25519));
+            let time = u64::try_from(manifest.created_unix_ns / 1_000_000_000).unwrap_or(0);
+            let checkpoint = Checkpoint { origin: signer.name.clone(), seq: cut.head_seq, head: cut.head_hash, time };
+            anchor::checkpoint::write_signed(&cut.data_dir, &signer, &checkpoint)?;
             manifest.write(&cut.data_dir)?;
             let target = snapshot_into(&cut.data_dir, &dir, manifest.seq)?;
             *out.lock().expect("snapshot slot") = Some((manifest, target));

@@ -10,6 +10,7 @@
 use super::session::Session;
 use super::snapshot;
 use super::trigger::Pending;
+use crate::anchor::{self, Signer, Verifier};
 use crate::config::{Compression, Config, ReplicaConfig};
 use crate::durable;
 use crate::engine::{Engine, stage_event};
@@ -71,6 +72,8 @@ pub struct StreamHandle {
     snapshots: PathBuf,
     host: String,
     health: Arc<Health>,
+    /// Signs each snapshot's head (`data/witness/<seq>.note`).
+    signer: Arc<Signer>,
 }
 
 impl StreamHandle {
@@ -106,7 +109,7 @@ impl StreamHandle {
     /// Takes a snapshot if anything was vectorized since the newest one and publishes it.
     async fn snapshot(&self, engine: &Engine) -> Result<Option<u64>> {
         let last = self.newest_seq();
-        let taken = snapshot::take(engine, &self.snapshots, last, self.host.clone()).await?;
+        let taken = snapshot::take(engine, &self.snapshots, last, self.host.clone(), self.signer.clone()).await?;
         let Some((manifest, path)) = taken else { return Ok(None) };
         tracing::info!(snapshot = %path.display(), seq = manifest.seq, head = manifest.head_seq, "snapshot taken");
         self.newest_tx.send_replace(Some((manifest.seq, path, Instant::now())));
@@ -180,6 +183,7 @@ pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, 
     let newest = snapshot::list(&snapshots).pop().map(|(s, p)| (s, p, Instant::now()));
     let statuses = config.stream.replicas.iter().map(|r| (r.name.clone(), load_status(&root, &r.name))).collect();
     let (notices, _) = broadcast::channel(256);
+    let signer = anchor::keys::load_or_create(&checkpoint_key_path(&root), &anchor::checkpoint::origin(&config.host()))?;
     let handle = Arc::new(StreamHandle {
         statuses: Mutex::new(statuses),
         newest_tx: watch::channel(newest).0,
@@ -190,6 +194,7 @@ pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, 
         snapshots,
         host: config.host(),
         health,
+        signer: Arc::new(signer),
     });
     let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ovs-port-agent"));
     for replica in config.stream.replicas.clone() {
@@ -304,10 +309,13 @@ async fn replica_worker(
                 status.state = "healthy".into();
                 status.acked_snapshot = Some(ack.name.clone());
                 status.acked_seq = seq;
-                status.received_uuid = ack.received_uuid;
+                status.received_uuid = ack.received_uuid.clone();
                 status.bytes_sent += bytes;
                 status.last_error = None;
                 status.last_ok_unix_ns = crate::event::now_ns();
+                if let Err(e) = keep_cosignature(&engine, &handle.root, &replica.name, &ack).await {
+                    tracing::warn!(replica = %replica.name, error = %format!("{e:#}"), "a cosignature was not kept");
+                }
                 tracing::info!(replica = %replica.name, seq, bytes, incremental = parent.is_some(), "replica synced");
                 let _ = handle.notices.send(ReplicaNotice::Synced { replica: replica.name.clone(), seq });
                 handle.store(&status);
@@ -336,6 +344,9 @@ async fn replica_worker(
                 continue;
             }
             Ok((ack, _)) => {
+                if ack.error != status.last_error {
+                    record_refusal(&engine, &replica.name, &ack).await;
+                }
                 status.last_error = ack.error.clone();
                 if let Some(s) = session.take() {
                     s.close().await;
@@ -360,6 +371,77 @@ async fn replica_worker(
             _ = handle.sync_now.notified() => {}
             _ = stopping.wait() => return Ok(()),
         }
+    }
+}
+
+/// Where the primary's checkpoint signing key lives (outside the data subvolume: it must
+/// never stream).
+pub fn checkpoint_key_path(root: &Path) -> PathBuf {
+    root.join("keys").join("checkpoint.key")
+}
+
+/// Where a replica's witness key is pinned on the primary (on first cosignature).
+pub fn witness_key_path(root: &Path, replica: &str) -> PathBuf {
+    root.join("keys").join("witnesses").join(format!("{replica}.vkey"))
+}
+
+/// Keeps a replica's cosignature of the head it acknowledged in `data/witness/<seq>.note`,
+/// after checking it with the replica's witness key, pinned on first sight. A replica
+/// presenting another key is not believed (and said so in the ledger) until an operator
+/// removes the pinned key (re-enrolment, docs/anchoring.md).
+async fn keep_cosignature(engine: &Engine, root: &Path, replica: &str, ack: &super::frame::Ack) -> Result<()> {
+    let (Some(line), Some(offered)) = (&ack.cosignature, &ack.witness_key) else { return Ok(()) };
+    let offered = Verifier::parse(offered)?;
+    if offered.kind != anchor::COSIGNATURE_ED25519 {
+        anyhow::bail!("replica {replica} offered a key that is not a cosignature key");
+    }
+    let pinned_path = witness_key_path(root, replica);
+    match std::fs::read_to_string(&pinned_path) {
+        Ok(pinned) if pinned.trim() != offered.text() => {
+            let event = NewEvent::new(
+                "agent",
+                &format!("replica:{replica}"),
+                "replica.witness_key_changed",
+                Priority::High,
+                json!({"replica": replica, "pinned": pinned.trim(), "offered": offered.text()}),
+            )
+            .with_summary(format!("replica {replica} cosigned with a key other than the one pinned; its cosignatures are not kept"));
+            engine.record(vec![event]).await?;
+            anyhow::bail!("replica {replica} cosigned with another key than the pinned {}", pinned_path.display());
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir_all(pinned_path.parent().expect("a key path has a directory"))?;
+            durable::replace(&pinned_path, format!("{}\n", offered.text()).as_bytes())?;
+            tracing::info!(replica, vkey = %offered.text(), "pinned the replica's witness key");
+        }
+    }
+    let data = engine.layout().data.clone();
+    let note_path = anchor::checkpoint::note_path(&data, ack.head_seq);
+    let mut bytes = durable::read_limited(&note_path, 64 << 10)?;
+    bytes.extend_from_slice(line.as_bytes());
+    let note = anchor::Note::parse(&bytes)?;
+    let checkpoint = anchor::Checkpoint::parse(&note.text)?;
+    if checkpoint.seq != ack.head_seq || hex::encode(checkpoint.head) != ack.head_hash || offered.check(&note)?.is_none() {
+        anyhow::bail!("replica {replica}'s cosignature is not of the head it acknowledged");
+    }
+    anchor::checkpoint::add_cosignature(&data, ack.head_seq, line)
+}
+
+/// Records a replica's refusal of a snapshot (a history it could not verify as extending
+/// what it holds, a split view among them) in the ledger, once per distinct reason.
+async fn record_refusal(engine: &Engine, replica: &str, ack: &super::frame::Ack) {
+    let Some(reason) = &ack.error else { return };
+    let event = NewEvent::new(
+        "agent",
+        &format!("replica:{replica}"),
+        "replica.refused",
+        Priority::High,
+        json!({"replica": replica, "snapshot": ack.name, "reason": reason}),
+    )
+    .with_summary(format!("replica {replica} refused {}: {reason}", ack.name));
+    if let Err(e) = engine.record(vec![event]).await {
+        tracing::error!(error = %e, "could not record the refusal");
     }
 }
 

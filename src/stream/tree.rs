@@ -20,6 +20,7 @@ const TOP_LEVEL: &[(&str, bool)] = &[
     ("index.sqlite-wal", false),
     ("index.sqlite-shm", false),
     ("hnsw", true),
+    ("witness", true),
 ];
 
 pub fn check(root: &Path) -> Result<()> {
@@ -45,6 +46,10 @@ pub fn check(root: &Path) -> Result<()> {
                 let ok = match &*name {
                     "ledger" => {
                         inner_name.len() == 26 && inner_name.ends_with(".jsonl") && inner_name[..20].bytes().all(|b| b.is_ascii_digit())
+                    }
+                    "witness" => {
+                        let name = inner_name.strip_suffix(".tmp").unwrap_or(&inner_name);
+                        name.len() == 25 && name.ends_with(".note") && name[..20].bytes().all(|b| b.is_ascii_digit())
                     }
                     _ => is_checkpoint_file(&inner_name),
                 };
