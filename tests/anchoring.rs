@@ -105,6 +105,11 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     let (code, out, err) = agent(&["verify", "--anchored", "--data-dir", state_arg]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("anchored: the ledger holds seq 4"), "{out}");
+    let (ok, out, err) = daemon.gdbus_call("VerifyChain", &[]);
+    assert!(
+        ok && out.contains("(true,") && out.contains("anchored: the ledger holds seq"),
+        "VerifyChain checks the anchor too: {out}{err}"
+    );
     daemon.stop();
 
     // Edit seq 2 and re-seal: plain verification cannot tell, the anchor can.
@@ -136,6 +141,8 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     // what it verified, and the primary records the refusal.
     let head_before = replica_head(&rep_dir);
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let (ok, out, _) = daemon.gdbus_call("VerifyChain", &[]);
+    assert!(ok && out.contains("(false,") && out.contains("history rewritten at or before seq 2"), "{out}");
     record(&daemon, "bridge:br9", "after the rewrite", "critical");
     wait_for("the replica logged a refusal", || std::fs::read_to_string(rep_dir.join("rejections.jsonl")).is_ok_and(|t| !t.is_empty()));
     assert_eq!(replica_head(&rep_dir), head_before, "the replica keeps its verified history");

@@ -4,10 +4,10 @@
 
 use super::checkpoint::{self, Checkpoint};
 use super::note::{COSIGNATURE_ED25519, Verifier};
-use crate::ledger::{Hash, scan};
-use anyhow::{Result, bail};
+use crate::ledger::{Hash, LedgerCursor, head_seq, scan};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One head a known witness cosigned.
@@ -55,17 +55,25 @@ impl AnchorReport {
 /// checks the ledger in `ledger_dir` holds each. The ledger's own chain is checked too:
 /// damage there is an error.
 pub fn check(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
+    let outcome = scan(ledger_dir, |_| {})?;
+    if let Some(damage) = outcome.damage {
+        bail!("the ledger's own chain is damaged: {damage}");
+    }
+    judge(ledger_dir, notes_dir, witnesses)
+}
+
+/// [`check`] for a ledger whose chain was just verified: reads only the records at the
+/// cosigned heads.
+pub fn judge(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
     let mut report = AnchorReport::default();
     let (notes, problems) = checkpoint::notes(notes_dir);
     report.problems = problems;
-    let mut cosigned: BTreeMap<u64, Cosigned> = BTreeMap::new();
-    let mut heads: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut cosigned: BTreeMap<u64, (Cosigned, Hash)> = BTreeMap::new();
     for (c, note) in &notes {
         for w in witnesses.iter().filter(|w| w.kind == COSIGNATURE_ED25519) {
             match w.check(note) {
                 Ok(Some(at)) => {
-                    heads.insert(c.seq, c.head);
-                    cosigned.entry(c.seq).or_insert_with(|| cosigned_head(c, &w.name, at));
+                    cosigned.entry(c.seq).or_insert_with(|| (cosigned_head(c, &w.name, at), c.head));
                 }
                 Ok(None) => {}
                 Err(e) => report.problems.push(format!("checkpoint {}: {e:#}", c.seq)),
@@ -73,27 +81,41 @@ pub fn check(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Res
         }
     }
     report.cosigned_heads = cosigned.len();
-    let wanted: HashSet<u64> = heads.keys().copied().collect();
-    let mut found: BTreeMap<u64, Hash> = BTreeMap::new();
-    let outcome = scan(ledger_dir, |r| {
-        if wanted.contains(&r.seq) {
-            found.insert(r.seq, r.hash);
-        }
-    })?;
-    if let Some(damage) = outcome.damage {
-        bail!("the ledger's own chain is damaged: {damage}");
-    }
-    for (seq, head) in &heads {
-        if found.get(seq) == Some(head) {
-            report.anchored = Some(cosigned[seq].clone());
+    let held = head_seq(ledger_dir)?;
+    for (seq, (head, hash)) in cosigned {
+        if seq <= held && hash_at(ledger_dir, seq)? == Some(hash) {
+            report.anchored = Some(head);
         } else {
-            report.rewritten = Some(cosigned[seq].clone());
+            report.rewritten = Some(head);
             break;
         }
     }
     Ok(report)
 }
 
+/// The hash of record `seq`, read from its segment.
+fn hash_at(ledger_dir: &Path, seq: u64) -> Result<Option<Hash>> {
+    let mut found = None;
+    LedgerCursor::new(ledger_dir, seq).read_through(seq, |r| {
+        found = Some(r.hash);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 fn cosigned_head(c: &Checkpoint, witness: &str, at: u64) -> Cosigned {
     Cosigned { seq: c.seq, head_hash: hex::encode(c.head), witness: witness.to_owned(), cosigned_unix: at }
+}
+
+/// The witness keys pinned under `root/keys/witnesses/` (one `<replica>.vkey` each).
+pub fn pinned_witnesses(root: &Path) -> Result<Vec<Verifier>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root.join("keys").join("witnesses")).into_iter().flatten().flatten() {
+        let text = crate::durable::read_limited(&entry.path(), 4096)?;
+        out.push(
+            Verifier::parse(&String::from_utf8_lossy(&text))
+                .with_context(|| format!("reading the pinned witness key {}", entry.path().display()))?,
+        );
+    }
+    Ok(out)
 }

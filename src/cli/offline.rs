@@ -104,14 +104,7 @@ pub fn verify_anchored(data_dir: &Path, given: &[String], notes: Option<&Path>, 
     for vkey in given {
         witnesses.push(crate::anchor::Verifier::parse(vkey)?);
     }
-    let pinned_dir = layout.root.join("keys").join("witnesses");
-    for entry in std::fs::read_dir(&pinned_dir).into_iter().flatten().flatten() {
-        let text = crate::durable::read_limited(&entry.path(), 4096)?;
-        witnesses.push(
-            crate::anchor::Verifier::parse(&String::from_utf8_lossy(&text))
-                .with_context(|| format!("reading the pinned witness key {}", entry.path().display()))?,
-        );
-    }
+    witnesses.extend(crate::anchor::audit::pinned_witnesses(&layout.root)?);
     let notes_dir = notes.map(Path::to_owned).unwrap_or_else(|| layout.data.join(crate::anchor::checkpoint::DIR));
     let report = crate::anchor::audit::check(&layout.ledger_dir(), &notes_dir, &witnesses)?;
     if json {

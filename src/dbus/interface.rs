@@ -136,15 +136,34 @@ impl PortAgent {
     #[zbus(out_args("intact", "report"))]
     async fn verify_chain(&self) -> Result<(bool, String), AgentError> {
         let outcome = self.verify.verify(self.backend.ledger_dir()?).await?;
+        // On a primary, an intact chain is also checked against the heads replicas cosigned.
+        let anchor = match (&self.backend, outcome.damage.is_none()) {
+            (Backend::Primary(engine), true) => {
+                let (root, data, ledger) = (engine.layout().root.clone(), engine.layout().data.clone(), engine.layout().ledger_dir());
+                let judged = tokio::task::spawn_blocking(move || {
+                    let witnesses = crate::anchor::audit::pinned_witnesses(&root)?;
+                    crate::anchor::audit::judge(&ledger, &data.join(crate::anchor::checkpoint::DIR), &witnesses)
+                })
+                .await;
+                match judged {
+                    Ok(Ok(report)) => json!({"says": report.describe(), "report": report}),
+                    Ok(Err(e)) => json!({"error": format!("{e:#}")}),
+                    Err(e) => json!({"error": e.to_string()}),
+                }
+            }
+            _ => serde_json::Value::Null,
+        };
+        let rewritten = !anchor["report"]["rewritten"].is_null();
         let report = json!({
-            "intact": outcome.damage.is_none(),
+            "intact": outcome.damage.is_none() && !rewritten,
             "head_seq": outcome.state.head_seq,
             "head_hash": hex::encode(outcome.state.head_hash),
             "segments": outcome.segments,
             "damage": &outcome.damage,
+            "anchor": anchor,
         });
         // A partial last line under the running writer is a write in flight, not damage.
-        Ok((outcome.damage.is_none(), report.to_string()))
+        Ok((outcome.damage.is_none() && !rewritten, report.to_string()))
     }
 
     /// Records a manual event (root only); returns its hash once it is durable.
