@@ -99,12 +99,29 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
         key.starts_with("PRIVATE+KEY+")
             && std::fs::metadata(state.join("keys/checkpoint.key")).unwrap().permissions().mode() & 0o777 == 0o600
     );
+    let pinned = std::fs::read_to_string(state.join("keys/witnesses/local1.vkey")).unwrap();
+    assert!(pinned.contains("-witness+"), "the replica's witness key is pinned: {pinned}");
+
+    // The replica loses its key: its next session makes another, which the primary does not
+    // take on trust; after re-enrolment (the old pin retired) it does, and the heads the old
+    // key cosigned still count.
+    std::fs::remove_file(rep_dir.join(".witness.key")).unwrap();
+    let _ = std::process::Command::new("pkill").args(["-f", &format!("replica-receive --dir {}", rep_dir.display())]).status();
+    record(&daemon, "bridge:br5", "port tap5 could not open its device", "critical");
+    wait_for("the changed witness key was recorded", || {
+        let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "10"]);
+        ok && out.contains("replica.witness_key_changed")
+    });
+    assert!(!cosigned_seqs(&state).contains(&5), "a cosignature by an unknown key is not kept");
+    std::fs::create_dir_all(state.join("keys/witnesses/retired")).unwrap();
+    std::fs::rename(state.join("keys/witnesses/local1.vkey"), state.join("keys/witnesses/retired/local1-old.vkey")).unwrap();
+    record(&daemon, "bridge:br6", "port tap6 could not open its device", "critical");
+    wait_for("the re-enrolled replica cosigned", || cosigned_seqs(&state).iter().any(|&s| s >= 6));
     let witness_key = std::fs::read_to_string(state.join("keys/witnesses/local1.vkey")).unwrap();
-    assert!(witness_key.contains("-witness+"), "the replica's witness key is pinned: {witness_key}");
 
     let (code, out, err) = agent(&["verify", "--anchored", "--data-dir", state_arg]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("anchored: the ledger holds seq 4"), "{out}");
+    assert!(out.contains("anchored: the ledger holds seq") && out.contains("2 witness key(s) known"), "{out}");
     let (ok, out, err) = daemon.gdbus_call("VerifyChain", &[]);
     assert!(
         ok && out.contains("(true,") && out.contains("anchored: the ledger holds seq"),

@@ -107,15 +107,22 @@ fn cosigned_head(c: &Checkpoint, witness: &str, at: u64) -> Cosigned {
     Cosigned { seq: c.seq, head_hash: hex::encode(c.head), witness: witness.to_owned(), cosigned_unix: at }
 }
 
-/// The witness keys pinned under `root/keys/witnesses/` (one `<replica>.vkey` each).
+/// The witness keys pinned under `root/keys/witnesses/` (`<replica>.vkey`, the current
+/// ones) and `root/keys/witnesses/retired/` (keys replaced at re-enrolment, kept so the
+/// heads they cosigned still count).
 pub fn pinned_witnesses(root: &Path) -> Result<Vec<Verifier>> {
+    let dir = root.join("keys").join("witnesses");
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root.join("keys").join("witnesses")).into_iter().flatten().flatten() {
-        let text = crate::durable::read_limited(&entry.path(), 4096)?;
-        out.push(
-            Verifier::parse(&String::from_utf8_lossy(&text))
-                .with_context(|| format!("reading the pinned witness key {}", entry.path().display()))?,
-        );
+    for d in [dir.clone(), dir.join("retired")] {
+        for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "vkey") {
+                continue;
+            }
+            let text = crate::durable::read_limited(&path, 4096)?;
+            let key = Verifier::parse(&String::from_utf8_lossy(&text));
+            out.push(key.with_context(|| format!("reading the pinned witness key {}", path.display()))?);
+        }
     }
     Ok(out)
 }
