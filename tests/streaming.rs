@@ -229,6 +229,16 @@ fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage_at_different
     let snap = rep_dir.join(s["newest"].as_str().unwrap());
     let (code, out, _) = agent(&["verify", "--data-dir", snap.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
+    // Over ssh too the replicas cosign what they verified, and the primary keeps it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out, _) = agent(&["verify", "--anchored", "--data-dir", state.to_str().unwrap()]);
+        if code == 0 && out.contains("anchored: the ledger holds seq") && out.contains("2 witness key(s) known") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never anchored by both replicas: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while snapshots_in(&rep_dir).len() != 1 {
         assert!(Instant::now() < deadline, "the replica kept {:?}", snapshots_in(&rep_dir));
