@@ -4,7 +4,7 @@
 
 use super::checkpoint::{self, Checkpoint};
 use super::note::{COSIGNATURE_ED25519, Verifier};
-use crate::ledger::{Hash, LedgerCursor, head_seq, scan};
+use crate::ledger::{Hash, LedgerCursor, scan};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -59,12 +59,13 @@ pub fn check(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Res
     if let Some(damage) = outcome.damage {
         bail!("the ledger's own chain is damaged: {damage}");
     }
-    judge(ledger_dir, notes_dir, witnesses)
+    judge(ledger_dir, outcome.state.head_seq, notes_dir, witnesses)
 }
 
-/// [`check`] for a ledger whose chain was just verified: reads only the records at the
-/// cosigned heads.
-pub fn judge(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
+/// [`check`] for a ledger whose chain was just verified up to `held`: reads only records
+/// at cosigned heads, newest first. Once one matches, every older one does too (each hash
+/// covers all before it), so a rewrite lies between that head and the one above it.
+pub fn judge(ledger_dir: &Path, held: u64, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
     let mut report = AnchorReport::default();
     let (notes, problems) = checkpoint::notes(notes_dir);
     report.problems = problems;
@@ -81,14 +82,12 @@ pub fn judge(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Res
         }
     }
     report.cosigned_heads = cosigned.len();
-    let held = head_seq(ledger_dir)?;
-    for (seq, (head, hash)) in cosigned {
+    for (seq, (head, hash)) in cosigned.into_iter().rev() {
         if seq <= held && hash_at(ledger_dir, seq)? == Some(hash) {
             report.anchored = Some(head);
-        } else {
-            report.rewritten = Some(head);
             break;
         }
+        report.rewritten = Some(head);
     }
     Ok(report)
 }

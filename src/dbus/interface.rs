@@ -136,13 +136,15 @@ impl PortAgent {
     #[zbus(out_args("intact", "report"))]
     async fn verify_chain(&self) -> Result<(bool, String), AgentError> {
         let outcome = self.verify.verify(self.backend.ledger_dir()?).await?;
-        // On a primary, an intact chain is also checked against the heads replicas cosigned.
+        // On a primary, an intact chain is also checked against the heads replicas cosigned
+        // (a few records read, newest cosigned head first).
         let anchor = match (&self.backend, outcome.damage.is_none()) {
             (Backend::Primary(engine), true) => {
                 let (root, data, ledger) = (engine.layout().root.clone(), engine.layout().data.clone(), engine.layout().ledger_dir());
+                let held = outcome.state.head_seq;
                 let judged = tokio::task::spawn_blocking(move || {
                     let witnesses = crate::anchor::audit::pinned_witnesses(&root)?;
-                    crate::anchor::audit::judge(&ledger, &data.join(crate::anchor::checkpoint::DIR), &witnesses)
+                    crate::anchor::audit::judge(&ledger, held, &data.join(crate::anchor::checkpoint::DIR), &witnesses)
                 })
                 .await;
                 match judged {
