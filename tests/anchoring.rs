@@ -117,6 +117,8 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     std::fs::rename(state.join("keys/witnesses/local1.vkey"), state.join("keys/witnesses/retired/local1-old.vkey")).unwrap();
     record(&daemon, "bridge:br6", "port tap6 could not open its device", "critical");
     wait_for("the re-enrolled replica cosigned", || cosigned_seqs(&state).iter().any(|&s| s >= 6));
+    let (_, history, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "50"]);
+    assert_eq!(history.matches("replica.witness_key_changed").count(), 1, "said once, not on every acknowledgement: {history}");
     let witness_key = std::fs::read_to_string(state.join("keys/witnesses/local1.vkey")).unwrap();
 
     let (code, out, err) = agent(&["verify", "--anchored", "--data-dir", state_arg]);
@@ -169,4 +171,11 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
         let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "10"]);
         ok && out.contains("replica.refused")
     });
+    record(&daemon, "bridge:br10", "still rewritten", "critical");
+    wait_for("the replica is reported as refusing", || {
+        let (ok, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
+        ok && out.contains("\"state\":\"refused\"")
+    });
+    let (_, history, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "50"]);
+    assert_eq!(history.matches("replica.refused").count(), 1, "said once while it refuses: {history}");
 }

@@ -300,6 +300,7 @@ async fn replica_worker(
             _ = stopping.wait() => return Ok(()),
         };
         let mut status = status;
+        let mut refused = false;
         match result {
             Ok((ack, bytes)) if ack.ok => {
                 failures = 0;
@@ -344,9 +345,11 @@ async fn replica_worker(
                 continue;
             }
             Ok((ack, _)) => {
-                if ack.error != status.last_error {
+                // Said in the ledger once, when the replica starts refusing.
+                if status.state != REFUSED {
                     record_refusal(&engine, &replica.name, &ack).await;
                 }
+                refused = true;
                 status.last_error = ack.error.clone();
                 if let Some(s) = session.take() {
                     s.close().await;
@@ -360,7 +363,7 @@ async fn replica_worker(
             }
         }
         failures = failures.saturating_add(1);
-        status.state = "unreachable".into();
+        status.state = if refused { REFUSED } else { "unreachable" }.into();
         let error = status.last_error.clone().unwrap_or_default();
         tracing::warn!(replica = %replica.name, error = %error, "replica sync failed; backing off");
         let _ = handle.notices.send(ReplicaNotice::Failed { replica: replica.name.clone(), error: error.clone() });
@@ -373,6 +376,10 @@ async fn replica_worker(
         }
     }
 }
+
+/// A replica's state while it refuses what it is sent (a history it cannot verify as
+/// extending its own, among others).
+const REFUSED: &str = "refused";
 
 /// Where the primary's checkpoint signing key lives (outside the data subvolume: it must
 /// never stream).
@@ -398,6 +405,12 @@ async fn keep_cosignature(engine: &Engine, root: &Path, replica: &str, ack: &sup
     let pinned_path = witness_key_path(root, replica);
     match std::fs::read_to_string(&pinned_path) {
         Ok(pinned) if pinned.trim() != offered.text() => {
+            // Said in the ledger once per key offered, not on every acknowledgement.
+            let offered_path = pinned_path.with_extension("offered");
+            if std::fs::read_to_string(&offered_path).is_ok_and(|o| o.trim() == offered.text()) {
+                anyhow::bail!("replica {replica} cosigned with another key than the pinned {}", pinned_path.display());
+            }
+            durable::replace(&offered_path, format!("{}\n", offered.text()).as_bytes())?;
             let event = NewEvent::new(
                 "agent",
                 &format!("replica:{replica}"),
