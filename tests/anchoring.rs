@@ -129,6 +129,9 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
         ok && out.contains("(true,") && out.contains("anchored: the ledger holds seq"),
         "VerifyChain checks the anchor too: {out}{err}"
     );
+    let (code, out, err) = agent(&["--config", config.to_str().unwrap(), "--bus", &bus.address, "doctor", "--data-dir", state_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok    anchoring") && out.contains("local1: healthy"), "{out}");
     daemon.stop();
 
     // Edit seq 2 and re-seal: plain verification cannot tell, the anchor can.

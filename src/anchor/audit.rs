@@ -4,8 +4,8 @@
 
 use super::checkpoint::{self, Checkpoint};
 use super::note::{COSIGNATURE_ED25519, Verifier};
-use crate::ledger::{Hash, LedgerCursor, scan};
-use anyhow::{Context, Result, bail};
+use crate::ledger::{Hash, LedgerCursor};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,20 +52,12 @@ impl AnchorReport {
 }
 
 /// Reads the cosigned heads in `notes_dir` (cosignatures by `witnesses` that verify) and
-/// checks the ledger in `ledger_dir` holds each. The ledger's own chain is checked too:
-/// damage there is an error.
-pub fn check(ledger_dir: &Path, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
-    let outcome = scan(ledger_dir, |_| {})?;
-    if let Some(damage) = outcome.damage {
-        bail!("the ledger's own chain is damaged: {damage}");
-    }
-    judge(ledger_dir, outcome.state.head_seq, notes_dir, witnesses)
-}
-
-/// [`check`] for a ledger whose chain was just verified up to `held`: reads only records
+/// checks that a ledger whose chain was just verified up to `held` holds them: reads only records
 /// at cosigned heads, newest first. Once one matches, every older one does too (each hash
-/// covers all before it), so a rewrite lies between that head and the one above it.
-pub fn judge(ledger_dir: &Path, held: u64, notes_dir: &Path, witnesses: &[Verifier]) -> Result<AnchorReport> {
+/// covers all before it), so a rewrite lies between that head and the one above it. A
+/// cosigned head beyond `held` is a truncated history, except on a `live` ledger, where it
+/// was cosigned after the verification began.
+pub fn judge(ledger_dir: &Path, held: u64, notes_dir: &Path, witnesses: &[Verifier], live: bool) -> Result<AnchorReport> {
     let mut report = AnchorReport::default();
     let (notes, problems) = checkpoint::notes(notes_dir);
     report.problems = problems;
@@ -83,6 +75,9 @@ pub fn judge(ledger_dir: &Path, held: u64, notes_dir: &Path, witnesses: &[Verifi
     }
     report.cosigned_heads = cosigned.len();
     for (seq, (head, hash)) in cosigned.into_iter().rev() {
+        if live && seq > held {
+            continue;
+        }
         if seq <= held && hash_at(ledger_dir, seq)? == Some(hash) {
             report.anchored = Some(head);
             break;

@@ -59,23 +59,40 @@ pub fn note_path(data: &Path, seq: u64) -> PathBuf {
     data.join(DIR).join(format!("{seq:020}.note"))
 }
 
-/// Writes the signed checkpoint of `data`'s head and prunes old notes.
+/// Note files are read, changed and replaced by the snapshot trigger and by every replica
+/// worker: one at a time, or a cosignature is lost (and they share the temporary name).
+static NOTE_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Writes the signed checkpoint of `data`'s head and prunes old notes. A note already there
+/// for the same head is kept as it is (with its cosignatures): a new cut at an unchanged head
+/// (vectorization moved on) signs nothing new.
 pub fn write_signed(data: &Path, signer: &Signer, checkpoint: &Checkpoint) -> Result<()> {
+    let _one = NOTE_WRITES.lock().unwrap_or_else(|e| e.into_inner());
     let dir = data.join(DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = note_path(data, checkpoint.seq);
+    let existing = durable::read_limited(&path, MAX_NOTE_BYTES).ok().and_then(|b| Note::parse(&b).ok());
+    if existing.and_then(|n| Checkpoint::parse(&n.text).ok()).is_some_and(|c| c.seq == checkpoint.seq && c.head == checkpoint.head) {
+        return Ok(());
+    }
     let text = checkpoint.text();
-    durable::replace(&note_path(data, checkpoint.seq), format!("{text}\n{}", signer.sign(&text)).as_bytes())?;
+    durable::replace(&path, format!("{text}\n{}", signer.sign(&text)).as_bytes())?;
     prune(&dir);
     Ok(())
 }
 
-/// Appends a cosignature line to the note of `seq` (once).
+/// Appends one cosignature line to the note of `seq` (once). The line must already have
+/// been checked on its own ([`super::note::Verifier::check_line`]).
 pub fn add_cosignature(data: &Path, seq: u64, line: &str) -> Result<()> {
+    let _one = NOTE_WRITES.lock().unwrap_or_else(|e| e.into_inner());
     let path = note_path(data, seq);
     let mut bytes = durable::read_limited(&path, MAX_NOTE_BYTES)?;
     Note::parse(&bytes)?;
-    if !std::str::from_utf8(&bytes).is_ok_and(|t| t.contains(line)) {
+    if !std::str::from_utf8(&bytes).is_ok_and(|t| t.lines().any(|l| l == line.trim_end())) {
         bytes.extend_from_slice(line.as_bytes());
+        if bytes.len() as u64 > MAX_NOTE_BYTES {
+            bail!("the note of seq {seq} is full");
+        }
         Note::parse(&bytes).context("the cosignature line")?;
         durable::replace(&path, &bytes)?;
     }

@@ -169,6 +169,27 @@ impl Verifier {
     }
 }
 
+/// A signature line is at most this long (a cosignature's is about 140 bytes).
+const MAX_LINE_BYTES: usize = 512;
+
+impl Verifier {
+    /// Checks one signature `line` (as sent by its signer) over the note `text` on its own:
+    /// exactly one line, this key's name and ID, a signature that verifies. Returns the
+    /// cosignature's timestamp (0 for a note signature).
+    pub fn check_line(&self, text: &str, line: &str) -> Result<u64> {
+        let body = line.strip_suffix('\n').ok_or_else(|| anyhow!("a signature line ends in a newline"))?;
+        if line.len() > MAX_LINE_BYTES || body.contains('\n') {
+            bail!("a signature line is one line of at most {MAX_LINE_BYTES} bytes");
+        }
+        let note = Note::parse(format!("{text}\n{line}").as_bytes())?;
+        let only = &note.signatures[0];
+        if only.name != self.name || only.bytes.get(..4) != Some(&self.id[..]) {
+            bail!("the signature line is not of {}'s key", self.name);
+        }
+        self.check(&note)?.ok_or_else(|| anyhow!("the signature line is not of {}'s key", self.name))
+    }
+}
+
 /// One signature line: its key name and decoded bytes (key ID first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureLine {
@@ -247,5 +268,14 @@ mod tests {
             assert_eq!(Verifier::parse(&s.vkey(COSIGNATURE_ED25519)).unwrap().text(), s.vkey(COSIGNATURE_ED25519));
         }
         assert!(Verifier::parse("x+00000000+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k").is_err(), "a wrong ID is refused");
+
+        // A cosignature sent alone is checked alone: one line, this key's, valid.
+        let w = Verifier::parse(&witness.vkey(COSIGNATURE_ED25519)).unwrap();
+        let line = witness.cosign(text, 1_700_000_000);
+        assert_eq!(w.check_line(text, &line).unwrap(), 1_700_000_000);
+        let smuggled = format!("{line}{}", log.sign(text));
+        assert!(w.check_line(text, &smuggled).is_err(), "a second line rides along: refused");
+        assert!(w.check_line(text, &log.sign(text)).is_err(), "another key's line: refused");
+        assert!(w.check_line("other text\n", &line).is_err(), "over another text: refused");
     }
 }

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod client;
+mod doctor;
 mod offline;
 mod output;
 mod progress;
@@ -50,6 +51,12 @@ pub enum Command {
         #[command(flatten)]
         filters: FilterArgs,
     },
+    /// What is wrong with this host's set-up, each problem with its fix: the data directory
+    /// on Btrfs, free space, the model and runtime against their pins, the daemon on the
+    /// bus, each replica, and whether a replica cosigned a head recently. Exit 0 when
+    /// nothing failed (warnings allowed), 1 when a check failed.
+    #[command(after_help = "Example: ovs-port-agent doctor   (or --json for scripts)")]
+    Doctor,
     /// Counts, head, vectorized seq, model, queues and latencies of the running daemon.
     Status,
     /// Append events from JSON lines (FILE, or - for stdin), or an old ovs-port-agent
@@ -301,6 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Incidents { .. }
         | Command::Anomalies { .. } => analytics::run(analysis(&cli.command)?, &config, &bus, offline, cli.json),
         Command::Replicas => client::replicas(&bus, cli.json),
+        Command::Doctor => doctor::run(&config, &data_dir, &bus, cli.json),
         Command::SyncNow => client::sync_now(&bus),
     }
 }

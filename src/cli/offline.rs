@@ -106,7 +106,13 @@ pub fn verify_anchored(data_dir: &Path, given: &[String], notes: Option<&Path>, 
     }
     witnesses.extend(crate::anchor::audit::pinned_witnesses(&layout.root)?);
     let notes_dir = notes.map(Path::to_owned).unwrap_or_else(|| layout.data.join(crate::anchor::checkpoint::DIR));
-    let report = crate::anchor::audit::check(&layout.ledger_dir(), &notes_dir, &witnesses)?;
+    let ledger_dir = layout.ledger_dir();
+    let outcome = scan(&ledger_dir, |_| {}).with_context(|| format!("reading {}", ledger_dir.display()))?;
+    if let Some(damage) = &outcome.damage {
+        println!("DAMAGED: first bad record is {damage}");
+        return Ok(ExitCode::from(1));
+    }
+    let report = crate::anchor::audit::judge(&ledger_dir, outcome.state.head_seq, &notes_dir, &witnesses, false)?;
     if json {
         println!("{}", json!({"witness_keys": witnesses.len(), "report": report, "says": report.describe()}));
     } else {

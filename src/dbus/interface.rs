@@ -144,7 +144,7 @@ impl PortAgent {
                 let held = outcome.state.head_seq;
                 let judged = tokio::task::spawn_blocking(move || {
                     let witnesses = crate::anchor::audit::pinned_witnesses(&root)?;
-                    crate::anchor::audit::judge(&ledger, held, &data.join(crate::anchor::checkpoint::DIR), &witnesses)
+                    crate::anchor::audit::judge(&ledger, held, &data.join(crate::anchor::checkpoint::DIR), &witnesses, true)
                 })
                 .await;
                 match judged {

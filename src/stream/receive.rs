@@ -94,6 +94,18 @@ impl ReplicaState {
         durable::read_limited(&dir.join(STATE_FILE), 1 << 20).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
+    /// [`load`](Self::load), but an existing state file that cannot be read is an error.
+    pub fn load_checked(dir: &Path) -> Result<Self> {
+        let path = dir.join(STATE_FILE);
+        match durable::read_limited(&path, 1 << 20) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is damaged; repair or remove it (this replica then trusts the next full send)", path.display())
+            }),
+            Err(_) if !path.exists() => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     fn save(&self, dir: &Path) -> Result<()> {
         durable::replace(&dir.join(STATE_FILE), &serde_json::to_vec_pretty(self)?)
     }
@@ -174,7 +186,9 @@ fn read_header_line(input: &mut impl BufRead) -> Result<Option<String>> {
 
 fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limits: Limits, witness: &Signer) -> Result<Ack> {
     let mut ack = Ack { name: header.name.clone(), ..Default::default() };
-    let mut state = ReplicaState::load(dir);
+    // What this replica pinned and verified must be read, not defaulted: a state file it
+    // cannot read would otherwise let the next stream be trusted on first sight again.
+    let mut state = ReplicaState::load_checked(dir)?;
     let refused = |ack: &mut Ack, input: &mut dyn Read, why: String| -> Result<Ack> {
         drain(input)?;
         ack.error = Some(why);
@@ -445,10 +459,17 @@ fn signed_checkpoint(staged: &Path, manifest: &Manifest, previous: &ReplicaState
     let path = checkpoint::note_path(staged, manifest.head_seq);
     let note = Note::parse(&durable::read_limited(&path, 64 << 10).with_context(|| format!("reading {}", path.display()))?)?;
     let signed = Checkpoint::parse(&note.text)?;
+    if signed.text() != note.text {
+        bail!("the checkpoint of seq {} is not in canonical form", signed.seq);
+    }
     if signed.seq != manifest.head_seq || hex::encode(signed.head) != manifest.head_hash {
         bail!("the checkpoint names seq {} ({}), not the verified head", signed.seq, hex::encode(signed.head));
     }
-    if Verifier::parse(key)?.check(&note)?.is_none() {
+    let key = Verifier::parse(key)?;
+    if key.kind != crate::anchor::NOTE_ED25519 || key.name != signed.origin {
+        bail!("the checkpoint's origin {:?} is not the name of the primary's note key {:?}", signed.origin, key.name);
+    }
+    if key.check(&note)?.is_none() {
         bail!("the checkpoint of seq {} is not signed by the primary's key", signed.seq);
     }
     Ok(Some(note.text))

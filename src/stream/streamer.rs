@@ -402,41 +402,43 @@ async fn keep_cosignature(engine: &Engine, root: &Path, replica: &str, ack: &sup
     if offered.kind != anchor::COSIGNATURE_ED25519 {
         anyhow::bail!("replica {replica} offered a key that is not a cosignature key");
     }
+    let data = engine.layout().data.clone();
+    let note = anchor::Note::parse(&durable::read_limited(&anchor::checkpoint::note_path(&data, ack.head_seq), 64 << 10)?)?;
+    let checkpoint = anchor::Checkpoint::parse(&note.text)?;
+    if checkpoint.seq != ack.head_seq || hex::encode(checkpoint.head) != ack.head_hash {
+        anyhow::bail!("replica {replica} acknowledged a head other than the checkpoint's");
+    }
+    offered.check_line(&note.text, line).with_context(|| format!("replica {replica}'s cosignature"))?;
     let pinned_path = witness_key_path(root, replica);
+    let offered_path = pinned_path.with_extension("offered");
     match std::fs::read_to_string(&pinned_path) {
-        Ok(pinned) if pinned.trim() != offered.text() => {
-            // Said in the ledger once per key offered, not on every acknowledgement.
-            let offered_path = pinned_path.with_extension("offered");
-            if std::fs::read_to_string(&offered_path).is_ok_and(|o| o.trim() == offered.text()) {
-                anyhow::bail!("replica {replica} cosigned with another key than the pinned {}", pinned_path.display());
+        Ok(pinned) if pinned.trim() == offered.text() => {}
+        Ok(pinned) => {
+            // Said in the ledger once until re-enrolment, whatever keys are offered meanwhile:
+            // each event makes a snapshot, so an event per acknowledgement would feed itself.
+            if !offered_path.exists() {
+                durable::replace(&offered_path, format!("{}\n", offered.text()).as_bytes())?;
+                let event = NewEvent::new(
+                    "agent",
+                    &format!("replica:{replica}"),
+                    "replica.witness_key_changed",
+                    Priority::High,
+                    json!({"replica": replica, "pinned": pinned.trim(), "offered": offered.text()}),
+                )
+                .with_summary(format!(
+                    "replica {replica} cosigned with a key other than the one pinned; its cosignatures are not kept until it is re-enrolled"
+                ));
+                engine.record(vec![event]).await?;
             }
-            durable::replace(&offered_path, format!("{}\n", offered.text()).as_bytes())?;
-            let event = NewEvent::new(
-                "agent",
-                &format!("replica:{replica}"),
-                "replica.witness_key_changed",
-                Priority::High,
-                json!({"replica": replica, "pinned": pinned.trim(), "offered": offered.text()}),
-            )
-            .with_summary(format!("replica {replica} cosigned with a key other than the one pinned; its cosignatures are not kept"));
-            engine.record(vec![event]).await?;
             anyhow::bail!("replica {replica} cosigned with another key than the pinned {}", pinned_path.display());
         }
-        Ok(_) => {}
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(pinned_path.parent().expect("a key path has a directory"))?;
             durable::replace(&pinned_path, format!("{}\n", offered.text()).as_bytes())?;
+            let _ = std::fs::remove_file(&offered_path);
             tracing::info!(replica, vkey = %offered.text(), "pinned the replica's witness key");
         }
-    }
-    let data = engine.layout().data.clone();
-    let note_path = anchor::checkpoint::note_path(&data, ack.head_seq);
-    let mut bytes = durable::read_limited(&note_path, 64 << 10)?;
-    bytes.extend_from_slice(line.as_bytes());
-    let note = anchor::Note::parse(&bytes)?;
-    let checkpoint = anchor::Checkpoint::parse(&note.text)?;
-    if checkpoint.seq != ack.head_seq || hex::encode(checkpoint.head) != ack.head_hash || offered.check(&note)?.is_none() {
-        anyhow::bail!("replica {replica}'s cosignature is not of the head it acknowledged");
+        Err(e) => return Err(e).with_context(|| format!("reading {}", pinned_path.display())),
     }
     anchor::checkpoint::add_cosignature(&data, ack.head_seq, line)
 }
