@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, agent, write_streaming_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, SshReplicaHost, agent, write_streaming_config};
 use ovs_port_agent::layout::Layout;
 use ovs_port_agent::ledger::record::encode_line;
 use ovs_port_agent::ledger::{Record, ZERO_HASH, scan, segment::list_segments};
@@ -75,20 +75,41 @@ fn edit_and_reseal(ledger: &Path, seq: u64) {
 }
 
 #[test]
-fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
+fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_a_local_replica() {
+    tamper_suite(false);
+}
+
+#[test]
+fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_an_ssh_replica() {
+    tamper_suite(true);
+}
+
+/// The whole story against one replica, reached locally or over ssh (a replica host in a
+/// network namespace whose restricted key forces `replica-receive`).
+fn tamper_suite(over_ssh: bool) {
     let primary = BtrfsMount::new(600);
     let replica = BtrfsMount::new(600);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let rep_dir = replica.path().join("rep");
-    let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
-        rep_dir.display()
-    );
+    let sources = "\n[sources]\novsdb = false\nnetworkmanager = false\n";
+    let ssh_host =
+        over_ssh.then(|| SshReplicaHost::start(&format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display())));
+    let (name, extra) = match &ssh_host {
+        Some(host) => ("rep1", format!("{sources}{}", host.replica_toml(&[]))),
+        None => (
+            "local1",
+            format!("{sources}\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n", rep_dir.display()),
+        ),
+    };
     let config = write_streaming_config(tmp.path(), &extra);
+    let start = |state: &Path| match &ssh_host {
+        Some(host) => AgentDaemon::start_in(&host.primary_ns, &bus.address, state, &config),
+        None => AgentDaemon::start(&bus.address, state, &config),
+    };
     let state = primary.path().join("state");
     let state_arg = state.to_str().unwrap();
-    let mut daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let mut daemon = start(&state);
     // Critical events are snapshotted one by one: each head is signed and cosigned.
     for i in 1..=4u64 {
         record(&daemon, &format!("bridge:br{i}"), &format!("port tap{i} could not open its device"), "critical");
@@ -99,7 +120,7 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
         key.starts_with("PRIVATE+KEY+")
             && std::fs::metadata(state.join("keys/checkpoint.key")).unwrap().permissions().mode() & 0o777 == 0o600
     );
-    let pinned = std::fs::read_to_string(state.join("keys/witnesses/local1.vkey")).unwrap();
+    let pinned = std::fs::read_to_string(state.join(format!("keys/witnesses/{name}.vkey"))).unwrap();
     assert!(pinned.contains("-witness+"), "the replica's witness key is pinned: {pinned}");
 
     // The replica loses its key: its next session makes another, which the primary does not
@@ -109,17 +130,18 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     let _ = std::process::Command::new("pkill").args(["-f", &format!("replica-receive --dir {}", rep_dir.display())]).status();
     record(&daemon, "bridge:br5", "port tap5 could not open its device", "critical");
     wait_for("the changed witness key was recorded", || {
-        let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "10"]);
+        let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &[&format!("replica:{name}"), "10"]);
         ok && out.contains("replica.witness_key_changed")
     });
     assert!(!cosigned_seqs(&state).contains(&5), "a cosignature by an unknown key is not kept");
     std::fs::create_dir_all(state.join("keys/witnesses/retired")).unwrap();
-    std::fs::rename(state.join("keys/witnesses/local1.vkey"), state.join("keys/witnesses/retired/local1-old.vkey")).unwrap();
+    std::fs::rename(state.join(format!("keys/witnesses/{name}.vkey")), state.join(format!("keys/witnesses/retired/{name}-old.vkey")))
+        .unwrap();
     record(&daemon, "bridge:br6", "port tap6 could not open its device", "critical");
     wait_for("the re-enrolled replica cosigned", || cosigned_seqs(&state).iter().any(|&s| s >= 6));
-    let (_, history, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "50"]);
+    let (_, history, _) = daemon.gdbus_call("GetElementHistory", &[&format!("replica:{name}"), "50"]);
     assert_eq!(history.matches("replica.witness_key_changed").count(), 1, "said once, not on every acknowledgement: {history}");
-    let witness_key = std::fs::read_to_string(state.join("keys/witnesses/local1.vkey")).unwrap();
+    let witness_key = std::fs::read_to_string(state.join(format!("keys/witnesses/{name}.vkey"))).unwrap();
 
     let (code, out, err) = agent(&["verify", "--anchored", "--data-dir", state_arg]);
     assert_eq!(code, 0, "{out}{err}");
@@ -131,7 +153,7 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     );
     let (code, out, err) = agent(&["--config", config.to_str().unwrap(), "--bus", &bus.address, "doctor", "--data-dir", state_arg]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok    anchoring") && out.contains("local1: healthy"), "{out}");
+    assert!(out.contains("ok    anchoring") && out.contains(&format!("{name}: healthy")), "{out}");
     daemon.stop();
 
     // Edit seq 2 and re-seal: plain verification cannot tell, the anchor can.
@@ -162,7 +184,7 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     // The primary runs on and streams the rewritten history: the replica refuses it, keeps
     // what it verified, and the primary records the refusal.
     let head_before = replica_head(&rep_dir);
-    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let daemon = start(&state);
     let (ok, out, _) = daemon.gdbus_call("VerifyChain", &[]);
     assert!(ok && out.contains("(false,") && out.contains("history rewritten at or before seq 2"), "{out}");
     record(&daemon, "bridge:br9", "after the rewrite", "critical");
@@ -171,7 +193,7 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
     let refusal = std::fs::read_to_string(rep_dir.join("rejections.jsonl")).unwrap();
     assert!(refusal.contains("changed within its verified part"), "refused because the verified history changed: {refusal}");
     wait_for("the primary recorded the refusal", || {
-        let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "10"]);
+        let (ok, out, _) = daemon.gdbus_call("GetElementHistory", &[&format!("replica:{name}"), "10"]);
         ok && out.contains("replica.refused")
     });
     record(&daemon, "bridge:br10", "still rewritten", "critical");
@@ -179,6 +201,6 @@ fn a_resealed_history_is_named_by_verify_anchored_and_refused_by_the_replica() {
         let (ok, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
         ok && out.contains("\"state\":\"refused\"")
     });
-    let (_, history, _) = daemon.gdbus_call("GetElementHistory", &["replica:local1", "50"]);
+    let (_, history, _) = daemon.gdbus_call("GetElementHistory", &[&format!("replica:{name}"), "50"]);
     assert_eq!(history.matches("replica.refused").count(), 1, "said once while it refuses: {history}");
 }
