@@ -438,6 +438,16 @@ fn cli_verbs_talk_to_the_daemon_over_dbus() {
     record(&daemon, "bridge:br9", "port.added", r#"{"summary":"port p1 added to br9"}"#, "medium");
     let line = rx.recv_timeout(Duration::from_secs(10)).expect("tail -f printed the new event");
     assert!(line.contains("bridge:br9") && line.contains("port.added"), "{line}");
+    // Status reads as aligned fields (JSON only with --json); replicas says when there are none.
+    let (code, out, _) = common::agent(&["--bus", &daemon.bus, "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.trim_start().starts_with('{') && out.lines().any(|l| l.starts_with("events ")) && out.contains("queues.embedding "),
+        "{out}"
+    );
+    let (code, out, _) = common::agent(&["--bus", &daemon.bus, "replicas"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no replicas configured"), "{out}");
     let _ = follower.kill();
 
     let (code, out, err) = common::agent(&["--bus", &daemon.bus, "--json", "search", "cable unplugged", "-n", "1"]);

@@ -55,7 +55,7 @@ pub fn status(bus: &str, json: bool) -> Result<ExitCode> {
         if json {
             println!("{stats}");
         } else {
-            println!("{}", serde_json::to_string_pretty(&stats)?);
+            super::output::print_fields(&stats);
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -104,6 +104,8 @@ pub fn replicas(bus: &str, json: bool) -> Result<ExitCode> {
         let report: serde_json::Value = serde_json::from_str(&text)?;
         if json {
             println!("{report}");
+        } else if report.as_array().is_none_or(Vec::is_empty) {
+            println!("no replicas configured: add a [[stream.replicas]] entry to the config (docs/operations.md, \"Replicas over ssh with a restricted key\")");
         } else {
             for r in report.as_array().into_iter().flatten() {
                 println!(

@@ -302,7 +302,7 @@ pub fn status(data_dir: &Path, json: bool) -> Result<ExitCode> {
     if json {
         println!("{status}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        super::output::print_fields(&status);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -78,3 +78,26 @@ pub fn print_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A JSON object as aligned `key  value` lines, nested keys joined with dots (for `status`).
+pub fn print_fields(value: &serde_json::Value) {
+    let mut lines = Vec::new();
+    flatten(String::new(), value, &mut lines);
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in lines {
+        println!("{key:<width$}  {value}");
+    }
+}
+
+fn flatten(prefix: String, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                flatten(if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        serde_json::Value::String(s) => out.push((prefix, s.clone())),
+        serde_json::Value::Null => out.push((prefix, "—".into())),
+        other => out.push((prefix, other.to_string())),
+    }
+}
