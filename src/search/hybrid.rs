@@ -27,6 +27,21 @@ const RERANKED: usize = 40;
 /// A candidate whose change went the other way than the query asks ("added" for "removed")
 /// keeps this share of its score.
 const OTHER_DIRECTION: f64 = 0.5;
+/// When the query names an element ("link down on ens3"), a candidate of another element
+/// keeps this share of its score.
+const OTHER_ELEMENT: f64 = 0.5;
+
+/// The name part of an element id (`interface:ens3` → `ens3`), lowercased.
+fn element_name(element_id: &str) -> String {
+    element_id.split_once(':').map_or(element_id, |(_, name)| name).to_lowercase()
+}
+
+/// The query's words that are the name of an element among `candidates`: a query naming
+/// an element asks about that element.
+fn named_elements<'a>(plan: &Plan, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let names: std::collections::HashSet<String> = candidates.map(element_name).collect();
+    plan.term_queries.iter().map(|(word, _)| word.clone()).filter(|w| names.contains(w)).collect()
+}
 
 /// One field an event changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,6 +215,14 @@ impl SearchState {
                 }
             }
         }
+        let named = named_elements(plan, ranked.iter().map(|c| c.row.element_id.as_str()));
+        if !named.is_empty() {
+            for c in &mut ranked {
+                if !named.contains(&element_name(&c.row.element_id)) {
+                    c.score *= OTHER_ELEMENT;
+                }
+            }
+        }
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.row.seq.cmp(&a.row.seq)));
         answer.hits = Self::hits(ranked, limit);
         Ok(answer)
@@ -274,5 +297,18 @@ fn hit(c: Candidate) -> Hit {
         changes,
         why,
         similar: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_naming_a_candidates_element_is_a_named_element() {
+        let plan = crate::search::plan("physical link went down on ens3", 0, 0).unwrap();
+        let named = named_elements(&plan, ["interface:ens3", "interface:eno1", "nm:manager"].into_iter());
+        assert_eq!(named, vec!["ens3"]);
+        assert!(named_elements(&plan, ["interface:eno1"].into_iter()).is_empty());
     }
 }
