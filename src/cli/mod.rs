@@ -40,8 +40,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: record, vectorize and serve dev.ovs.PortAgent1 on the bus.
+    #[command(after_help = "Examples: systemctl start ovs-port-agent   (the unit runs: ovs-port-agent daemon)
+          ovs-port-agent --bus session --data-dir /tmp/opa daemon   (a trial on the session bus)")]
     Daemon,
     /// Natural-language search over all events.
+    #[command(after_help = "Examples: ovs-port-agent search \"bridge configuration problems last night\"
+          ovs-port-agent search \"link down on eth0\" --since 2h -n 5 --json")]
     Search {
         /// What to look for, e.g. "bridge configuration problems last night".
         query: String,
@@ -58,12 +62,15 @@ pub enum Command {
     #[command(after_help = "Example: ovs-port-agent doctor   (or --json for scripts)")]
     Doctor,
     /// Counts, head, vectorized seq, model, queues and latencies of the running daemon.
+    #[command(after_help = "Examples: ovs-port-agent status   (or --data-dir DIR offline, --json for scripts)")]
     Status,
     /// Append events from JSON lines (FILE, or - for stdin), or an old ovs-port-agent
     /// ledger (records or blocks: original times, payloads and every other field are kept,
     /// the old chain's links are checked and reported), and embed them (progress on
     /// stderr). All or nothing: one bad line refuses the whole input, naming it. Offline:
     /// refuses while a daemon holds the data directory.
+    #[command(after_help = "Examples: ovs-port-agent import --dry-run --data-dir /var/lib/ovs-port-agent old-ledger.jsonl
+          ovs-port-agent import --data-dir /var/lib/ovs-port-agent events.jsonl")]
     Import {
         #[arg(value_name = "FILE", default_value = "-")]
         file: PathBuf,
@@ -93,6 +100,7 @@ pub enum Command {
         notes: Option<PathBuf>,
     },
     /// One element's history, newest first.
+    #[command(after_help = "Example: ovs-port-agent history interface:eth0 -n 50")]
     History {
         /// Element id, e.g. interface:eth0, bridge:ovsbr0, connection:<uuid>.
         element: String,
@@ -101,6 +109,7 @@ pub enum Command {
         limit: usize,
     },
     /// The newest events.
+    #[command(after_help = "Example: ovs-port-agent tail --follow")]
     Tail {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
@@ -109,12 +118,16 @@ pub enum Command {
         follow: bool,
     },
     /// Regenerate the index (events, elements) from the ledger alone.
+    #[command(after_help = "Example: ovs-port-agent rebuild --data-dir /var/lib/ovs-port-agent   (with the daemon stopped)")]
     Rebuild,
     /// Drop every vector and embed the whole history again with the configured model
     /// (after changing models). Offline: refuses while a daemon holds the data directory.
+    #[command(after_help = "Example: ovs-port-agent reembed --data-dir /var/lib/ovs-port-agent   (with the daemon stopped)")]
     Reembed,
     /// The replica's end of a replication session (the forced command of a restricted ssh
     /// key): reads framed btrfs send streams on stdin, acknowledges each on stdout.
+    #[command(after_help = "Example (authorized_keys on the replica host):
+  restrict,command=\"/usr/bin/ovs-port-agent replica-receive --dir /var/lib/ovs-port-agent-replica\" ssh-ed25519 AAAA… ovs-port-agent@primary")]
     ReplicaReceive {
         /// Where received snapshots are kept (made private, 0700).
         #[arg(long, value_name = "DIR")]
@@ -193,8 +206,10 @@ pub enum Command {
         limit: u32,
     },
     /// Per-replica state of the running daemon.
+    #[command(after_help = "Example: ovs-port-agent replicas --json")]
     Replicas,
     /// Take a snapshot now and send it to every replica (root only).
+    #[command(after_help = "Example: sudo ovs-port-agent sync-now")]
     SyncNow,
 }
 
