@@ -62,6 +62,14 @@ impl Index {
         Ok(Self { conn, writable: true })
     }
 
+    /// SQLite's `quick_check` of every page (structure, not contents against the ledger):
+    /// `Some(problem)` when the file is damaged.
+    pub fn quick_check(&self) -> IndexResult<Option<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check(5)")?;
+        let lines: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+        Ok((lines != ["ok"]).then(|| lines.join("; ")))
+    }
+
     /// Opens the index of a live state directory for reading only: SQLite refuses every
     /// write on this connection, and nothing is created or migrated.
     pub fn open_read_only(path: &Path) -> IndexResult<Self> {
