@@ -50,7 +50,7 @@ impl DataSet {
         prepare_data_dir(layout, config.agent.require_btrfs)?;
         let options = LedgerOptions { host: config.host(), segment_max_bytes: config.ledger.segment_max_bytes };
         let (mut ledger, report) = Ledger::open(&layout.ledger_dir(), options)?;
-        let mut index = open_or_set_aside(&layout.index_path(), &mut ledger)?;
+        let mut index = open_or_set_aside(layout, &mut ledger)?;
         if index.covered_seq()? > ledger.head_seq() {
             // The index claims events the ledger lacks (the ledger was replaced or truncated):
             // the ledger is the truth, so the index is rebuilt from it.
@@ -162,41 +162,52 @@ fn prepare_data_dir(layout: &Layout, require_btrfs: bool) -> Result<()> {
     Ok(())
 }
 
-/// Opens the writable index, checking every page first. A damaged index (corrupt pages, not
-/// a database) is derived data: it is moved aside (`index.sqlite.damaged-<unix s>`, with its
-/// WAL), a new one is made and caught up from the ledger by the caller, and vectors are
-/// embedded again by the engine. The repair is recorded in the ledger (`agent:index`,
-/// `index.rebuilt`) so the history says why search was slow for a while.
-fn open_or_set_aside(path: &std::path::Path, ledger: &mut Ledger) -> Result<Index> {
-    let problem = match Index::open(path) {
-        Ok(index) => match index.quick_check() {
-            Ok(None) => return Ok(index),
-            Ok(Some(problem)) => problem,
-            Err(crate::index::IndexError::Corrupt(problem)) => problem,
-            Err(e) => return Err(e.into()),
-        },
-        Err(crate::index::IndexError::Corrupt(problem)) => problem,
-        Err(e) => return Err(e.into()),
-    };
-    let stamp = crate::event::now_ns() / 1_000_000_000;
-    let aside = path.with_file_name(format!("index.sqlite.damaged-{stamp}"));
-    for suffix in ["", "-wal", "-shm"] {
-        let from = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
-        if from.exists() {
-            std::fs::rename(&from, format!("{}{suffix}", aside.display())).with_context(|| format!("moving {} aside", from.display()))?;
+/// Opens the writable index after checking every page of it with a read-only connection (so
+/// nothing is written to a damaged file first). A damaged index (corrupt pages, not a
+/// database) is derived data: it is moved out of the streamed subvolume to
+/// `<state>/damaged/index.sqlite.<unix s>` (its WAL first, so a crash in between never leaves
+/// an old WAL beside a new index), a new one is made and caught up from the ledger by the
+/// caller, and vectors are embedded again by the engine. The repair is recorded in the
+/// ledger (`agent:index`, `index.rebuilt`). An index of a newer schema is not damaged: that
+/// is an error (a downgrade), never a rebuild.
+fn open_or_set_aside(layout: &Layout, ledger: &mut Ledger) -> Result<Index> {
+    let path = layout.index_path();
+    if let Some(problem) = Index::damage_of(&path).with_context(|| format!("checking {}", path.display()))? {
+        let kept = set_aside(&path, &layout.root.join("damaged"))?;
+        tracing::error!(%problem, kept = %kept.display(), "the index is damaged; rebuilding it from the ledger (vectors are embedded again)");
+        let event = crate::event::NewEvent::new(
+            "agent",
+            "agent:index",
+            "index.rebuilt",
+            crate::event::Priority::High,
+            serde_json::json!({"reason": problem, "damaged_copy": kept.display().to_string()}),
+        )
+        .with_summary(format!("the index was damaged ({problem}); rebuilt from the ledger"));
+        if let Err(e) = ledger.append_batch(&[event]) {
+            tracing::warn!(error = %e, "could not record the index rebuild in the ledger");
         }
     }
-    tracing::error!(%problem, moved_to = %aside.display(), "the index is damaged; rebuilding it from the ledger (vectors are embedded again)");
-    let event = crate::event::NewEvent::new(
-        "agent",
-        "agent:index",
-        "index.rebuilt",
-        crate::event::Priority::High,
-        serde_json::json!({"reason": problem, "damaged_copy": aside.file_name().map(|n| n.to_string_lossy().into_owned())}),
-    )
-    .with_summary(format!("the index was damaged ({problem}); rebuilt from the ledger"));
-    if let Err(e) = ledger.append_batch(&[event]) {
-        tracing::warn!(error = %e, "could not record the index rebuild in the ledger");
+    Ok(Index::open(&path)?)
+}
+
+/// Moves `index.sqlite` and its WAL files into `dir` (outside the data subvolume, so the
+/// damaged copy is never streamed); copies when a rename cannot cross the subvolume.
+fn set_aside(path: &std::path::Path, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = dir.join(format!("index.sqlite.{}", crate::event::now_ns() / 1_000_000_000));
+    for suffix in ["-wal", "-shm", ""] {
+        let from = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if !from.exists() {
+            continue;
+        }
+        let to = std::path::PathBuf::from(format!("{}{suffix}", target.display()));
+        if std::fs::rename(&from, &to).is_err() {
+            std::fs::copy(&from, &to).with_context(|| format!("keeping a copy of {} in {}", from.display(), dir.display()))?;
+            std::fs::remove_file(&from).with_context(|| format!("removing {}", from.display()))?;
+        }
     }
-    Ok(Index::open(path)?)
+    for d in [dir, path.parent().unwrap_or(dir)] {
+        std::fs::File::open(d).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", d.display()))?;
+    }
+    Ok(target)
 }

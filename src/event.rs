@@ -63,6 +63,9 @@ pub const MAX_ELEMENT_ID_BYTES: usize = 256;
 pub const MAX_NAME_BYTES: usize = 64;
 pub const MAX_SUMMARY_BYTES: usize = 1024;
 pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+/// Arrays and objects nested deeper than this are refused: a record's line adds levels
+/// around `details`, and JSON readers (ours included) stop at 128.
+pub const MAX_DETAILS_DEPTH: usize = 64;
 
 /// An event before the ledger gives it a place in the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +117,9 @@ impl NewEvent {
         let details_len = serde_json::to_vec(&self.details).map(|v| v.len()).unwrap_or(usize::MAX);
         if details_len > MAX_DETAILS_BYTES {
             return Err(EventError(format!("details are {details_len} bytes of JSON, more than the limit of {MAX_DETAILS_BYTES}")));
+        }
+        if depth(&self.details) > MAX_DETAILS_DEPTH {
+            return Err(EventError(format!("details nest arrays and objects more than {MAX_DETAILS_DEPTH} levels deep")));
         }
         Ok(())
     }
@@ -258,6 +264,22 @@ fn check_identifier(field: &str, value: &str, max: usize, allow_free_text: bool)
     Ok(())
 }
 
+/// How deeply arrays and objects nest in `value` (a scalar is 0), without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
 /// Current UTC time in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -268,6 +290,16 @@ pub fn now_ns() -> i64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn details_nested_too_deep_are_refused_before_the_ledger_could_not_read_them_back() {
+        let nest = |n: usize| (0..n).fold(json!(1), |inner, _| json!([inner]));
+        assert_eq!(depth(&nest(3)), 3);
+        let ok = NewEvent::new("t", "interface:eth0", "x", Priority::Low, nest(MAX_DETAILS_DEPTH));
+        assert!(ok.validate().is_ok());
+        let deep = NewEvent::new("t", "interface:eth0", "x", Priority::Low, nest(MAX_DETAILS_DEPTH + 1));
+        assert!(deep.validate().unwrap_err().0.contains("levels deep"));
+    }
 
     #[test]
     fn element_type_comes_from_prefix() {

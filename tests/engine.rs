@@ -167,11 +167,12 @@ fn a_deleted_or_damaged_index_is_rebuilt_from_the_ledger() {
         assert_eq!(engine.search_state().graph.read().unwrap().len() as u64, last, "{damage}");
         if damage != "deleted" {
             assert_eq!(now[0].action, "index.rebuilt", "{damage}: the repair is in the history");
-            let kept = std::fs::read_dir(&layout.data)
-                .unwrap()
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("index.sqlite.damaged-"));
-            assert!(kept, "the damaged index is kept aside");
+            let names = |dir: &std::path::Path| -> Vec<String> {
+                std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+            };
+            assert!(names(&layout.root.join("damaged")).iter().any(|n| n.starts_with("index.sqlite.")), "kept aside");
+            let in_data = names(&layout.data);
+            assert!(in_data.iter().all(|n| !n.starts_with("index.sqlite.")), "nothing of it is streamed: {in_data:?}");
         }
     }
 }

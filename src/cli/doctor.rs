@@ -19,7 +19,7 @@ use std::time::Duration;
 const PROVISIONING_SCRIPT: &str = include_str!("../../scripts/provision-model.sh");
 /// A cosigned head older than this is not "recent".
 const ANCHOR_STALE_S: u64 = 24 * 3600;
-/// Free space below this (or below 2 %) fails; below 1 GiB (or 10 %) it warns.
+/// Free space below this fails; below 1 GiB or 5 % of the file system it warns.
 const MIN_FREE_BYTES: u64 = 100 << 20;
 const LOW_FREE_BYTES: u64 = 1 << 30;
 
@@ -91,7 +91,10 @@ fn data_directory(config: &Config, layout: &Layout) -> Check {
         Ok(true) if layout.data.exists() && !crate::btrfs::is_subvolume(&layout.data) => Check::fail(
             NAME,
             format!("{} is not a Btrfs subvolume: it cannot be snapshotted or streamed", layout.data.display()),
-            format!("move it aside and let the daemon create it: mv {0} {0}.old (then import its ledger)", layout.data.display()),
+            format!(
+                "stop the daemon, then: mv {0} {0}.old && btrfs subvolume create {0} && cp -a --reflink=auto {0}.old/. {0}/ (and start it again)",
+                layout.data.display()
+            ),
         ),
         Ok(true) => {
             Check::ok(NAME, format!("{} on Btrfs{}", root.display(), if layout.data.exists() { ", data is a subvolume" } else { "" }))
@@ -124,10 +127,10 @@ fn disk_space(layout: &Layout) -> Check {
     let (free, total) = (vfs.f_bavail as u64 * vfs.f_frsize as u64, vfs.f_blocks as u64 * vfs.f_frsize as u64);
     let share = free as f64 / total.max(1) as f64;
     let detail = format!("{:.2} GiB free on {} ({:.0} %)", free as f64 / (1u64 << 30) as f64, dir.display(), share * 100.0);
-    if free < MIN_FREE_BYTES || share < 0.02 {
+    if free < MIN_FREE_BYTES {
         Check::fail(NAME, detail, "free space: recording stops when the disk is full (btrfs filesystem usage shows what holds it)")
-    } else if free < LOW_FREE_BYTES || share < 0.10 {
-        Check::warn(NAME, detail, "free space soon: below 100 MiB or 2 % this check fails")
+    } else if free < LOW_FREE_BYTES || share < 0.05 {
+        Check::warn(NAME, detail, "free space soon: below 100 MiB this check fails")
     } else {
         Check::ok(NAME, detail)
     }

@@ -62,12 +62,25 @@ impl Index {
         Ok(Self { conn, writable: true })
     }
 
-    /// SQLite's `quick_check` of every page (structure, not contents against the ledger):
-    /// `Some(problem)` when the file is damaged.
-    pub fn quick_check(&self) -> IndexResult<Option<String>> {
-        let mut stmt = self.conn.prepare("PRAGMA quick_check(5)")?;
-        let lines: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
-        Ok((lines != ["ok"]).then(|| lines.join("; ")))
+    /// SQLite's `quick_check` of every page of the index file at `path` (structure, not
+    /// contents against the ledger), through a read-only connection so that nothing is
+    /// written to a damaged file: `Some(problem)` when it is damaged, `None` when it is sound
+    /// or absent.
+    pub fn damage_of(path: &Path) -> IndexResult<Option<String>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let checked = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).and_then(|c| {
+            let mut stmt = c.prepare("PRAGMA quick_check(5)")?;
+            let lines = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(lines)
+        });
+        match checked.map_err(IndexError::from) {
+            Ok(lines) if lines == ["ok"] => Ok(None),
+            Ok(lines) => Ok(Some(lines.join("; "))),
+            Err(IndexError::Corrupt(problem)) => Ok(Some(problem)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the index of a live state directory for reading only: SQLite refuses every
