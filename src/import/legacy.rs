@@ -39,6 +39,9 @@ pub struct LegacyChain {
     /// Links that did not hold (prev_hash or height); the first is described.
     pub breaks: usize,
     pub first_break: Option<ChainBreak>,
+    /// Where the old chain begins, when not at its start (a first record with a height above
+    /// 1, or linking to a previous hash): records before it are missing from the input.
+    pub begins_mid_chain: Option<ChainBreak>,
     #[serde(skip)]
     last: Option<(String, Option<u64>)>,
 }
@@ -50,6 +53,11 @@ impl LegacyChain {
 
     /// One line of text: "linked" or where it broke.
     pub fn describe(&self) -> String {
+        let start = self.begins_mid_chain.as_ref().map(|b| format!("; it begins mid-chain ({})", b.reason)).unwrap_or_default();
+        format!("{}{start}", self.describe_links())
+    }
+
+    fn describe_links(&self) -> String {
         let total = self.records + self.blocks;
         match &self.first_break {
             None => format!("old chain of {total} records: every link holds (hashes kept as recorded, not recomputed)"),
@@ -66,12 +74,20 @@ impl LegacyChain {
     /// Checks that this record links to the one before; returns whether it does.
     fn link(&mut self, line: usize, hash: &str, prev_hash: &str, height: Option<u64>) -> bool {
         let mut problems = Vec::new();
+        if self.last.is_none() {
+            let linked_back = !prev_hash.is_empty() && prev_hash.bytes().any(|b| b != b'0');
+            if height.is_some_and(|h| h > 1) || linked_back {
+                let at = height.map(|h| format!("height {h}")).unwrap_or_else(|| format!("line {line}"));
+                let reason = format!("the first record, at {at}, links to {prev_hash:?}: earlier records are missing");
+                self.begins_mid_chain = Some(ChainBreak { line, height, reason });
+            }
+        }
         if let Some((last_hash, last_height)) = &self.last {
             if prev_hash != last_hash {
                 problems.push(format!("prev_hash {prev_hash:?} is not the previous record's hash {last_hash:?}"));
             }
             if let (Some(h), Some(before)) = (height, last_height) {
-                if h != before + 1 {
+                if before.checked_add(1) != Some(h) {
                     problems.push(format!("height {h} follows height {before}"));
                 }
             }

@@ -106,31 +106,58 @@ pub(crate) fn string_field(map: &Map<String, Value>, key: &str) -> Result<Option
     }
 }
 
-/// Timestamps: RFC 3339 text, or a number of seconds (with fraction), milliseconds or
-/// nanoseconds since the epoch, told apart by magnitude.
+/// Timestamps: RFC 3339 text (with `Z` or a `±HH:MM` offset), or a number of seconds (with
+/// fraction), milliseconds, microseconds or nanoseconds since the epoch, told apart by
+/// magnitude. Numbers are scaled from their decimal digits (no float rounding: `.123` s is
+/// 123,000,000 ns); digits below a nanosecond are dropped.
 pub fn parse_ts(value: &Value) -> Result<i64> {
     match value {
-        Value::String(text) => {
-            let t = humantime::parse_rfc3339_weak(text).map_err(|e| anyhow::anyhow!("ts {text:?}: {e}"))?;
-            let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| anyhow::anyhow!("ts {text:?} is before 1970"))?;
-            Ok(i64::try_from(d.as_nanos())?)
-        }
+        Value::String(text) => rfc3339_ns(text),
         Value::Number(n) => {
-            let x = n.as_f64().ok_or_else(|| anyhow::anyhow!("ts {n} is not a number"))?;
-            let ns = if x.abs() < 1e11 {
-                x * 1e9
-            } else if x.abs() < 1e14 {
-                x * 1e6
-            } else {
-                return n.as_i64().ok_or_else(|| anyhow::anyhow!("ts {n} is out of range"));
-            };
-            if !(0.0..9.2e18).contains(&ns) {
-                bail!("ts {n} is out of range");
+            let text = n.to_string();
+            let d = crate::ledger::number::decimal(&text).ok_or_else(|| anyhow::anyhow!("ts {n} is not a number"))?;
+            if d.negative && !d.digits.is_empty() {
+                bail!("ts {n} is before 1970");
             }
-            Ok(ns as i64)
+            // The value's magnitude (its first digit's power of ten) tells the unit.
+            let to_ns = match d.exp {
+                e if e < 11 => 9,
+                e if e < 14 => 6,
+                e if e < 17 => 3,
+                _ => 0,
+            };
+            let mut ns: i128 = 0;
+            for (i, digit) in d.digits.iter().enumerate() {
+                let power = d.exp - i as i32 + to_ns;
+                if power < 0 {
+                    break;
+                }
+                ns = ns.checked_add(i128::from(digit - b'0') * 10i128.checked_pow(power as u32).unwrap_or(i128::MAX)).unwrap_or(i128::MAX);
+            }
+            i64::try_from(ns).map_err(|_| anyhow::anyhow!("ts {n} is out of range"))
         }
         other => bail!("ts must be a string or a number, not {other}"),
     }
+}
+
+/// RFC 3339 with `Z` or a numeric offset, as nanoseconds since 1970.
+fn rfc3339_ns(text: &str) -> Result<i64> {
+    let (utc_text, offset_s) = match text.len().checked_sub(6).filter(|&i| text.is_char_boundary(i)).map(|i| text.split_at(i)) {
+        Some((rest, off)) if (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':' && rest.contains('T') => {
+            let hours: i64 = off[1..3].parse().map_err(|_| anyhow::anyhow!("ts {text:?}: bad offset"))?;
+            let minutes: i64 = off[4..6].parse().map_err(|_| anyhow::anyhow!("ts {text:?}: bad offset"))?;
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            (format!("{rest}Z"), sign * (hours * 3600 + minutes * 60))
+        }
+        _ => (text.to_owned(), 0),
+    };
+    let t = humantime::parse_rfc3339_weak(&utc_text).map_err(|e| anyhow::anyhow!("ts {text:?}: {e}"))?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| anyhow::anyhow!("ts {text:?} is before 1970"))?;
+    let ns = i64::try_from(d.as_nanos())? - offset_s * 1_000_000_000;
+    if ns < 0 {
+        bail!("ts {text:?} is before 1970");
+    }
+    Ok(ns)
 }
 
 #[cfg(test)]
@@ -167,6 +194,18 @@ mod tests {
         let err = parse_input(input.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("urgent") && err.contains("line 3"), "{err}");
         assert!(err.contains("line 4: the number 123456789012345678901234567890 cannot be stored exactly"), "{err}");
+    }
+
+    #[test]
+    fn times_keep_their_digits_and_offsets() {
+        let ts = |v: Value| parse_ts(&v).unwrap();
+        assert_eq!(ts(serde_json::json!(1_700_000_000.123)), 1_700_000_000_123_000_000);
+        assert_eq!(ts(serde_json::json!(1_700_000_000_123u64)), 1_700_000_000_123_000_000, "milliseconds");
+        assert_eq!(ts(serde_json::json!(1_700_000_000_123_456u64)), 1_700_000_000_123_456_000, "microseconds");
+        assert_eq!(ts(serde_json::json!(1_700_000_000_123_456_789u64)), 1_700_000_000_123_456_789, "nanoseconds");
+        assert_eq!(ts(serde_json::json!("2026-11-01T12:00:00+02:00")), ts(serde_json::json!("2026-11-01T10:00:00Z")));
+        assert_eq!(ts(serde_json::json!("2026-11-01T08:30:00-01:30")), ts(serde_json::json!("2026-11-01T10:00:00Z")));
+        assert!(parse_ts(&serde_json::json!(-5)).is_err());
     }
 
     #[test]
