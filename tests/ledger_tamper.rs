@@ -278,7 +278,12 @@ fn an_empty_last_segment_named_for_the_next_seq_is_a_cut_short_rotation() {
     drop(ledger);
     assert!(std::fs::metadata(&next).unwrap().len() > 0, "the writer appends to it");
     assert!(scan(&dir, |_| {}).unwrap().is_intact());
-    // Misnamed, it is damage.
-    std::fs::write(dir.join(format!("{:020}.jsonl", RECORDS + 5)), b"").unwrap();
+    // Misnamed, it is damage: empty, or holding only the start of a record.
+    let misnamed = dir.join(format!("{:020}.jsonl", RECORDS + 5));
+    std::fs::write(&misnamed, b"").unwrap();
     assert_eq!(scan(&dir, |_| {}).unwrap().damage.unwrap().kind, DamageKind::EmptySegment);
+    std::fs::write(&misnamed, b"{\"action\":\"link.d").unwrap();
+    let outcome = scan(&dir, |_| {}).unwrap();
+    assert!(outcome.torn.is_none());
+    assert_eq!(outcome.damage.unwrap().kind, DamageKind::SegmentMisnamed { named_first_seq: RECORDS as u64 + 5 });
 }

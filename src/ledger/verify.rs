@@ -177,7 +177,11 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(&Record)) -> io::Result<ScanOutcom
             }
             let expected_seq = state.head_seq + 1;
             if !read.complete {
-                if is_last {
+                if is_last && line_no == 0 && segment.first_seq != expected_seq {
+                    // A torn first record in a segment named for another seq: not a crash in
+                    // a rotation (that names the segment for the record it was writing).
+                    damage_kind = Some((expected_seq, 1, DamageKind::SegmentMisnamed { named_first_seq: segment.first_seq }));
+                } else if is_last {
                     outcome.torn = Some(TornTail { seq: expected_seq, segment: segment.path.clone(), offset, bytes: read.bytes });
                 } else {
                     damage_kind = Some((
