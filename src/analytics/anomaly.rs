@@ -695,18 +695,7 @@ mod tests {
     use serde_json::json;
 
     fn ev(seq: u64, ts_s: i64, element: &str, action: &str, priority: Priority, details: Value) -> EventRow {
-        EventRow {
-            seq,
-            ts: ts_s * 1_000_000_000,
-            element_id: element.into(),
-            element_type: "interface".into(),
-            action: action.into(),
-            priority,
-            source: "t".into(),
-            hash: String::new(),
-            summary: String::new(),
-            details,
-        }
+        crate::analytics::fixtures::row(seq, ts_s * 1_000_000_000, element, action, priority, details)
     }
 
     #[test]

@@ -87,3 +87,47 @@ pub fn known_element(index: &Index, element_id: &str) -> Result<crate::index::El
         .into()
     })
 }
+
+/// Records and rows for the analytics modules' unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::event::Priority;
+    use crate::index::EventRow;
+    use crate::ledger::Record;
+    use serde_json::Value;
+
+    /// A ledger record (hash = the seq repeated, links zero: the index does not check them).
+    pub fn record(seq: u64, ts_ms: i64, element: &str, kind: &str, action: &str, priority: Priority, details: Value) -> Record {
+        Record {
+            seq,
+            ts: ts_ms * 1_000_000,
+            host: "h".into(),
+            source: "test".into(),
+            element_id: element.into(),
+            element_type: kind.into(),
+            action: action.into(),
+            priority,
+            summary: format!("event {seq}"),
+            details,
+            prev: [0; 32],
+            element_prev: [0; 32],
+            hash: [seq as u8; 32],
+        }
+    }
+
+    /// An index row of an interface.
+    pub fn row(seq: u64, ts_ns: i64, element: &str, action: &str, priority: Priority, details: Value) -> EventRow {
+        EventRow {
+            seq,
+            ts: ts_ns,
+            element_id: element.into(),
+            element_type: "interface".into(),
+            action: action.into(),
+            priority,
+            source: "t".into(),
+            hash: String::new(),
+            summary: String::new(),
+            details,
+        }
+    }
+}

@@ -378,18 +378,7 @@ mod tests {
     use serde_json::json;
 
     fn row(seq: u64, action: &str, priority: Priority, details: Value) -> EventRow {
-        EventRow {
-            seq,
-            ts: seq as i64,
-            element_id: "interface:eth0".into(),
-            element_type: "interface".into(),
-            action: action.into(),
-            priority,
-            source: "t".into(),
-            hash: String::new(),
-            summary: String::new(),
-            details,
-        }
+        crate::analytics::fixtures::row(seq, seq as i64, "interface:eth0", action, priority, details)
     }
 
     #[test]

@@ -206,21 +206,7 @@ mod tests {
     use serde_json::json;
 
     fn record(seq: u64, ts_ms: i64, element: &str, details: Value) -> Record {
-        Record {
-            seq,
-            ts: ts_ms * 1_000_000,
-            host: "h".into(),
-            source: "test".into(),
-            element_id: element.into(),
-            element_type: "interface".into(),
-            action: "properties.changed".into(),
-            priority: Priority::Low,
-            summary: format!("event {seq}"),
-            details,
-            prev: [0; 32],
-            element_prev: [0; 32],
-            hash: [seq as u8; 32],
-        }
+        crate::analytics::fixtures::record(seq, ts_ms, element, "interface", "properties.changed", Priority::Low, details)
     }
 
     #[test]

@@ -194,21 +194,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn record(seq: u64, ts_ms: i64, element: &str, kind: &str, priority: Priority, details: Value) -> Record {
-        Record {
-            seq,
-            ts: ts_ms * 1_000_000,
-            host: "h".into(),
-            source: "test".into(),
-            element_id: element.into(),
-            element_type: kind.into(),
-            action: "changed".into(),
-            priority,
-            summary: format!("event {seq}"),
-            details,
-            prev: [0; 32],
-            element_prev: [0; 32],
-            hash: [seq as u8; 32],
-        }
+        crate::analytics::fixtures::record(seq, ts_ms, element, kind, "changed", priority, details)
     }
 
     #[test]
