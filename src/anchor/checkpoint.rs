@@ -59,6 +59,12 @@ pub fn note_path(data: &Path, seq: u64) -> PathBuf {
     data.join(DIR).join(format!("{seq:020}.note"))
 }
 
+/// Reads a checkpoint note (bounded: it may come from a received, untrusted snapshot).
+pub fn read_note(path: &Path) -> Result<(Checkpoint, Note)> {
+    let note = Note::parse(&durable::read_limited(path, MAX_NOTE_BYTES).with_context(|| format!("reading {}", path.display()))?)?;
+    Ok((Checkpoint::parse(&note.text)?, note))
+}
+
 /// Note files are read, changed and replaced by the snapshot trigger and by every replica
 /// worker: one at a time, or a cosignature is lost (and they share the temporary name).
 static NOTE_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -71,8 +77,7 @@ pub fn write_signed(data: &Path, signer: &Signer, checkpoint: &Checkpoint) -> Re
     let dir = data.join(DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = note_path(data, checkpoint.seq);
-    let existing = durable::read_limited(&path, MAX_NOTE_BYTES).ok().and_then(|b| Note::parse(&b).ok());
-    if existing.and_then(|n| Checkpoint::parse(&n.text).ok()).is_some_and(|c| c.seq == checkpoint.seq && c.head == checkpoint.head) {
+    if read_note(&path).is_ok_and(|(c, _)| c.seq == checkpoint.seq && c.head == checkpoint.head) {
         return Ok(());
     }
     let text = checkpoint.text();
@@ -103,9 +108,7 @@ pub fn add_cosignature(data: &Path, seq: u64, line: &str) -> Result<()> {
 pub fn notes(dir: &Path) -> (Vec<(Checkpoint, Note)>, Vec<String>) {
     let (mut out, mut problems) = (Vec::new(), Vec::new());
     for (_, path) in list(dir) {
-        let read =
-            durable::read_limited(&path, MAX_NOTE_BYTES).and_then(|b| Note::parse(&b)).and_then(|n| Ok((Checkpoint::parse(&n.text)?, n)));
-        match read {
+        match read_note(&path) {
             Ok(pair) => out.push(pair),
             Err(e) => problems.push(format!("{}: {e:#}", path.display())),
         }
@@ -132,8 +135,7 @@ fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 fn prune(dir: &Path) {
     let all = list(dir);
     let old = &all[..all.len().saturating_sub(KEEP)];
-    let cosigned =
-        |p: &Path| durable::read_limited(p, MAX_NOTE_BYTES).ok().and_then(|b| Note::parse(&b).ok()).is_some_and(|n| n.signatures.len() > 1);
+    let cosigned = |p: &Path| read_note(p).is_ok_and(|(_, n)| n.signatures.len() > 1);
     let newest_recent_cosigned = all[old.len()..].iter().any(|(_, p)| cosigned(p));
     let mut kept_one = newest_recent_cosigned;
     for (_, path) in old.iter().rev() {

@@ -26,7 +26,7 @@ use super::frame::{Ack, Header, MAX_CHUNK};
 use super::guard::{Expected, Guard};
 use super::identity::same_prefix;
 use super::snapshot::{self, Manifest};
-use crate::anchor::{Checkpoint, Note, Signer, Verifier, checkpoint};
+use crate::anchor::{Signer, Verifier, checkpoint};
 use crate::btrfs;
 use crate::durable;
 use crate::index::{Index, from_blob};
@@ -456,9 +456,7 @@ fn signed_checkpoint(staged: &Path, manifest: &Manifest, previous: &ReplicaState
             previous.checkpoint_key
         );
     }
-    let path = checkpoint::note_path(staged, manifest.head_seq);
-    let note = Note::parse(&durable::read_limited(&path, 64 << 10).with_context(|| format!("reading {}", path.display()))?)?;
-    let signed = Checkpoint::parse(&note.text)?;
+    let (signed, note) = checkpoint::read_note(&checkpoint::note_path(staged, manifest.head_seq))?;
     if signed.text() != note.text {
         bail!("the checkpoint of seq {} is not in canonical form", signed.seq);
     }

@@ -403,8 +403,7 @@ async fn keep_cosignature(engine: &Engine, root: &Path, replica: &str, ack: &sup
         anyhow::bail!("replica {replica} offered a key that is not a cosignature key");
     }
     let data = engine.layout().data.clone();
-    let note = anchor::Note::parse(&durable::read_limited(&anchor::checkpoint::note_path(&data, ack.head_seq), 64 << 10)?)?;
-    let checkpoint = anchor::Checkpoint::parse(&note.text)?;
+    let (checkpoint, note) = anchor::checkpoint::read_note(&anchor::checkpoint::note_path(&data, ack.head_seq))?;
     if checkpoint.seq != ack.head_seq || hex::encode(checkpoint.head) != ack.head_hash {
         anyhow::bail!("replica {replica} acknowledged a head other than the checkpoint's");
     }
