@@ -194,7 +194,7 @@ fn open_or_set_aside(layout: &Layout, ledger: &mut Ledger) -> Result<Index> {
 /// damaged copy is never streamed); copies when a rename cannot cross the subvolume.
 fn set_aside(path: &std::path::Path, dir: &std::path::Path) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target = dir.join(format!("index.sqlite.{}", crate::event::now_ns() / 1_000_000_000));
+    let target = dir.join(format!("index.sqlite.{}", crate::event::now_unix_s()));
     for suffix in ["-wal", "-shm", ""] {
         let from = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
         if !from.exists() {

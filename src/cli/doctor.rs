@@ -245,7 +245,7 @@ fn anchoring(config: &Config, layout: &Layout, replicas: Option<Vec<serde_json::
         .iter()
         .rev()
         .find_map(|(c, n)| witnesses.iter().find_map(|w| w.check(n).ok().flatten().map(|at| (c.seq, at, w.name.clone()))));
-    let now = u64::try_from(crate::event::now_ns() / 1_000_000_000).unwrap_or(0);
+    let now = crate::event::now_unix_s();
     match newest {
         None => Check::warn(
             NAME,

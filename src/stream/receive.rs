@@ -242,8 +242,7 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
         Ok(verified) => {
             verified.state.save(dir)?;
             if let Some(text) = &verified.checkpoint {
-                let now = u64::try_from(crate::event::now_ns() / 1_000_000_000).unwrap_or(0);
-                ack.cosignature = Some(witness.cosign(text, now));
+                ack.cosignature = Some(witness.cosign(text, crate::event::now_unix_s()));
                 ack.witness_key = Some(witness.vkey(crate::anchor::COSIGNATURE_ED25519));
             }
             ack.ok = true;
