@@ -105,7 +105,7 @@ fn cosigned_head(c: &Checkpoint, witness: &str, at: u64) -> Cosigned {
 /// ones) and `root/keys/witnesses/retired/` (keys replaced at re-enrolment, kept so the
 /// heads they cosigned still count).
 pub fn pinned_witnesses(root: &Path) -> Result<Vec<Verifier>> {
-    let dir = root.join("keys").join("witnesses");
+    let dir = super::keys::witnesses_dir(root);
     let mut out = Vec::new();
     for d in [dir.clone(), dir.join("retired")] {
         for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {

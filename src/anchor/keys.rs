@@ -7,6 +7,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+/// Where the replicas' witness keys are pinned on a primary (`<replica>.vkey`, and
+/// `retired/` for keys replaced at re-enrolment).
+pub fn witnesses_dir(root: &Path) -> std::path::PathBuf {
+    root.join("keys").join("witnesses")
+}
+
 /// Loads the key at `path`, or makes one named `name` there when there is none. A key
 /// readable by anyone but its owner is refused (it may have been copied).
 pub fn load_or_create(path: &Path, name: &str) -> Result<Signer> {

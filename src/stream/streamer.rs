@@ -389,7 +389,7 @@ pub fn checkpoint_key_path(root: &Path) -> PathBuf {
 
 /// Where a replica's witness key is pinned on the primary (on first cosignature).
 pub fn witness_key_path(root: &Path, replica: &str) -> PathBuf {
-    root.join("keys").join("witnesses").join(format!("{replica}.vkey"))
+    anchor::keys::witnesses_dir(root).join(format!("{replica}.vkey"))
 }
 
 /// Keeps a replica's cosignature of the head it acknowledged in `data/witness/<seq>.note`,
