@@ -267,6 +267,17 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The file system's facts for `path` (flags, sizes, free blocks).
+pub fn statvfs(path: &Path) -> Result<libc::statvfs> {
+    let c = CString::new(path.as_os_str().as_bytes()).context("path contains a NUL byte")?;
+    // SAFETY: a zeroed statvfs filled by the kernel for a valid C string.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", path.display()));
+    }
+    Ok(vfs)
+}
+
 /// Makes `cmd` run in a mount namespace of its own in which `mount_point` is remounted
 /// `nosuid,nodev,noexec`: whatever it creates there (a device node, a setuid file) can be
 /// neither opened as a device nor executed by it. Other mount flags are kept.
@@ -274,11 +285,7 @@ pub fn confine_to_nosuid_nodev(cmd: &mut Command, mount_point: &Path) -> Result<
     use std::os::unix::process::CommandExt;
     let target = CString::new(mount_point.as_os_str().as_bytes()).context("mount point contains a NUL byte")?;
     let root = CString::new("/").expect("no NUL");
-    // SAFETY: a zeroed statvfs filled by the kernel for a valid C string.
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(target.as_ptr(), &mut vfs) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", mount_point.display()));
-    }
+    let vfs = statvfs(mount_point)?;
     let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     for (st, ms) in [
         (libc::ST_RDONLY, libc::MS_RDONLY),

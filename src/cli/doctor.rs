@@ -116,14 +116,9 @@ fn data_directory(config: &Config, layout: &Layout) -> Check {
 fn disk_space(layout: &Layout) -> Check {
     const NAME: &str = "disk space";
     let dir = if layout.root.exists() { layout.root.clone() } else { layout.root.parent().map(Path::to_owned).unwrap_or_default() };
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return Check::warn(NAME, "path not representable", "—");
-    };
-    // SAFETY: a zeroed statvfs filled by the kernel for a valid C string.
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
+    let Ok(vfs) = crate::btrfs::statvfs(&dir) else {
         return Check::warn(NAME, format!("cannot stat {}", dir.display()), "check that the data directory's parent exists");
-    }
+    };
     let (free, total) = (vfs.f_bavail as u64 * vfs.f_frsize as u64, vfs.f_blocks as u64 * vfs.f_frsize as u64);
     let share = free as f64 / total.max(1) as f64;
     let detail = format!("{:.2} GiB free on {} ({:.0} %)", free as f64 / (1u64 << 30) as f64, dir.display(), share * 100.0);
