@@ -20,10 +20,21 @@ pub const NOW_NS: i64 = 1_795_167_000 * 1_000_000_000;
 
 pub struct Question {
     pub text: String,
-    pub heldout: bool,
+    pub split: Split,
     /// A name, number or address the question names, or a time window.
     pub class: &'static str,
     pub relevant: HashSet<u64>,
+}
+
+/// Which questions a choice may be made on. `Dev`: used while building. `HeldOut`: only
+/// scored while the search was built (2026-11-30), though its failures were read on
+/// 2026-12-01. `Fresh`: written on 2026-12-01 before that day's changes, never read
+/// question by question (`EVAL_VERBOSE` leaves them out).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Split {
+    Dev,
+    HeldOut,
+    Fresh,
 }
 
 pub struct History {
@@ -71,7 +82,13 @@ pub fn load() -> History {
             } else {
                 "paraphrase"
             };
-            Question { text: q["query"].as_str().unwrap().to_owned(), heldout: q["split"] == "heldout", class, relevant }
+            let split = match q["split"].as_str() {
+                Some("dev") => Split::Dev,
+                Some("heldout") => Split::HeldOut,
+                Some("fresh") => Split::Fresh,
+                other => panic!("unknown split {other:?}"),
+            };
+            Question { text: q["query"].as_str().unwrap().to_owned(), split, class, relevant }
         })
         .collect();
     History { events, raw, questions }
@@ -153,7 +170,7 @@ pub fn mean(results: &[(f64, f64)]) -> Scores {
 /// The four methods' (P@5, RR) for one question.
 pub struct Row {
     pub question: String,
-    pub heldout: bool,
+    pub split: Split,
     pub class: &'static str,
     /// Hybrid, semantic only, lexical only, the BM25 baseline.
     pub scores: [(f64, f64); 4],
@@ -181,7 +198,7 @@ pub fn evaluate(history: &History, config: &ovs_port_agent::config::Config) -> V
             let keywords = bm25.ranked(&q.text);
             Row {
                 question: q.text.clone(),
-                heldout: q.heldout,
+                split: q.split,
                 class: q.class,
                 scores: [&hybrid, &semantic, &lexical, &keywords].map(|r| score(r, &q.relevant)),
                 hybrid,
@@ -202,8 +219,9 @@ pub fn summarize(rows: &[Row], pick: impl Fn(&Row) -> bool) -> [Scores; 4] {
 pub fn groups() -> Vec<(&'static str, Box<dyn Fn(&Row) -> bool>)> {
     vec![
         ("all", Box::new(|_: &Row| true)),
-        ("dev", Box::new(|r: &Row| !r.heldout)),
-        ("held out", Box::new(|r: &Row| r.heldout)),
+        ("dev", Box::new(|r: &Row| r.split == Split::Dev)),
+        ("held out", Box::new(|r: &Row| r.split == Split::HeldOut)),
+        ("fresh", Box::new(|r: &Row| r.split == Split::Fresh)),
         ("paraphrase", Box::new(|r: &Row| r.class == "paraphrase")),
         ("names", Box::new(|r: &Row| r.class == "names")),
         ("time", Box::new(|r: &Row| r.class == "time")),
