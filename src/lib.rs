@@ -18,6 +18,7 @@ pub mod engine;
 pub mod event;
 pub mod failure;
 pub mod faults;
+pub mod glossary;
 pub mod health;
 pub mod import;
 pub mod index;

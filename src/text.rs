@@ -54,6 +54,13 @@ pub struct Fact {
 }
 
 impl Fact {
+    /// What a change's new value, or a reason, means for NetworkManager's state fields
+    /// ("connectivity none" → "the host is not connected to any network").
+    pub fn meaning(&self) -> Option<&'static str> {
+        let told = self.before.is_some() || self.field.ends_with("reason");
+        if told { crate::glossary::meaning(&self.field, &self.after) } else { None }
+    }
+
     pub fn text(&self) -> String {
         match &self.before {
             Some(before) => format!("{} {} → {}", self.field, before, self.after),

@@ -22,7 +22,9 @@ const BODY_WEIGHT: f64 = 1.0;
 /// type, action, source and summary; then every fact of its details with raw values.
 pub fn lexical_text(element_id: &str, element_type: &str, action: &str, source: &str, summary: &str, details: &Value) -> (String, String) {
     let head = format!("{element_id} {} {} {} {summary}", words(element_type), words(action), words(source));
-    let body = facts(details).iter().map(|f| f.text()).collect::<Vec<_>>().join(" | ");
+    let facts = facts(details);
+    let meanings = facts.iter().filter_map(|f| f.meaning());
+    let body = facts.iter().map(|f| f.text()).chain(meanings.map(str::to_owned)).collect::<Vec<_>>().join(" | ");
     (head, body)
 }
 
@@ -54,5 +56,29 @@ impl Index {
         let mut stmt = self.conn.prepare_cached("SELECT rowid FROM events_fts WHERE events_fts MATCH ?1 ORDER BY rowid DESC LIMIT ?2")?;
         let rows = stmt.query_map(params![expr, limit as i64], |r| Ok(r.get::<_, i64>(0)? as u64))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::events::tests::record;
+    use super::*;
+
+    #[test]
+    fn what_a_state_means_is_a_keyword_and_a_version_4_index_gains_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let mut index = Index::open(&path).unwrap();
+        let mut lost = record(1, "nm:manager");
+        lost.details = serde_json::json!({"connectivity": "none", "previous": "full"});
+        index.apply(&[lost]).unwrap();
+        let offline = "\"host\" AND \"not\" AND \"connected\"";
+        assert_eq!(index.lexical_newest(offline, 10).unwrap(), vec![1]);
+        // An index of version 4 holds the words without their meanings: filled again on open.
+        index.connection().execute_batch("INSERT INTO events_fts(events_fts) VALUES('delete-all'); PRAGMA user_version = 4;").unwrap();
+        assert!(index.lexical_newest(offline, 10).unwrap().is_empty());
+        drop(index);
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.lexical_newest(offline, 10).unwrap(), vec![1]);
     }
 }

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NUL
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Creates the tables and brings an index written by an older version up to date in place
 /// (the index is derived, but its vectors are expensive to remake, so it is migrated rather
@@ -84,8 +84,9 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
         tracing::info!(ms = started.elapsed().as_millis() as u64, "index migrated: events.element_prev_seq filled");
     }
     conn.execute_batch("DROP INDEX IF EXISTS events_by_element")?;
-    // Version 2 → 3: the full-text index, filled from the events already indexed.
-    if !had_fts {
+    // Version 2 → 3: the full-text index, filled from the events already indexed. Version 4 → 5:
+    // its words gain what NetworkManager's state values mean (`glossary`), so it is filled again.
+    if !had_fts || version < 5 {
         let started = std::time::Instant::now();
         let filled = fill_lexical(conn)?;
         tracing::info!(events = filled, ms = started.elapsed().as_millis() as u64, "index migrated: full-text index filled");
@@ -104,11 +105,16 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
     Ok(())
 }
 
-/// A read-only connection cannot migrate: the file must already be of this version.
+/// The oldest version read without migrating: version 5 changed only the full-text index's
+/// words, so a version-4 index (an older primary's snapshot on an upgraded replica) is read
+/// as it is, its keyword matches without the meanings.
+const OLDEST_READABLE: i64 = 4;
+
+/// A read-only connection cannot migrate: the file must already be of a readable version.
 pub fn check_readable(conn: &Connection, path: &Path) -> IndexResult<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match version {
-        SCHEMA_VERSION => Ok(()),
+        OLDEST_READABLE..=SCHEMA_VERSION => Ok(()),
         v if v > SCHEMA_VERSION => {
             Err(IndexError::Corrupt(format!("{} has schema version {v}, newer than this program's {SCHEMA_VERSION}", path.display())))
         }
@@ -119,8 +125,9 @@ pub fn check_readable(conn: &Connection, path: &Path) -> IndexResult<()> {
     }
 }
 
-/// Adds every indexed event to the full-text index (a migration from version 2).
+/// Fills the full-text index again from every indexed event (a migration from version 2 or 4).
 fn fill_lexical(conn: &Connection) -> IndexResult<u64> {
+    super::lexical::clear_lexical(conn)?;
     let mut stmt = conn.prepare("SELECT seq, element_id, element_type, action, source, summary, details FROM events ORDER BY seq")?;
     let mut rows = stmt.query([])?;
     let mut insert = conn.prepare("INSERT INTO events_fts(rowid, head, body) VALUES (?1, ?2, ?3)")?;
