@@ -44,6 +44,9 @@ pub fn print_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
         };
         println!("direction: {way}; changes the other way rank lower");
     }
+    if answer.failures {
+        println!("failures: the query asks about failures; other events rank lower");
+    }
     for note in &answer.notes {
         println!("note: {note}");
     }

@@ -95,10 +95,25 @@ const EVENT_DOWN: &[&str] = &[
     "detached",
 ];
 
+/// Words in an event's action or new value that say something failed.
+const EVENT_FAILURE: &[&str] = &["failed", "failure", "error", "errors"];
+
+/// Whether a query asks about failures ("device failed to activate": a failure, not a
+/// deactivation, though both went down).
+pub fn query_asks_failure(words: &[String]) -> bool {
+    words.iter().any(|w| FAILURE_WORDS.contains(&w.as_str()))
+}
+
+/// Whether an event is a failure: its action or what its first change ended at says so.
+pub fn event_is_failure(action: &str, first_change: Option<&Change>) -> bool {
+    let failed = |text: &str| text.split(|c: char| !c.is_alphanumeric()).any(|w| EVENT_FAILURE.contains(&w.to_lowercase().as_str()));
+    failed(action) || first_change.is_some_and(|c| failed(&c.after))
+}
+
 /// The direction a query asks about, if it names one (and only one).
 pub fn of_query(words: &[String]) -> Option<Direction> {
     let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
-    if has(FAILURE_WORDS) {
+    if query_asks_failure(words) {
         return Some(Direction::Down);
     }
     match (has(QUERY_UP), has(QUERY_DOWN)) {
@@ -170,5 +185,19 @@ mod tests {
             Some(Direction::Up)
         );
         assert_eq!(of("mtu", json!({"from": 1500, "to": 9000})), None);
+    }
+
+    #[test]
+    fn failures_are_told_from_other_ways_down() {
+        let words = |t: &str| t.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert!(query_asks_failure(&words("device failed to activate")));
+        assert!(!query_asks_failure(&words("profile went down")));
+        let failed = |action: &str, details: serde_json::Value| event_is_failure(action, Change::all_in(&details).first());
+        assert!(failed("state.changed", json!({"old_state": "ip-config", "new_state": "failed"})));
+        assert!(failed("iface_error", json!({"error": "could not add network device"})));
+        assert!(!failed(
+            "connection.deactivated",
+            json!({"before": {"state": "activated"}, "after": {"state": "deactivated"}, "changed": ["state"]})
+        ));
     }
 }

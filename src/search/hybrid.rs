@@ -27,6 +27,9 @@ const RERANKED: usize = 40;
 /// A candidate whose change went the other way than the query asks ("added" for "removed")
 /// keeps this share of its score.
 const OTHER_DIRECTION: f64 = 0.5;
+/// When the query asks about failures ("failed to activate"), a candidate that is not a failure
+/// (a deactivation, a removal) keeps this share of its score.
+const NOT_A_FAILURE: f64 = 0.75;
 /// When the query names an element ("link down on ens3"), a candidate of another element
 /// keeps this share of its score.
 const OTHER_ELEMENT: f64 = 0.5;
@@ -108,6 +111,9 @@ pub struct Answer {
     /// The direction of change the query asks about; hits going the other way rank lower.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
+    /// The query asks about failures: events that are not failures rank lower.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failures: bool,
     /// The time window read from the query, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<AnswerTime>,
@@ -166,6 +172,7 @@ impl SearchState {
             semantic_query: plan.semantic.clone(),
             terms: plan.terms.clone(),
             direction: plan.direction,
+            failures: plan.failure,
             time: plan.time.as_ref().map(AnswerTime::of),
             notes: plan.notes.clone(),
             ..Default::default()
@@ -215,6 +222,13 @@ impl SearchState {
                 }
             }
         }
+        if plan.failure {
+            for c in &mut ranked {
+                if !direction::event_is_failure(&c.row.action, c.changes.first()) {
+                    c.score *= NOT_A_FAILURE;
+                }
+            }
+        }
         let named = named_elements(plan, ranked.iter().map(|c| c.row.element_id.as_str()));
         if !named.is_empty() {
             for c in &mut ranked {
@@ -255,8 +269,9 @@ impl SearchState {
         let mut hits: Vec<Hit> = Vec::with_capacity(limit);
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
         for c in ranked {
-            // Near-duplicates: the same element, the same action, the same fields changed.
-            let changed: Vec<&str> = c.changes.iter().map(|ch| ch.field.as_str()).collect();
+            // Near-duplicates: the same element, the same action, the same fields changed to the
+            // same values (connectivity lost four times; not lost and then restored).
+            let changed: Vec<String> = c.changes.iter().map(|ch| format!("{}={}", ch.field, ch.after)).collect();
             let key = (c.row.element_id.clone(), format!("{} {}", c.row.action, changed.join(",")));
             if let Some(&at) = groups.get(&key) {
                 hits[at].similar.push(c.row.seq);

@@ -128,6 +128,8 @@ pub struct Plan {
     pub time: Option<TimeWindow>,
     /// Which way the asked-about change went, when the query says ("back online": up).
     pub direction: Option<Direction>,
+    /// Whether the query asks about failures (errors, things that failed).
+    pub failure: bool,
     /// What was assumed or could not be read, said back with the answer.
     pub notes: Vec<String>,
 }
@@ -182,6 +184,7 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
     let words: Vec<String> = term_queries.iter().map(|(w, _)| w.clone()).collect();
     Ok(Plan {
         direction: direction::of_query(&words),
+        failure: direction::query_asks_failure(&words),
         semantic: if term_queries.is_empty() { String::new() } else { semantic },
         lexical,
         terms,

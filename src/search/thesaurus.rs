@@ -32,6 +32,9 @@ const GROUPS: &[(&[&str], &[&str])] = &[
     (&["address", "addresses", "ip"], &["addresses", "address"]),
     (&["deactivated", "disconnected"], &["deactivated", "disconnected"]),
     (&["activated", "activate"], &["activated"]),
+    // nmcli's verbs: `nmcli connection up` activates a profile, `down` deactivates it.
+    (&["up"], &["activated"]),
+    (&["down"], &["deactivated"]),
     (&["internet", "connectivity"], &["connectivity"]),
 ];
 
