@@ -7,7 +7,7 @@ packages=(
   btrfs-progs        # btrfs subvolume/snapshot/send/receive, mkfs.btrfs for dev and test images
   dbus               # dbus-daemon (private test buses), the system bus policy
   libglib2.0-bin     # gdbus, a client the tests and operators use
-  systemd            # busctl
+  systemd            # busctl, systemd-analyze (the units are checked in the tests)
   network-manager    # the real NetworkManager for ingestion tests
   openvswitch-switch # ovsdb-server, ovs-vswitchd, ovs-vsctl
   openssh-server     # replica hosts in network namespaces
