@@ -3,6 +3,7 @@
 mod analytics;
 mod client;
 mod doctor;
+mod logging;
 mod offline;
 mod output;
 mod progress;
@@ -242,7 +243,7 @@ pub struct FilterArgs {
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    logging::init(cli.verbose);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -250,17 +251,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(crate::failure::classify(&error).exit_code())
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {

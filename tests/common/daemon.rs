@@ -75,7 +75,9 @@ impl AgentDaemon {
         Self::spawn(netns.command(agent_bin().to_str().unwrap()), bus, data_dir, config)
     }
 
-    fn spawn(mut cmd: Command, bus: &str, data_dir: &Path, config: &Path) -> Self {
+    /// Started by `cmd` (a wrapper such as `unshare … ovs-port-agent`), the daemon's
+    /// arguments appended.
+    pub fn spawn(mut cmd: Command, bus: &str, data_dir: &Path, config: &Path) -> Self {
         let child = cmd
             .args(["--config"])
             .arg(config)
