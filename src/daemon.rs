@@ -13,12 +13,14 @@ use crate::config::{Config, Role};
 use crate::dbus::backend::{Backend, Reporting};
 use crate::dbus::{BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
+use crate::event::{NewEvent, Priority};
 use crate::health::Health;
 use crate::layout::Layout;
+use crate::reload::{ConfigFile, ReloadPlan};
 use crate::replica::{ReplicaView, StateWatch};
 use crate::sources::Recorder;
 use crate::stream::receive;
-use crate::stream::streamer::{ReplicaNotice, StreamHandle};
+use crate::stream::streamer::{ReplicaNotice, StreamHandle, Streaming};
 use crate::supervisor::{Restart, Stopping, Supervisor};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
@@ -31,14 +33,14 @@ use zbus::object_server::InterfaceRef;
 /// How long each group gets to stop before its tasks are aborted.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-pub async fn run(config: Config, layout: Layout, bus: String) -> Result<()> {
+pub async fn run(config: Config, file: ConfigFile, layout: Layout, bus: String) -> Result<()> {
     match config.agent.role {
-        Role::Primary => run_primary(config, layout, bus).await,
+        Role::Primary => run_primary(config, file, layout, bus).await,
         Role::Replica => run_replica(config, bus).await,
     }
 }
 
-async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> {
+async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: String) -> Result<()> {
     let started = std::time::Instant::now();
     let health = Arc::new(Health::default());
     let engine = {
@@ -47,7 +49,8 @@ async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> 
     };
     let mut supervisor = Supervisor::new();
     watch_threads(&mut supervisor, engine.clone());
-    let stream = start_streaming(&mut supervisor, &config, &layout, engine.clone(), health.clone())?;
+    let streaming = start_streaming(&mut supervisor, &config, &layout, engine.clone(), health.clone())?;
+    let stream = streaming.as_ref().map(|s| s.handle.clone());
     let conn = crate::bus::connect(&bus).await?;
     let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), ..Default::default() };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting.clone())).await?;
@@ -57,7 +60,8 @@ async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> 
     if let Some(stream) = &stream {
         spawn_replica_signals(&mut supervisor, stream.clone(), iface);
     }
-    start_sources(&mut supervisor, &config, &bus, engine.clone(), health);
+    let recorder = start_sources(&mut supervisor, &config, &bus, engine.clone(), health);
+    let mut signals = Signals::new()?;
     own_name(&conn).await?;
     tracing::info!(
         name = BUS_NAME,
@@ -67,7 +71,16 @@ async fn run_primary(config: Config, layout: Layout, bus: String) -> Result<()> 
         ready_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    let outcome = wait_for_stop(&mut supervisor).await;
+    let mut running = config;
+    let outcome = loop {
+        match next_wake(&mut supervisor, &mut signals).await {
+            Wake::Stop(outcome) => break outcome,
+            Wake::Reload => {
+                let live = Live { streaming: streaming.as_ref(), recorder: &recorder, engine: &engine };
+                reload(&mut supervisor, &file, &mut running, live).await;
+            }
+        }
+    };
     supervisor.stop_group("sources", STOP_DEADLINE).await;
     supervisor.stop_group("recorder", STOP_DEADLINE).await;
     stop_serving(&conn).await;
@@ -103,9 +116,15 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
     supervisor.spawn("replica", "snapshot-watcher", Restart::Always, move |stopping| {
         follow_snapshots(view.clone(), iface.clone(), state_file.clone(), stopping)
     });
+    let mut signals = Signals::new()?;
     own_name(&conn).await?;
     tracing::info!(name = BUS_NAME, bus = %bus, dir = %dir.display(), "ready (replica)");
-    let outcome = wait_for_stop(&mut supervisor).await;
+    let outcome = loop {
+        match next_wake(&mut supervisor, &mut signals).await {
+            Wake::Stop(outcome) => break outcome,
+            Wake::Reload => tracing::warn!("the replica role has nothing to reload; restart it to apply a changed configuration"),
+        }
+    };
     stop_serving(&conn).await;
     supervisor.stop_group("replica", STOP_DEADLINE).await;
     tracing::info!("stopped");
@@ -142,17 +161,111 @@ async fn follow_snapshots(
 }
 
 /// Waits for SIGTERM/SIGINT, or for a task the daemon cannot run without to end.
-async fn wait_for_stop(supervisor: &mut Supervisor) -> Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+/// The signals the daemon acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())?, hup: signal(SignalKind::hangup())? })
+    }
+}
+
+/// What woke the daemon's main loop.
+enum Wake {
+    /// Shut down, with how the run ended.
+    Stop(Result<()>),
+    /// SIGHUP (`systemctl reload`).
+    Reload,
+}
+
+async fn next_wake(supervisor: &mut Supervisor, signals: &mut Signals) -> Wake {
     tokio::select! {
-        _ = term.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); Ok(()) }
-        _ = int.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); Ok(()) }
+        _ = signals.term.recv() => { tracing::info!(signal = "SIGTERM", "shutting down"); Wake::Stop(Ok(())) }
+        _ = signals.int.recv() => { tracing::info!(signal = "SIGINT", "shutting down"); Wake::Stop(Ok(())) }
+        _ = signals.hup.recv() => Wake::Reload,
         fatal = supervisor.fatal() => {
             tracing::error!(task = %fatal.task, why = %fatal.why, "shutting down");
-            Err(anyhow::anyhow!("{} {}", fatal.task, fatal.why))
+            Wake::Stop(Err(anyhow::anyhow!("{} {}", fatal.task, fatal.why)))
         }
     }
+}
+
+/// What a reload changes in a running primary.
+struct Live<'a> {
+    streaming: Option<&'a Streaming>,
+    recorder: &'a Recorder,
+    engine: &'a Engine,
+}
+
+/// Reads the configuration file again and applies what may change live (docs/operations.md,
+/// "Reload"); a file that does not load, or a change of data directory, role or model, is
+/// refused and everything runs on as it was.
+async fn reload(supervisor: &mut Supervisor, file: &ConfigFile, running: &mut Config, live: Live<'_>) {
+    tracing::info!(config = %file.path.display(), "reloading the configuration (SIGHUP)");
+    let new = match file.load() {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the configuration does not load; running on with the previous one");
+            return;
+        }
+    };
+    let plan = match ReloadPlan::between(running, &new) {
+        Ok(plan) => plan,
+        Err(why) => {
+            tracing::error!(%why, "reload refused; running on with the previous configuration");
+            return;
+        }
+    };
+    if !plan.needs_restart.is_empty() {
+        tracing::warn!(sections = %plan.needs_restart.join(", "), "changed settings that take effect only at the next start");
+    }
+    if plan.is_empty() {
+        tracing::info!("reloaded: nothing that runs changed");
+        return;
+    }
+    match live.streaming {
+        Some(streaming) => {
+            for name in &plan.replicas_removed {
+                streaming.remove_replica(supervisor, name).await;
+            }
+            for replica in &plan.replicas_changed {
+                streaming.remove_replica(supervisor, &replica.name).await;
+                streaming.add_replica(supervisor, replica.clone());
+            }
+            for replica in &plan.replicas_added {
+                streaming.add_replica(supervisor, replica.clone());
+            }
+            if let Some(policy) = &plan.trigger {
+                streaming.set_policy(policy.clone());
+            }
+        }
+        None if !plan.replicas_added.is_empty() || !plan.replicas_changed.is_empty() => {
+            tracing::warn!("snapshots and replication are off on this host; the replica list applies once they run");
+        }
+        None => {}
+    }
+    if plan.priorities_changed {
+        live.recorder.set_priorities(new.sources.priorities.clone());
+    }
+    let details = plan.details(&new);
+    tracing::info!(changes = %details, "reloaded");
+    let summary = format!(
+        "configuration reloaded: {} replica(s) added, {} removed, {} changed{}{}",
+        plan.replicas_added.len(),
+        plan.replicas_removed.len(),
+        plan.replicas_changed.len(),
+        if plan.trigger.is_some() { ", trigger policy changed" } else { "" },
+        if plan.priorities_changed { ", priority overrides changed" } else { "" },
+    );
+    let event = NewEvent::new("agent", "agent:config", "config.reloaded", Priority::Medium, details).with_summary(summary);
+    if let Err(e) = live.engine.record(vec![event]).await {
+        tracing::error!(error = %format!("{e:#}"), "could not record the reload");
+    }
+    *running = plan.applied_to(running, &new);
 }
 
 async fn own_name(conn: &zbus::Connection) -> Result<()> {
@@ -293,7 +406,7 @@ fn spawn_anomaly_scorer(supervisor: &mut Supervisor, engine: Arc<Engine>, iface:
 }
 
 /// Starts the configured sources and the recorder that feeds their events to the ledger.
-fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine: Arc<Engine>, health: Arc<Health>) {
+fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine: Arc<Engine>, health: Arc<Health>) -> Arc<Recorder> {
     let recorder = Recorder::new(&config.sources);
     if config.sources.ovsdb {
         let sink = recorder.sink("ovsdb");
@@ -323,8 +436,10 @@ fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine
             }
         });
     }
+    let running = recorder.clone();
     supervisor
-        .spawn("recorder", "recorder", Restart::Always, move |stopping| recorder.clone().run(engine.clone(), health.clone(), stopping));
+        .spawn("recorder", "recorder", Restart::Always, move |stopping| running.clone().run(engine.clone(), health.clone(), stopping));
+    recorder
 }
 
 /// Starts snapshots and replication when the data directory is on Btrfs.
@@ -334,7 +449,7 @@ fn start_streaming(
     layout: &Layout,
     engine: Arc<Engine>,
     health: Arc<Health>,
-) -> Result<Option<Arc<StreamHandle>>> {
+) -> Result<Option<Streaming>> {
     if !config.stream.enabled {
         return Ok(None);
     }

@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod lock;
 pub mod metrics;
 pub mod reader;
+pub mod reload;
 pub mod replica;
 pub mod search;
 pub mod sources;

@@ -61,10 +61,20 @@ pub struct Fatal {
 }
 
 pub struct Supervisor {
-    groups: BTreeMap<&'static str, (watch::Sender<bool>, JoinSet<()>)>,
+    groups: BTreeMap<&'static str, JoinSet<()>>,
+    /// Each running task's own stop signal and end (a group stops by stopping each).
+    tasks: BTreeMap<String, TaskControl>,
     status: Arc<Mutex<BTreeMap<String, TaskStatus>>>,
     fatal_tx: mpsc::UnboundedSender<Fatal>,
     fatal_rx: mpsc::UnboundedReceiver<Fatal>,
+}
+
+struct TaskControl {
+    group: &'static str,
+    stop: watch::Sender<bool>,
+    /// Becomes true once the task has ended for good.
+    ended: watch::Receiver<bool>,
+    abort: tokio::task::AbortHandle,
 }
 
 impl Default for Supervisor {
@@ -76,7 +86,7 @@ impl Default for Supervisor {
 impl Supervisor {
     pub fn new() -> Self {
         let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
-        Self { groups: BTreeMap::new(), status: Arc::default(), fatal_tx, fatal_rx }
+        Self { groups: BTreeMap::new(), tasks: BTreeMap::new(), status: Arc::default(), fatal_tx, fatal_rx }
     }
 
     /// Every task's record, by name.
@@ -92,12 +102,17 @@ impl Supervisor {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let name = name.into();
-        let (stop_tx, set) = self.groups.entry(group).or_insert_with(|| (watch::channel(false).0, JoinSet::new()));
-        let stopping = Stopping(stop_tx.subscribe());
+        debug_assert!(!self.tasks.contains_key(&name), "task {name} is already running");
+        let set = self.groups.entry(group).or_default();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ended_tx, ended_rx) = watch::channel(false);
+        let stopping = Stopping(stop_rx);
         let status = self.status.clone();
         let fatal = self.fatal_tx.clone();
         status.lock().expect("status lock").insert(name.clone(), TaskStatus { group, restarts: 0, last_error: None, running: true });
-        set.spawn(async move {
+        let task_name = name.clone();
+        let abort = set.spawn(async move {
+            let _ended = SetOnDrop(ended_tx);
             let mut restarts = 0u32;
             loop {
                 let started = tokio::time::Instant::now();
@@ -148,6 +163,21 @@ impl Supervisor {
                 s.running = false;
             }
         });
+        self.tasks.insert(task_name, TaskControl { group, stop: stop_tx, ended: ended_rx, abort });
+    }
+
+    /// Stops one task (a replica removed by a reload): asks it to stop, waits up to
+    /// `deadline` for it to end, then aborts it. Its record is removed. False if no such task.
+    pub async fn stop_task(&mut self, name: &str, deadline: Duration) -> bool {
+        let Some(mut task) = self.tasks.remove(name) else { return false };
+        let _ = task.stop.send(true);
+        if tokio::time::timeout(deadline, task.ended.wait_for(|ended| *ended)).await.is_err() {
+            tracing::warn!(task = name, "did not stop in time; aborting it");
+            task.abort.abort();
+            let _ = task.ended.wait_for(|ended| *ended).await;
+        }
+        self.status.lock().expect("status lock").remove(name);
+        true
     }
 
     /// Waits until a task that may not be restarted has ended.
@@ -158,8 +188,13 @@ impl Supervisor {
     /// Asks every task of `group` to stop and waits up to `deadline` for them; tasks still
     /// running then are aborted (and logged).
     pub async fn stop_group(&mut self, group: &'static str, deadline: Duration) {
-        let Some((stop, mut set)) = self.groups.remove(group) else { return };
-        let _ = stop.send(true);
+        let Some(mut set) = self.groups.remove(group) else { return };
+        let names: Vec<String> = self.tasks.iter().filter(|(_, t)| t.group == group).map(|(n, _)| n.clone()).collect();
+        for name in names {
+            if let Some(task) = self.tasks.remove(&name) {
+                let _ = task.stop.send(true);
+            }
+        }
         let all = async { while set.join_next().await.is_some() {} };
         if tokio::time::timeout(deadline, all).await.is_err() {
             tracing::warn!(group, left = set.len(), "tasks did not stop in time; aborting them");
@@ -171,6 +206,15 @@ impl Supervisor {
 
 /// A task that ran this long before it ended starts over with the shortest backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(300);
+
+/// Sets a flag when dropped: the task's wrapper ended, however it ended (aborted too).
+struct SetOnDrop(watch::Sender<bool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
 
 /// Aborts a task when dropped (a no-op once it has ended).
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -219,5 +263,26 @@ mod tests {
         assert!(status["flaky"].last_error.as_deref().unwrap().contains("boom 1"));
         sup.stop_group("sources", Duration::from_secs(1)).await;
         assert!(!sup.status().lock().unwrap()["flaky"].running);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_task_is_stopped_alone_and_a_stuck_one_aborted() {
+        let mut sup = Supervisor::new();
+        let polite = |mut stopping: Stopping| async move {
+            stopping.wait().await;
+            Ok(())
+        };
+        sup.spawn("stream", "replica:a", Restart::Always, polite);
+        sup.spawn("stream", "replica:b", Restart::Always, polite);
+        sup.spawn("stream", "stuck", Restart::Always, |_| std::future::pending());
+        assert!(sup.stop_task("replica:a", Duration::from_secs(1)).await);
+        assert!(!sup.stop_task("replica:a", Duration::from_secs(1)).await, "already gone");
+        let status = sup.status().lock().unwrap().clone();
+        assert!(!status.contains_key("replica:a") && status["replica:b"].running, "the others run on");
+        assert!(sup.stop_task("stuck", Duration::from_secs(1)).await, "aborted after the deadline");
+        // The same name may run again (a replica whose settings changed).
+        sup.spawn("stream", "replica:a", Restart::Always, polite);
+        sup.stop_group("stream", Duration::from_secs(1)).await;
+        assert!(!sup.status().lock().unwrap()["replica:b"].running);
     }
 }

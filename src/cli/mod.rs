@@ -254,9 +254,14 @@ pub fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    config_file(cli).load()
+}
+
+/// The configuration file: `--config`, which must exist, or the default path, which may not.
+fn config_file(cli: &Cli) -> crate::reload::ConfigFile {
     match &cli.config {
-        Some(path) => Config::load(path, true),
-        None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false),
+        Some(path) => crate::reload::ConfigFile { path: path.clone(), required: true },
+        None => crate::reload::ConfigFile { path: DEFAULT_CONFIG_PATH.into(), required: false },
     }
 }
 
@@ -270,7 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon => {
             let layout = crate::layout::Layout::state(&data_dir);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(crate::daemon::run(config, layout, bus))?;
+            runtime.block_on(crate::daemon::run(config, config_file(&cli), layout, bus))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { file, dry_run: true, .. } => offline::import_dry_run(file, cli.json),

@@ -71,7 +71,8 @@ pub struct Recorder {
     rx: tokio::sync::Mutex<(mpsc::Receiver<NewEvent>, Vec<NewEvent>)>,
     tx: mpsc::Sender<NewEvent>,
     sinks: std::sync::Mutex<Vec<Sink>>,
-    priorities: HashMap<String, Priority>,
+    /// Priority overrides by action (replaced by a reload).
+    priorities: std::sync::RwLock<HashMap<String, Priority>>,
     pub stats: Arc<SourceStats>,
 }
 
@@ -82,9 +83,14 @@ impl Recorder {
             rx: tokio::sync::Mutex::new((rx, Vec::new())),
             tx,
             sinks: std::sync::Mutex::new(Vec::new()),
-            priorities: config.priorities.clone(),
+            priorities: std::sync::RwLock::new(config.priorities.clone()),
             stats: Arc::default(),
         })
+    }
+
+    /// New priority overrides, for the events recorded from now on.
+    pub fn set_priorities(&self, priorities: HashMap<String, Priority>) {
+        *self.priorities.write().expect("priorities lock") = priorities;
     }
 
     /// A sink for one source.
@@ -226,7 +232,7 @@ impl Recorder {
     /// The event as it will be recorded: its priority override applied, shortened to the
     /// ledger's limits, or replaced by an `event.rejected`.
     fn prepare(&self, mut event: NewEvent) -> NewEvent {
-        if let Some(p) = self.priorities.get(&event.action) {
+        if let Some(p) = self.priorities.read().expect("priorities lock").get(&event.action) {
             event.priority = *p;
         }
         let (source, element_id, action) = (event.source.clone(), event.element_id.clone(), event.action.clone());
@@ -312,4 +318,22 @@ pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_overrides_apply_and_a_reload_replaces_them() {
+        let mut config = SourcesConfig::default();
+        config.priorities.insert("link.down".into(), Priority::Critical);
+        let recorder = Recorder::new(&config);
+        let event = || NewEvent::new("nm", "interface:eth0", "link.down", Priority::Low, serde_json::json!({}));
+        assert_eq!(recorder.prepare(event()).priority, Priority::Critical);
+        recorder.set_priorities(HashMap::from([("link.up".to_owned(), Priority::High)]));
+        assert_eq!(recorder.prepare(event()).priority, Priority::Low, "the old override is gone");
+        let up = NewEvent::new("nm", "interface:eth0", "link.up", Priority::Low, serde_json::json!({}));
+        assert_eq!(recorder.prepare(up).priority, Priority::High);
+    }
 }

@@ -11,7 +11,7 @@ use super::session::Session;
 use super::snapshot;
 use super::trigger::Pending;
 use crate::anchor::{self, Signer, Verifier};
-use crate::config::{Compression, Config, ReplicaConfig};
+use crate::config::{Compression, Config, ReplicaConfig, StreamConfig};
 use crate::durable;
 use crate::engine::{Engine, stage_event};
 use crate::event::{NewEvent, Priority};
@@ -174,18 +174,59 @@ fn load_status(root: &Path, name: &str) -> ReplicaStatus {
     s
 }
 
+/// The streaming of a running primary, as the daemon keeps it: the shared handle, and what
+/// a reload needs to add, remove or restart replica workers and change the trigger policy.
+pub struct Streaming {
+    pub handle: Arc<StreamHandle>,
+    engine: Arc<Engine>,
+    binary: PathBuf,
+    policy: watch::Sender<StreamConfig>,
+}
+
+/// How long a removed replica's worker gets to end its session.
+const REPLICA_STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+fn worker_task(name: &str) -> String {
+    format!("replica:{name}")
+}
+
+impl Streaming {
+    /// Starts a worker for a replica (at start, or added by a reload); its state is read
+    /// from `replicas/<name>.json`, so a replica removed and added again resumes.
+    pub fn add_replica(&self, supervisor: &mut Supervisor, replica: ReplicaConfig) {
+        let status = load_status(&self.handle.root, &replica.name);
+        self.handle.statuses.lock().expect("status lock").insert(replica.name.clone(), status);
+        let (engine, handle, binary) = (self.engine.clone(), self.handle.clone(), self.binary.clone());
+        supervisor.spawn("stream", worker_task(&replica.name), Restart::Always, move |stopping| {
+            replica_worker(replica.clone(), engine.clone(), handle.clone(), binary.clone(), stopping)
+        });
+    }
+
+    /// Stops a replica's worker (ending its session) and forgets it: it no longer holds a
+    /// snapshot back from pruning. Its state file stays, for a later return.
+    pub async fn remove_replica(&self, supervisor: &mut Supervisor, name: &str) {
+        supervisor.stop_task(&worker_task(name), REPLICA_STOP_DEADLINE).await;
+        self.handle.statuses.lock().expect("status lock").remove(name);
+        self.handle.sending.lock().expect("sending lock").remove(name);
+    }
+
+    /// A new trigger policy (delays, batch size), taken by the running trigger.
+    pub fn set_policy(&self, config: StreamConfig) {
+        self.policy.send_replace(config);
+    }
+}
+
 /// Starts the trigger and one worker per replica as tasks of the supervisor's `stream`
-/// group; returns the shared handle.
-pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, health: Arc<Health>) -> Result<Arc<StreamHandle>> {
+/// group.
+pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, health: Arc<Health>) -> Result<Streaming> {
     let root = engine.layout().root.clone();
     std::fs::create_dir_all(root.join("replicas")).with_context(|| format!("creating {}", root.join("replicas").display()))?;
     let snapshots = engine.layout().snapshots_dir();
     let newest = snapshot::list(&snapshots).pop().map(|(s, p)| (s, p, Instant::now()));
-    let statuses = config.stream.replicas.iter().map(|r| (r.name.clone(), load_status(&root, &r.name))).collect();
     let (notices, _) = broadcast::channel(256);
     let signer = anchor::keys::load_or_create(&checkpoint_key_path(&root), &anchor::checkpoint::origin(&config.host()))?;
     let handle = Arc::new(StreamHandle {
-        statuses: Mutex::new(statuses),
+        statuses: Mutex::default(),
         newest_tx: watch::channel(newest).0,
         sync_now: Notify::new(),
         notices,
@@ -197,29 +238,27 @@ pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, 
         signer: Arc::new(signer),
     });
     let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ovs-port-agent"));
+    let (policy, policy_rx) = watch::channel(config.stream.clone());
+    let streaming = Streaming { handle: handle.clone(), engine: engine.clone(), binary, policy };
     for replica in config.stream.replicas.clone() {
-        let (engine, handle, binary) = (engine.clone(), handle.clone(), binary.clone());
-        supervisor.spawn("stream", format!("replica:{}", replica.name), Restart::Always, move |stopping| {
-            replica_worker(replica.clone(), engine.clone(), handle.clone(), binary.clone(), stopping)
-        });
+        streaming.add_replica(supervisor, replica);
     }
-    let (trigger_engine, trigger_handle, stream_config) = (engine, handle.clone(), config.stream.clone());
     supervisor.spawn("stream", "snapshot-trigger", Restart::Always, move |stopping| {
-        trigger_loop(trigger_engine.clone(), stream_config.clone(), trigger_handle.clone(), stopping)
+        trigger_loop(engine.clone(), policy_rx.clone(), handle.clone(), stopping)
     });
-    Ok(handle)
+    Ok(streaming)
 }
 
 /// Watches recorded events and vectorization and takes snapshots when they are due.
 async fn trigger_loop(
     engine: Arc<Engine>,
-    config: crate::config::StreamConfig,
+    mut policy: watch::Receiver<StreamConfig>,
     handle: Arc<StreamHandle>,
     mut stopping: Stopping,
 ) -> Result<()> {
     let mut records = engine.subscribe();
     let mut vectorized = engine.vectorized();
-    let mut pending = Pending::new(&config);
+    let mut pending = Pending::new(&policy.borrow_and_update());
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut failures = 0u32;
     loop {
@@ -234,6 +273,11 @@ async fn trigger_loop(
             },
             _ = vectorized.changed() => {}
             _ = handle.sync_now.notified() => forced = true,
+            changed = policy.changed() => {
+                if changed.is_ok() {
+                    pending.set_policy(&policy.borrow_and_update());
+                }
+            }
             _ = tick.tick() => {}
             _ = stopping.wait() => return Ok(()),
         }

@@ -34,13 +34,16 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(config: &StreamConfig) -> Self {
+        let mut pending = Self { delays: Default::default(), batch_events: 1, classes: Default::default(), missed: None };
+        pending.set_policy(config);
+        pending
+    }
+
+    /// Takes a new policy (a reload); events already noted keep the time they were due at.
+    pub fn set_policy(&mut self, config: &StreamConfig) {
         let ms = Duration::from_millis;
-        Self {
-            delays: [ms(config.low_delay_ms), ms(config.medium_delay_ms), ms(config.high_delay_ms), ms(config.critical_delay_ms)],
-            batch_events: config.batch_events.max(1),
-            classes: Default::default(),
-            missed: None,
-        }
+        self.delays = [ms(config.low_delay_ms), ms(config.medium_delay_ms), ms(config.high_delay_ms), ms(config.critical_delay_ms)];
+        self.batch_events = config.batch_events.max(1);
     }
 
     /// An event was recorded now.
