@@ -23,6 +23,8 @@ packages=(
   gcc                # crates that build C (SQLite, oniguruma, mimalloc)
   g++
   procps
+  dpkg-dev           # dpkg-shlibdeps, for the Debian package's dependencies
+  binutils           # strip, for the Debian package
 )
 
 # python3 and pip may come from elsewhere (pyenv); Debian's are needed only when those

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 bash scripts/provision-model.sh .dev/model .dev/lib/libonnxruntime.so.1.24.4
+bash scripts/package-deb.sh --tools-only   # cargo-deb, for the package test
 
 export OVS_PORT_AGENT_MODEL_DIR=$PWD/.dev/model
 export OVS_PORT_AGENT_RUNTIME_LIBRARY=$PWD/.dev/lib/libonnxruntime.so.1.24.4

@@ -3,6 +3,7 @@
 mod analytics;
 mod client;
 mod doctor;
+mod generate;
 mod logging;
 mod offline;
 mod output;
@@ -212,6 +213,14 @@ pub enum Command {
     /// Take a snapshot now and send it to every replica (root only).
     #[command(after_help = "Example: sudo ovs-port-agent sync-now")]
     SyncNow,
+    /// Write the man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        what: generate::Generated,
+        /// Directory to write them to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Filters for `search`.
@@ -320,6 +329,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replicas => client::replicas(&bus, cli.json),
         Command::Doctor => doctor::run(&config, &data_dir, &bus, cli.json),
         Command::SyncNow => client::sync_now(&bus),
+        Command::Generate { what, out } => {
+            generate::run(*what, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
