@@ -60,3 +60,60 @@ fn a_broken_set_up_is_named_check_by_check_with_fixes() {
     assert!(check("anchoring")["detail"].as_str().unwrap().contains("not anchored outside this host"));
     assert!(checks.iter().all(|c| c["level"] == "ok" || c["fix"].is_string()), "every problem comes with a fix: {out}");
 }
+
+#[test]
+fn doctor_checks_the_sources_and_each_replicas_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_config();
+    let key = tmp.path().join("replica_ed25519");
+    std::fs::write(&key, "not really a key\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let known_hosts = tmp.path().join("known_hosts");
+    std::fs::write(&known_hosts, "other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhJ7vYhCgRkV0G4v1xqvJ1n0Kx0Gx1u8q9k3yQ0g8Zt\n")
+        .unwrap();
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nrequire_btrfs = false\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\n\n\
+             [sources]\novsdb_socket = \"{}\"\nnm_bus = \"unix:path=/nonexistent/bus\"\n\n\
+             [[stream.replicas]]\nname = \"r1\"\ntransport = \"ssh\"\ndestination = \"root@replica1.example\"\n\
+             remote_dir = \"/var/lib/ovs-port-agent-replica\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\nssh_options = [\"-p\", \"2222\"]\n",
+            model.model_dir.display(),
+            model.runtime_library.display(),
+            tmp.path().join("no-ovsdb.sock").display(),
+            key.display(),
+            known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let state = tmp.path().join("state");
+    let args = ["--config", config.to_str().unwrap(), "--json", "--bus", "unix:path=/nonexistent/bus", "doctor", "--data-dir"];
+    let (code, out, err) = agent(&[&args[..], &[state.to_str().unwrap()]].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    let checks: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let check = |name: &str| checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} in {out}")).clone();
+    let identity = check("replica key");
+    assert_eq!(identity["level"], "fail", "a key others can read: {identity}");
+    assert_eq!(identity["fix"], format!("chmod 600 {}", key.display()));
+    let host = check("host key");
+    assert_eq!(host["level"], "fail", "{host}");
+    assert!(host["detail"].as_str().unwrap().contains("[replica1.example]:2222 has no key"), "looked up as ssh would: {host}");
+    assert!(host["fix"].as_str().unwrap().starts_with("ssh-keyscan -t ed25519 [replica1.example]:2222"), "{host}");
+    assert_eq!(check("OVSDB")["level"], "warn");
+    assert!(check("OVSDB")["fix"].as_str().unwrap().contains("sources.ovsdb = false"));
+    assert_eq!(check("NetworkManager")["level"], "warn");
+    assert_eq!(check("bus policy")["level"], "ok", "a private bus needs no policy");
+    assert!(check("unit hardening")["level"].is_string());
+
+    // The key fixed and the host key pinned: those checks pass.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pinned = "[replica1.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhJ7vYhCgRkV0G4v1xqvJ1n0Kx0Gx1u8q9k3yQ0g8Zt\n";
+    std::fs::write(&known_hosts, pinned).unwrap();
+    let (_, out, _) = agent(&[&args[..], &[state.to_str().unwrap()]].concat());
+    let checks: Vec<Value> = serde_json::from_str(&out).unwrap();
+    for name in ["replica key", "host key"] {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["level"], "ok", "{c}");
+    }
+}

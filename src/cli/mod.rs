@@ -58,9 +58,10 @@ pub enum Command {
         filters: FilterArgs,
     },
     /// What is wrong with this host's set-up, each problem with its fix: the data directory
-    /// on Btrfs, free space, the model and runtime against their pins, the daemon on the
-    /// bus, each replica, and whether a replica cosigned a head recently. Exit 0 when
-    /// nothing failed (warnings allowed), 1 when a check failed.
+    /// on Btrfs, free space, the model and runtime against their pins, the bus policy, the
+    /// daemon on the bus, NetworkManager and OVSDB, each replica (its state, its key, its
+    /// pinned host key), whether a replica cosigned a head recently, and the installed unit's
+    /// hardening. Exit 0 when nothing failed (warnings allowed), 1 when a check failed.
     #[command(after_help = "Example: ovs-port-agent doctor   (or --json for scripts)")]
     Doctor,
     /// Counts, head, vectorized seq, model, queues and latencies of the running daemon.

@@ -2,6 +2,8 @@
 //! Quick (no chain verification: that is `verify`), read-only, and usable while the daemon
 //! runs. Exit 0 when nothing failed (warnings allowed), 1 when a check failed.
 
+mod host;
+
 use super::client::{call, runtime};
 use crate::anchor::audit::pinned_witnesses;
 use crate::anchor::checkpoint;
@@ -16,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The pins the provisioning script installs by (one source of truth).
-const PROVISIONING_SCRIPT: &str = include_str!("../../scripts/provision-model.sh");
+const PROVISIONING_SCRIPT: &str = include_str!("../../../scripts/provision-model.sh");
 /// A cosigned head older than this is not "recent".
 const ANCHOR_STALE_S: u64 = 24 * 3600;
 /// Free space below this fails; below 1 GiB or 5 % of the file system it warns.
@@ -56,9 +58,14 @@ pub fn run(config: &Config, data_dir: &Path, bus: &str, json: bool) -> Result<Ex
     let layout = Layout::state(data_dir);
     let mut checks = vec![data_directory(config, &layout), disk_space(&layout)];
     checks.extend(model_files(config));
+    checks.push(host::bus_policy(bus));
     let daemon = daemon_checks(bus);
     checks.extend(daemon.checks);
+    checks.push(host::network_manager(config, bus));
+    checks.push(host::ovsdb(config));
+    checks.extend(host::replica_keys(config));
     checks.push(anchoring(config, &layout, daemon.replicas_reachable));
+    checks.push(host::unit_hardening());
     if json {
         println!("{}", serde_json::to_string(&checks)?);
     } else {
