@@ -52,7 +52,8 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
     let streaming = start_streaming(&mut supervisor, &config, &layout, engine.clone(), health.clone())?;
     let stream = streaming.as_ref().map(|s| s.handle.clone());
     let conn = crate::bus::connect(&bus).await?;
-    let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), ..Default::default() };
+    let recorder = Recorder::new(&config.sources);
+    let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), sources: Some(recorder.clone()), ..Default::default() };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting.clone())).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     spawn_signal_forwarders(&mut supervisor, engine.clone(), iface.clone());
@@ -60,7 +61,7 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
     if let Some(stream) = &stream {
         spawn_replica_signals(&mut supervisor, stream.clone(), iface);
     }
-    let recorder = start_sources(&mut supervisor, &config, &bus, engine.clone(), health);
+    start_sources(&mut supervisor, &config, &bus, engine.clone(), health, recorder.clone());
     let mut signals = Signals::new()?;
     own_name(&conn).await?;
     tracing::info!(
@@ -406,8 +407,14 @@ fn spawn_anomaly_scorer(supervisor: &mut Supervisor, engine: Arc<Engine>, iface:
 }
 
 /// Starts the configured sources and the recorder that feeds their events to the ledger.
-fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine: Arc<Engine>, health: Arc<Health>) -> Arc<Recorder> {
-    let recorder = Recorder::new(&config.sources);
+fn start_sources(
+    supervisor: &mut Supervisor,
+    config: &Config,
+    bus: &str,
+    engine: Arc<Engine>,
+    health: Arc<Health>,
+    recorder: Arc<Recorder>,
+) {
     if config.sources.ovsdb {
         let sink = recorder.sink("ovsdb");
         let (socket, engine) = (config.sources.ovsdb_socket(), engine.clone());
@@ -436,10 +443,8 @@ fn start_sources(supervisor: &mut Supervisor, config: &Config, bus: &str, engine
             }
         });
     }
-    let running = recorder.clone();
     supervisor
-        .spawn("recorder", "recorder", Restart::Always, move |stopping| running.clone().run(engine.clone(), health.clone(), stopping));
-    recorder
+        .spawn("recorder", "recorder", Restart::Always, move |stopping| recorder.clone().run(engine.clone(), health.clone(), stopping));
 }
 
 /// Starts snapshots and replication when the data directory is on Btrfs.

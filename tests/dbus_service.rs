@@ -438,13 +438,13 @@ fn cli_verbs_talk_to_the_daemon_over_dbus() {
     record(&daemon, "bridge:br9", "port.added", r#"{"summary":"port p1 added to br9"}"#, "medium");
     let line = rx.recv_timeout(Duration::from_secs(10)).expect("tail -f printed the new event");
     assert!(line.contains("bridge:br9") && line.contains("port.added"), "{line}");
-    // Status reads as aligned fields (JSON only with --json); replicas says when there are none.
+    // Status reads as a table, a line per concern (JSON only with --json): the sources say
+    // they wait and why (no NetworkManager on this bus); replicas says when there are none.
     let (code, out, _) = common::agent(&["--bus", &daemon.bus, "status"]);
     assert_eq!(code, 0);
-    assert!(
-        !out.trim_start().starts_with('{') && out.lines().any(|l| l.starts_with("events ")) && out.contains("queues.embedding "),
-        "{out}"
-    );
+    assert!(!out.trim_start().starts_with('{') && out.lines().any(|l| l.starts_with("head ") && l.contains("seq 2")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("source ") && l.contains("nm: waiting") && l.contains("NetworkManager is not on")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("replica ") && l.contains("none configured")), "{out}");
     let (code, out, _) = common::agent(&["--bus", &daemon.bus, "replicas"]);
     assert_eq!(code, 0);
     assert!(out.contains("no replicas configured"), "{out}");

@@ -55,7 +55,7 @@ pub fn status(bus: &str, json: bool) -> Result<ExitCode> {
         if json {
             println!("{stats}");
         } else {
-            super::output::print_fields(&stats);
+            super::status::print(&stats);
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -8,6 +8,7 @@ mod logging;
 mod offline;
 mod output;
 mod progress;
+mod status;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use clap::{Parser, Subcommand};

@@ -30,6 +30,8 @@ pub struct Reporting {
     pub health: Arc<Health>,
     pub tasks: Arc<Mutex<BTreeMap<String, TaskStatus>>>,
     pub anomalies: Arc<crate::analytics::anomaly::LiveCounters>,
+    /// The sources and their recorder (a primary's).
+    pub sources: Option<Arc<crate::sources::Recorder>>,
 }
 
 type VerifyResult = Result<Arc<ScanOutcome>, String>;

@@ -125,6 +125,7 @@ impl PortAgent {
             "health": self.reporting.health.report(),
             "tasks": self.reporting.tasks.lock().expect("task status lock").clone(),
             "anomalies": &*self.reporting.anomalies,
+            "sources": self.reporting.sources.as_ref().map(|r| r.report()),
         });
         if let (Some(map), serde_json::Value::Object(more)) = (stats.as_object_mut(), extra) {
             map.extend(more);

@@ -36,9 +36,38 @@ pub struct Sink {
     overflow: Arc<AtomicU64>,
     /// Notified when events of this source were lost to an overflow.
     pub resync: Arc<Notify>,
+    /// Whether the source is connected to what it records, or waiting for it and why.
+    state: Arc<std::sync::Mutex<SourceState>>,
+}
+
+/// A source's connection, for `status` and `GetBlockchainStats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceState {
+    /// `starting`, `connected` or `waiting`.
+    pub state: &'static str,
+    /// To what (`connected`), or why not (`waiting`).
+    pub detail: String,
+    pub since_unix_s: u64,
 }
 
 impl Sink {
+    /// The source follows what it records.
+    pub fn connected(&self, detail: impl Into<String>) {
+        self.set_state("connected", detail.into());
+    }
+
+    /// The source waits (for NetworkManager to appear, for the OVSDB socket) and says why.
+    pub fn waiting(&self, why: impl Into<String>) {
+        self.set_state("waiting", why.into());
+    }
+
+    fn set_state(&self, state: &'static str, detail: String) {
+        let mut now = self.state.lock().expect("source state lock");
+        if now.state != state || now.detail != detail {
+            *now = SourceState { state, detail, since_unix_s: crate::event::now_unix_s() };
+        }
+    }
+
     /// Queues an event; when the queue is full the event is counted as overflow.
     pub fn emit(&self, event: NewEvent) {
         if self.tx.try_send(event).is_err() {
@@ -88,6 +117,20 @@ impl Recorder {
         })
     }
 
+    /// Each source's connection and what was recorded from them.
+    pub fn report(&self) -> serde_json::Value {
+        let sinks = self.sinks.lock().expect("sinks lock");
+        let states: std::collections::BTreeMap<&str, SourceState> =
+            sinks.iter().map(|s| (s.source, s.state.lock().expect("source state lock").clone())).collect();
+        serde_json::json!({
+            "connections": states,
+            "recorded": self.stats.recorded.load(Ordering::Relaxed),
+            "overflowed": self.stats.overflowed.load(Ordering::Relaxed),
+            "shortened": self.stats.shortened.load(Ordering::Relaxed),
+            "rejected": self.stats.rejected.load(Ordering::Relaxed),
+        })
+    }
+
     /// New priority overrides, for the events recorded from now on.
     pub fn set_priorities(&self, priorities: HashMap<String, Priority>) {
         *self.priorities.write().expect("priorities lock") = priorities;
@@ -95,7 +138,14 @@ impl Recorder {
 
     /// A sink for one source.
     pub fn sink(&self, source: &'static str) -> Sink {
-        let sink = Sink { tx: self.tx.clone(), source, overflow: Arc::default(), resync: Arc::new(Notify::new()) };
+        let state = SourceState { state: "starting", detail: String::new(), since_unix_s: crate::event::now_unix_s() };
+        let sink = Sink {
+            tx: self.tx.clone(),
+            source,
+            overflow: Arc::default(),
+            resync: Arc::new(Notify::new()),
+            state: Arc::new(std::sync::Mutex::new(state)),
+        };
         self.sinks.lock().expect("sinks lock").push(sink.clone());
         sink
     }

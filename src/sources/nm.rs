@@ -40,7 +40,10 @@ pub async fn run(bus: String, coalesce: Duration, sink: Sink, engine: Arc<Engine
     loop {
         match session(&bus, coalesce, &sink, &engine, &mut said_absent, &mut attempt).await {
             Ok(()) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "NetworkManager source stopped; retrying"),
+            Err(e) => {
+                sink.waiting(format!("{e:#}"));
+                tracing::warn!(error = %format!("{e:#}"), "NetworkManager source stopped; retrying");
+            }
         }
         tokio::time::sleep(backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
@@ -133,9 +136,13 @@ async fn session(
         reconcile(SOURCE, live_elements(&world), sink, engine).await?;
         *attempt = 0;
         tracing::info!(bus, "NetworkManager source connected");
-    } else if !*said_absent {
-        tracing::warn!(bus, "NetworkManager is not on the bus; the NM source waits for it");
-        *said_absent = true;
+        sink.connected(format!("NetworkManager on {bus}"));
+    } else {
+        sink.waiting(format!("NetworkManager is not on {bus}"));
+        if !*said_absent {
+            tracing::warn!(bus, "NetworkManager is not on the bus; the NM source waits for it");
+            *said_absent = true;
+        }
     }
     let mut tick = tokio::time::interval(coalesce.max(Duration::from_millis(10)) / 2);
     loop {
@@ -167,6 +174,7 @@ async fn session(
                     let (_, _, new): (String, String, String) = msg.body().deserialize()?;
                     if new.is_empty() {
                         tracing::warn!("NetworkManager left the bus; waiting for it to return");
+                        sink.waiting(format!("NetworkManager left {bus}"));
                         nm_owner = None;
                     } else {
                         // NM (re)started: give it a moment to publish its objects, then reconcile.
@@ -175,6 +183,7 @@ async fn session(
                         world = snapshot(&conn).await?;
                         reconcile(SOURCE, live_elements(&world), sink, engine).await?;
                         tracing::info!("NetworkManager appeared on the bus; reconciled");
+                        sink.connected(format!("NetworkManager on {bus}"));
                     }
                 }
             },

@@ -35,15 +35,22 @@ pub async fn run(socket: PathBuf, sink: Sink, engine: Arc<Engine>) {
     let mut said_absent = false;
     loop {
         match session(&socket, &sink, &engine, &mut attempt).await {
-            Ok(()) => tracing::warn!(socket = %socket.display(), "ovsdb-server closed the connection; reconnecting"),
+            Ok(()) => {
+                sink.waiting("ovsdb-server closed the connection; reconnecting");
+                tracing::warn!(socket = %socket.display(), "ovsdb-server closed the connection; reconnecting");
+            }
             Err(e) if !socket.exists() => {
+                sink.waiting(format!("no OVSDB socket at {}", socket.display()));
                 if !said_absent {
                     tracing::warn!(socket = %socket.display(), "no OVSDB socket (Open vSwitch not installed or not running); the OVS source waits for it");
                     said_absent = true;
                 }
                 let _ = e;
             }
-            Err(e) => tracing::warn!(socket = %socket.display(), error = %format!("{e:#}"), "OVSDB connection failed; retrying"),
+            Err(e) => {
+                sink.waiting(format!("{}: {e:#}", socket.display()));
+                tracing::warn!(socket = %socket.display(), error = %format!("{e:#}"), "OVSDB connection failed; retrying");
+            }
         }
         tokio::time::sleep(backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
@@ -189,6 +196,7 @@ async fn session(socket: &Path, sink: &Sink, engine: &Arc<Engine>, attempt: &mut
             apply_updates(&mut rows, &msg["result"], None);
             *attempt = 0;
             tracing::info!(socket = %socket.display(), "OVS source connected");
+            sink.connected(format!("OVSDB at {}", socket.display()));
             reconcile(SOURCE, live_elements(&rows), sink, engine).await?;
             break;
         }
