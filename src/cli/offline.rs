@@ -166,7 +166,22 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
         bail!("no ledger at {}", ledger_dir.display());
     }
     let mut records = 0u64;
-    let outcome = scan(&ledger_dir, |_| records += 1).with_context(|| format!("reading {}", ledger_dir.display()))?;
+    // The total is the index's count when there is one (a guess: the ledger is what is read).
+    let expected = crate::index::Index::open_read_only(&layout.index_path()).and_then(|i| i.covered_seq()).unwrap_or(0);
+    let mut progress = (!json).then(|| Progress::new("records verified", expected));
+    let outcome = scan(&ledger_dir, |_| {
+        records += 1;
+        if records % 4096 == 0 {
+            if let Some(p) = &mut progress {
+                p.update(records);
+            }
+        }
+    })
+    .with_context(|| format!("reading {}", ledger_dir.display()))?;
+    if let Some(p) = &mut progress {
+        p.update(records);
+        p.finish();
+    }
     // A partial last line under a live writer is a write in flight, not a crash remnant.
     let writer_active = !layout.read_only && DataDirLock::acquire(&layout.root).is_err();
     let torn = outcome.torn.as_ref().filter(|_| !writer_active);
@@ -261,7 +276,15 @@ pub fn rebuild(config: &Config, data_dir: &Path, json: bool) -> Result<ExitCode>
     let head = dataset.ledger_mut().head_seq();
     let index = dataset.index_mut();
     index.clear_events()?;
-    let events = index.catch_up(&layout.ledger_dir(), head)?;
+    let mut progress = (!json).then(|| Progress::new("events indexed", head));
+    let events = index.catch_up_with_progress(&layout.ledger_dir(), head, |done| {
+        if let Some(p) = &mut progress {
+            p.update(done);
+        }
+    })?;
+    if let Some(p) = &mut progress {
+        p.finish();
+    }
     let (_, elements) = index.counts()?;
     let secs = started.elapsed().as_secs_f64();
     if json {

@@ -17,7 +17,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Progress to stderr of `total` units of `what` ("events embedded").
+    /// Progress to stderr of `total` units of `what` ("events embedded"); 0: not known.
     pub fn new(what: &'static str, total: u64) -> Self {
         let now = Instant::now();
         Self { what, total, terminal: std::io::stderr().is_terminal(), started: now, last_line: now }
@@ -26,7 +26,14 @@ impl Progress {
     pub fn update(&mut self, done: u64) {
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let mut err = std::io::stderr().lock();
-        if self.terminal {
+        // A total that was only a guess and was passed: counted without one.
+        if self.total > 0 && done > self.total {
+            self.total = 0;
+        }
+        if self.terminal && self.total == 0 {
+            let _ = write!(err, "\r{done} {} ({rate:.0}/s)  ", self.what);
+            let _ = err.flush();
+        } else if self.terminal {
             let filled = (done.min(self.total) * BAR_WIDTH as u64).checked_div(self.total).map_or(BAR_WIDTH, |f| f as usize);
             let _ = write!(
                 err,
@@ -37,9 +44,13 @@ impl Progress {
                 self.what
             );
             let _ = err.flush();
-        } else if self.last_line.elapsed() >= PLAIN_EVERY || done >= self.total {
+        } else if self.last_line.elapsed() >= PLAIN_EVERY || (self.total > 0 && done >= self.total) {
             self.last_line = Instant::now();
-            let _ = writeln!(err, "{done} of {} {} ({rate:.0}/s)", self.total, self.what);
+            match self.total {
+                0 => writeln!(err, "{done} {} ({rate:.0}/s)", self.what),
+                total => writeln!(err, "{done} of {total} {} ({rate:.0}/s)", self.what),
+            }
+            .ok();
         }
     }
 

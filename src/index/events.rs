@@ -60,6 +60,11 @@ impl Index {
 
     /// Reads the ledger from the covered `seq` through `through_seq` into the index.
     pub fn catch_up(&mut self, ledger_dir: &Path, through_seq: u64) -> anyhow::Result<u64> {
+        self.catch_up_with_progress(ledger_dir, through_seq, |_| {})
+    }
+
+    /// [`Self::catch_up`], telling `progress` how many were indexed after each chunk.
+    pub fn catch_up_with_progress(&mut self, ledger_dir: &Path, through_seq: u64, mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
         let covered = self.covered_seq()?;
         if covered >= through_seq {
             return Ok(0);
@@ -73,11 +78,13 @@ impl Index {
                 self.apply(&batch)?;
                 added += batch.len() as u64;
                 batch.clear();
+                progress(added);
             }
             Ok(())
         })?;
         self.apply(&batch)?;
         added += batch.len() as u64;
+        progress(added);
         Ok(added)
     }
 
