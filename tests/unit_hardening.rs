@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn unit(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(name)
 }
@@ -52,4 +54,32 @@ fn the_replica_unit_is_valid_and_needs_no_capability_or_network() {
     check("ovs-port-agent-replica.service", 1.0);
     let text = std::fs::read_to_string(unit("ovs-port-agent-replica.service")).unwrap();
     assert!(text.contains("CapabilityBoundingSet=\n") && text.contains("PrivateNetwork=yes"));
+}
+
+/// The unit's `CapabilityBoundingSet=CAP_SYS_ADMIN`, applied with `setpriv` around what the
+/// daemon runs: snapshot, send, delete of a snapshot and reading root's 0600 files all work
+/// with it, and send and delete fail without it (so the one capability is needed, and enough).
+#[test]
+fn cap_sys_admin_alone_snapshots_sends_and_prunes_and_nothing_less_does() {
+    let fs = common::BtrfsMount::new(200);
+    let data = fs.path().join("data");
+    let ok = Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(&data).status().unwrap();
+    assert!(ok.success());
+    std::fs::write(data.join("ledger"), "records").unwrap();
+    std::fs::set_permissions(data.join("ledger"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let snapshot = fs.path().join("data@1");
+    let under = |bounding: &str, args: &[&str]| {
+        Command::new("setpriv").arg(format!("--bounding-set={bounding}")).arg("--").args(args).output().unwrap().status.success()
+    };
+    let (data_s, snap_s) = (data.to_str().unwrap(), snapshot.to_str().unwrap());
+    for (bounding, enough) in [("-all,+sys_admin", true), ("-all", false)] {
+        assert!(under(bounding, &["btrfs", "-q", "subvolume", "snapshot", "-r", data_s, snap_s]), "{bounding}: snapshot");
+        assert!(under(bounding, &["cat", &format!("{data_s}/ledger")]), "{bounding}: root's own files");
+        let sent = under(bounding, &["btrfs", "-q", "send", "-f", "/dev/null", snap_s]);
+        let deleted = under(bounding, &["btrfs", "-q", "subvolume", "delete", snap_s]);
+        assert_eq!((sent, deleted), (enough, enough), "{bounding}: send and delete");
+        if !deleted {
+            assert!(Command::new("btrfs").args(["-q", "subvolume", "delete", snap_s]).status().unwrap().success());
+        }
+    }
 }
