@@ -259,6 +259,11 @@ async fn trigger_loop(
     let mut records = engine.subscribe();
     let mut vectorized = engine.vectorized();
     let mut pending = Pending::new(&policy.borrow_and_update());
+    // Recorded before this start but in no snapshot (the daemon stopped or crashed first):
+    // no notice will come for them, so they are pending from the start.
+    if engine.writer().head().borrow().0 > handle.newest_seq() {
+        pending.note_uncovered(Instant::now());
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut failures = 0u32;
     loop {

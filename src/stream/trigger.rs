@@ -63,6 +63,13 @@ impl Pending {
         self.missed = Some(self.missed.map_or(due, |d| d.min(due)));
     }
 
+    /// Events recorded before this start that no snapshot covers (a crash came between): a
+    /// snapshot is due as soon as they are vectorized. Their priorities are not known here,
+    /// and some may have been critical.
+    pub fn note_uncovered(&mut self, now: Instant) {
+        self.missed = Some(now);
+    }
+
     /// Whether a snapshot is due now, given that everything through `vectorized` has its
     /// vector and the last snapshot covered `last`.
     pub fn due(&self, vectorized: u64, last: u64, now: Instant) -> bool {
@@ -128,6 +135,17 @@ mod tests {
         assert!(!p.due(3, 2, t0 + Duration::from_millis(999)));
         assert!(p.due(3, 2, t0 + Duration::from_millis(1000)));
         assert!(!p.due(3, 3, t0 + Duration::from_secs(60)), "nothing new, nothing due");
+    }
+
+    #[test]
+    fn events_no_snapshot_covers_at_start_are_due_once_vectorized() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(&config());
+        p.note_uncovered(t0);
+        assert!(!p.due(10, 10, t0), "nothing beyond the last snapshot is vectorized yet");
+        assert!(p.due(14, 10, t0), "due at once, whatever their priority");
+        p.covered(14);
+        assert!(p.is_empty());
     }
 
     #[test]

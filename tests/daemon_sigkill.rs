@@ -1,0 +1,126 @@
+//! The fault suite's first part (issue 15): the whole daemon SIGKILLed at random moments
+//! while clients record events, the embedding runs behind and snapshots stream to a local
+//! replica. After each restart the chain verifies; at the end every acknowledged event is
+//! in the ledger, every event has its vector and the replica holds the primary's head.
+//! Five kills in the suite; `OVS_PORT_AGENT_LONG_FAULTS=1` makes it twenty (the benchmark
+//! command's long variant).
+
+mod common;
+
+use common::{AgentDaemon, BtrfsMount, PrivateBus, gdbus_string, ledger_records, write_streaming_config};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn rounds() -> usize {
+    if std::env::var_os("OVS_PORT_AGENT_LONG_FAULTS").is_some() { 20 } else { 5 }
+}
+
+fn replica_head(dir: &Path) -> u64 {
+    std::fs::read(dir.join("replica-state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|s| s["head_seq"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Records events as fast as one client can until told to stop; keeps the hash of each
+/// acknowledged one (an answer is an acknowledgement: the record is durable).
+fn client(bus: String, id: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
+    let priorities = ["low", "medium", "high", "critical"];
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let details = format!("{{\"summary\":\"client {id} event {n}: port tap{n} link flapped\"}}");
+        let out = std::process::Command::new("gdbus")
+            .args(["call", "--address", &bus, "--dest", "dev.ovs.PortAgent1", "--object-path", "/dev/ovs/PortAgent1"])
+            .args(["--timeout", "5", "--method", "dev.ovs.PortAgent1.RecordEvent"])
+            .args([&format!("interface:tap{id}-{}", n % 7), "link.down", &details, priorities[n % 4]])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            acked.lock().unwrap().push(gdbus_string(&String::from_utf8_lossy(&out.stdout)));
+        } else {
+            std::thread::sleep(Duration::from_millis(20)); // the daemon is down: try again
+        }
+    }
+}
+
+fn stats(daemon: &AgentDaemon) -> serde_json::Value {
+    daemon.stats()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_acknowledged_and_everything_converges() {
+    let primary = BtrfsMount::new(800);
+    let replica = BtrfsMount::new(800);
+    let rep_dir = replica.path().join("rep");
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nhigh_delay_ms = 100\nmedium_delay_ms = 200\nlow_delay_ms = 300\n\n\
+         [[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
+        rep_dir.display()
+    );
+    let config = write_streaming_config(tmp.path(), &extra);
+    let state = primary.path().join("state");
+    let mut rng = StdRng::seed_from_u64(20261201);
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut kills = Vec::new();
+
+    for round in 0..rounds() {
+        let mut daemon = AgentDaemon::start(&bus.address, &state, &config);
+        let (ok, out, _) = daemon.gdbus_call("VerifyChain", &[]);
+        assert!(ok && out.contains("(true,"), "round {round}: the chain verifies after the restart: {out}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..2)
+            .map(|id| {
+                let (bus, stop, acked) = (bus.address.clone(), stop.clone(), acked.clone());
+                std::thread::spawn(move || client(bus, id, stop, acked))
+            })
+            .collect();
+        let moment = Duration::from_millis(rng.gen_range(150..1500));
+        std::thread::sleep(moment);
+        let before = acked.lock().unwrap().len();
+        daemon.child.kill().unwrap(); // SIGKILL
+        daemon.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        kills.push((moment.as_millis(), before));
+    }
+
+    // The last start: everything catches up.
+    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let started = Instant::now();
+    let (head, vectorized) = loop {
+        let s = stats(&daemon);
+        let (head, vectorized) = (s["head_seq"].as_u64().unwrap(), s["vectorized_seq"].as_u64().unwrap());
+        if vectorized == head && replica_head(&rep_dir) >= head {
+            break (head, vectorized);
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "did not converge: {s}, replica at {}", replica_head(&rep_dir));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let converged = started.elapsed();
+    let (ok, out, _) = daemon.gdbus_call("VerifyChain", &[]);
+    assert!(ok && out.contains("(true,"), "{out}");
+    let in_ledger: HashSet<String> = ledger_records(&state).iter().map(|r| r.hash_hex()).collect();
+    let acked = acked.lock().unwrap().clone();
+    let missing: Vec<&String> = acked.iter().filter(|h| !in_ledger.contains(*h)).collect();
+    eprintln!(
+        "{} kills at {:?} ms; {} events acknowledged, {} missing; head {head}, vectorized {vectorized}, replica {}; converged in {:.1} s",
+        kills.len(),
+        kills.iter().map(|k| k.0).collect::<Vec<_>>(),
+        acked.len(),
+        missing.len(),
+        replica_head(&rep_dir),
+        converged.as_secs_f64()
+    );
+    assert!(acked.len() >= rounds() * 5, "the clients were acknowledged: {}", acked.len());
+    assert!(missing.is_empty(), "acknowledged but not in the ledger: {missing:?}");
+}
