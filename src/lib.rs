@@ -4,6 +4,8 @@
 
 pub mod analytics;
 pub mod anchor;
+#[cfg(test)]
+mod arbitrary_json;
 pub mod backoff;
 pub mod btrfs;
 pub mod bus;

@@ -234,3 +234,46 @@ mod tests {
         assert!(priority("urgent").is_err());
     }
 }
+
+#[cfg(test)]
+mod hostile_arguments {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn option_value() -> impl Strategy<Value = OwnedValue> {
+        prop_oneof![
+            any::<u32>().prop_map(OwnedValue::from),
+            any::<i64>().prop_map(OwnedValue::from),
+            any::<bool>().prop_map(OwnedValue::from),
+            ".{0,40}".prop_map(|s| OwnedValue::try_from(Value::from(s)).unwrap()),
+        ]
+    }
+
+    fn option_key() -> impl Strategy<Value = String> {
+        prop_oneof![proptest::sample::select(SEARCH_OPTIONS).prop_map(|(k, _)| k.to_owned()), ".{0,16}"]
+    }
+
+    proptest! {
+        // Bounded: 2048 cases each, well under a second.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any string for any string argument: an answer or InvalidArgs, never a panic.
+        #[test]
+        fn string_arguments_are_checked_not_trusted(text in "\\PC{0,300}") {
+            let _ = query(&text);
+            let _ = element_id(&text);
+            let _ = priority(&text);
+            if let Ok(v) = details(&text) {
+                prop_assert!(v.is_object());
+            }
+        }
+
+        /// Any option map: filters and a limit within bounds, or InvalidArgs naming why.
+        #[test]
+        fn search_options_of_any_shape(options in proptest::collection::hash_map(option_key(), option_value(), 0..6)) {
+            if let Ok((_, limit)) = search_options(&options) {
+                prop_assert!((1..=MAX_LIMIT as usize).contains(&limit));
+            }
+        }
+    }
+}

@@ -216,3 +216,46 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"big":1.2e+31,"tiny":5e-324}"#);
     }
 }
+
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "element_id",
+        "action",
+        "priority",
+        "details",
+        "ts",
+        "source",
+        "summary",
+        "records",
+        "blocks",
+        "height",
+        "timestamp",
+        "data",
+        "prev_hash",
+        "hash",
+    ];
+
+    proptest! {
+        // Bounded: 2048 cases each, well under a second.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any bytes to `import`: parsed, or refused with the line named; never a panic.
+        #[test]
+        fn any_input_is_parsed_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_input(&bytes[..]);
+        }
+
+        /// JSON lines of any shape: the same.
+        #[test]
+        fn any_json_lines_are_parsed_or_refused(lines in proptest::collection::vec(crate::arbitrary_json::json(KEYS), 1..5)) {
+            let input: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+            if let Err(e) = parse_input(input.as_bytes()) {
+                prop_assert!(e.to_string().contains("line"), "{e:#}");
+            }
+        }
+    }
+}

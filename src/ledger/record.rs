@@ -381,3 +381,50 @@ mod tests {
         assert!(matches!(decode_line(upper.as_bytes()), Err(LineError::Malformed(_))));
     }
 }
+
+#[cfg(test)]
+mod hostile_lines {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &["state", "carrier", "mtu", "before", "after", "changed", "ports", "name"];
+
+    proptest! {
+        // Bounded: 2048 cases each, well under a second.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any bytes as a ledger line: a record or an error, never a panic.
+        #[test]
+        fn any_bytes_decode_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_line(&bytes);
+        }
+
+        /// A record with any details round-trips, and any single changed byte of its line
+        /// is caught (by the JSON, the hash or the canonical form).
+        #[test]
+        fn a_changed_byte_never_decodes(details in crate::arbitrary_json::json(KEYS), at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let prev = [7u8; 32];
+            let body = Body {
+                seq: 9,
+                ts: 1_700_000_000_000_000_000,
+                host: "h",
+                source: "test",
+                element_id: "interface:eth0",
+                element_type: "interface",
+                action: "link.down",
+                priority: Priority::High,
+                summary: "s",
+                details: &details,
+                prev: &prev,
+                element_prev: &ZERO_HASH,
+            };
+            let (line, _) = encode_line(&body);
+            let line = &line[..line.len() - 1];
+            prop_assert!(decode_line(line).is_ok());
+            let mut changed = line.to_vec();
+            let i = at.index(changed.len());
+            changed[i] ^= flip;
+            prop_assert!(decode_line(&changed).is_err(), "byte {i} changed and still decoded");
+        }
+    }
+}

@@ -730,3 +730,52 @@ mod tests {
         assert_eq!(to_json(&ZValue::from(9000u32)), json!(9000));
     }
 }
+
+#[cfg(test)]
+mod hostile_settings {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "connection",
+        "id",
+        "uuid",
+        "psk",
+        "password",
+        "vpn",
+        "secrets",
+        "data",
+        "wep-key0",
+        "pin",
+        "sim-pin",
+        "private-key",
+        "private-key-password",
+        "802-11-wireless-security",
+        "ipv4",
+        "addresses",
+        "dns",
+        "method",
+        "Secret",
+    ];
+
+    fn has_secret_key(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => map.iter().any(|(k, v)| is_secret(k) || has_secret_key(v)),
+            Value::Array(items) => items.iter().any(has_secret_key),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        // Bounded: 2048 cases each, well under a second.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Settings of any shape lose every secret-like key at any depth before anything
+        /// is recorded.
+        #[test]
+        fn no_secret_survives_scrubbing(mut settings in crate::arbitrary_json::json(KEYS)) {
+            scrub_secrets(&mut settings);
+            prop_assert!(!has_secret_key(&settings), "{settings}");
+        }
+    }
+}

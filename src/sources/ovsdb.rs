@@ -489,3 +489,52 @@ mod tests {
         assert_eq!((e[0].action.as_str(), e[0].details["port"].as_str()), ("port.added", Some("p1")));
     }
 }
+
+#[cfg(test)]
+mod hostile_updates {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "Open_vSwitch",
+        "Bridge",
+        "Port",
+        "Interface",
+        "new",
+        "old",
+        "name",
+        "ports",
+        "interfaces",
+        "tag",
+        "trunks",
+        "mtu",
+        "admin_state",
+        "link_state",
+        "error",
+        "ofport",
+        "external_ids",
+        "options",
+        "set",
+        "map",
+        "uuid",
+        "named-uuid",
+    ];
+
+    proptest! {
+        // Bounded: 2048 cases each, well under a second.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever ovsdb-server (or something posing as it) sends as table updates, the
+        /// source neither panics nor stops: each update is applied or skipped.
+        #[test]
+        fn any_update_is_applied_or_skipped_without_a_panic(first in crate::arbitrary_json::json(KEYS), second in crate::arbitrary_json::json(KEYS)) {
+            let mut rows = Rows::default();
+            let mut events = Vec::new();
+            apply_updates(&mut rows, &first, Some(&mut events));
+            apply_updates(&mut rows, &second, Some(&mut events));
+            for e in &events {
+                prop_assert!(!e.element_id.is_empty() && !e.action.is_empty());
+            }
+        }
+    }
+}
