@@ -12,7 +12,8 @@ packages=(
   openvswitch-switch # ovsdb-server, ovs-vswitchd, ovs-vsctl
   openssh-server     # replica hosts in network namespaces
   openssh-client
-  iproute2           # ip netns, veth
+  iproute2           # ip netns, veth, tc
+  nftables           # packet loss on a replica's link (fault tests, inside their namespaces)
   util-linux         # mount, losetup, setpriv, runuser, flock
   zstd               # compressed send streams
   jq

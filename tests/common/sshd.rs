@@ -11,6 +11,10 @@ pub struct SshReplicaHost {
     pub primary_ns: Netns,
     pub replica_ns: Netns,
     pub address: String,
+    /// The replica's end of the veth pair (in `replica_ns`) and the primary's (in
+    /// `primary_ns`), for link faults.
+    pub replica_link: String,
+    pub primary_link: String,
     pub client_key: PathBuf,
     sshd_config: PathBuf,
 }
@@ -62,7 +66,9 @@ impl SshReplicaHost {
         let host_public = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
         std::fs::write(d.join("known_hosts"), format!("{b} {host_public}")).unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
-        let host = Self { client_key: d.join("client_key"), dir, primary_ns, replica_ns, address: b, sshd_config };
+        let (replica_link, primary_link) = (format!("{veth}b"), format!("{veth}a"));
+        let host =
+            Self { client_key: d.join("client_key"), dir, primary_ns, replica_ns, address: b, replica_link, primary_link, sshd_config };
         host.start_sshd();
         host
     }
