@@ -26,6 +26,10 @@ pub struct Ack {
     /// The parent named in the header was not there (the replica lost it): send in full.
     #[serde(default)]
     pub missing_parent: bool,
+    /// Not taken for a reason of the replica's own (a full disk, an I/O error), not a
+    /// refusal of what was sent: the primary retries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_uuid: Option<String>,
     #[serde(default)]

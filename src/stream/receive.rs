@@ -255,11 +255,22 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
             if e.is::<SessionBroken>() {
                 return Err(e);
             }
+            ack.fault = e.is::<ReplicaFault>();
             ack.error = Some(format!("{e:#}"));
         }
     }
     Ok(ack)
 }
+
+/// What `btrfs receive` said went wrong: its `ERROR:` lines (it also says where it chrooted).
+fn receive_errors(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("ERROR")).map(|l| l.trim_start_matches("ERROR: ")).collect();
+    if errors.is_empty() { text.trim().to_owned() } else { errors.join("; ") }
+}
+
+/// Why forwarding stopped when `btrfs receive` no longer reads (it died).
+const RECEIVE_DIED: &str = "btrfs receive stopped reading";
 
 /// Runs the filtered stream into `btrfs receive` (confined); returns once it succeeded.
 fn receive_stream(
@@ -305,7 +316,8 @@ fn receive_stream(
         match guard.feed(bytes, &mut checked) {
             Ok(()) => {
                 if to.write_all(&checked).is_err() {
-                    *refused = Some("btrfs receive stopped reading".into());
+                    // btrfs receive died; its own message says why (below).
+                    *refused = Some(RECEIVE_DIED.into());
                 }
             }
             Err(e) => *refused = Some(e.to_string()),
@@ -358,14 +370,21 @@ fn receive_stream(
     let output = child.wait_with_output()?;
     watchdog.watch(0);
     copied.map_err(|e| SessionBroken(format!("{e:#}")))?;
-    if let Some(why) = refused {
-        bail!("{why}");
+    let receive_failed = || ReplicaFault(format!("btrfs receive failed: {}", receive_errors(&output.stderr)));
+    match refused {
+        Some(why) if why == RECEIVE_DIED => Err(receive_failed().into()),
+        Some(why) => bail!("{why}"),
+        None if !output.status.success() => Err(receive_failed().into()),
+        None => Ok(()),
     }
-    if !output.status.success() {
-        bail!("btrfs receive failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(())
 }
+
+/// The replica could not take a stream for a reason of its own (`btrfs receive` failed: a
+/// full disk, an I/O error), not because the stream was wrong: said as a fault, not a
+/// refusal, and retried by the primary.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ReplicaFault(String);
 
 /// The session itself broke (the sender went away mid-stream): nothing more can be read.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,8 @@ pub const SNAPSHOT_STAGE: &str = "snapshots";
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ReplicaStatus {
     pub name: String,
-    /// `healthy`, `lagging` or `unreachable`.
+    /// `healthy`, `lagging`, `unreachable`, `refused` (it will not take what it is sent) or
+    /// `failing` (it cannot, for a reason of its own: a full disk).
     pub state: String,
     pub acked_snapshot: Option<String>,
     pub acked_seq: u64,
@@ -349,7 +350,7 @@ async fn replica_worker(
             _ = stopping.wait() => return Ok(()),
         };
         let mut status = status;
-        let mut refused = false;
+        let (mut refused, mut failing) = (false, false);
         match result {
             Ok((ack, bytes)) if ack.ok => {
                 failures = 0;
@@ -393,6 +394,14 @@ async fn replica_worker(
                 handle.store(&status);
                 continue;
             }
+            Ok((ack, _)) if ack.fault => {
+                // The replica's own trouble (its disk is full): retried, not a refusal.
+                failing = true;
+                status.last_error = ack.error.clone();
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
+            }
             Ok((ack, _)) => {
                 // Said in the ledger once, when the replica starts refusing.
                 if status.state != REFUSED {
@@ -412,7 +421,14 @@ async fn replica_worker(
             }
         }
         failures = failures.saturating_add(1);
-        status.state = if refused { REFUSED } else { "unreachable" }.into();
+        status.state = if refused {
+            REFUSED
+        } else if failing {
+            FAILING
+        } else {
+            "unreachable"
+        }
+        .into();
         let error = status.last_error.clone().unwrap_or_default();
         tracing::warn!(replica = %replica.name, error = %error, "replica sync failed; backing off");
         let _ = handle.notices.send(ReplicaNotice::Failed { replica: replica.name.clone(), error: error.clone() });
@@ -429,6 +445,9 @@ async fn replica_worker(
 /// A replica's state while it refuses what it is sent (a history it cannot verify as
 /// extending its own, among others).
 const REFUSED: &str = "refused";
+/// A replica's state while it answers but cannot take what it is sent for a reason of its
+/// own (a full disk): its `last_error` says which.
+const FAILING: &str = "failing";
 
 /// Where the primary's checkpoint signing key lives (outside the data subvolume: it must
 /// never stream).

@@ -212,6 +212,11 @@ fn daemon_checks(bus: &str) -> DaemonChecks {
         checks.push(match state {
             "healthy" => Check::ok("replica", format!("{name}: healthy, lag {} events", r["lag_events"])),
             "lagging" => Check::warn("replica", format!("{name}: lagging ({error})"), "it catches up by itself; ovs-port-agent sync-now to hurry it"),
+            "failing" => Check::fail(
+                "replica",
+                format!("{name}: cannot take what it is sent: {error}"),
+                "on the replica host: free space or fix its disk (btrfs filesystem usage); the primary retries by itself",
+            ),
             "refused" => Check::fail(
                 "replica",
                 format!("{name}: refuses what it is sent: {error}"),
