@@ -39,6 +39,8 @@ if [ -S /run/dbus/system_bus_socket ] && busctl --system status org.freedesktop.
 else
   # Neither here: the real NetworkManager and Open vSwitch in a sandbox (a network namespace
   # and a private bus), so the daemon records real changes all the same.
+  pids_down() { bash "$root/scripts/dev-sandbox.sh" down "$root/.dev/run/sandbox"; }
+  trap 'cleanup; pids_down' EXIT INT TERM
   bash scripts/dev-sandbox.sh up "$root/.dev/run/sandbox"
   # shellcheck disable=SC1091
   . "$root/.dev/run/sandbox/env"
@@ -46,8 +48,6 @@ else
   export DBUS_SYSTEM_BUS_ADDRESS=$bus
   sandbox=yes
   ovsdb=$OVSDB
-  pids_down() { bash "$root/scripts/dev-sandbox.sh" down "$root/.dev/run/sandbox"; }
-  trap 'cleanup; pids_down' EXIT INT TERM
   config=$root/.dev/run/sandbox.toml
   cat >"$config" <<CONF
 # Written by scripts/dev-run.sh: config/dev.toml, with the sandbox's bus and OVSDB.

@@ -10,18 +10,29 @@ set -euo pipefail
 
 cmd=${1:?usage: dev-sandbox.sh up|down DIR}
 dir=${2:?usage: dev-sandbox.sh up|down DIR}
-netns=opa-dev-$(basename "$dir")
+dir=$(mkdir -p "$dir" && cd "$dir" && pwd)
+# One namespace per sandbox directory (two checkouts never share one).
+netns=opa-dev-$(printf %s "$dir" | sha256sum | cut -c1-10)
+
+# Signals a process only if it is one of this sandbox's (its command line names the
+# sandbox's directory): a pid left from an earlier boot may belong to anything now.
+signal_ours() {
+  local signal=$1 pid=$2
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$dir/"; then
+    kill "-$signal" "$pid" 2>/dev/null || true
+  fi
+}
 
 # Every process writes its pid here; `down` stops them in reverse order.
 stop_all() {
   if [ -f "$dir/pids" ]; then
-    tac "$dir/pids" | while read -r pid; do kill "$pid" 2>/dev/null || true; done
+    tac "$dir/pids" | while read -r pid; do signal_ours TERM "$pid"; done
     sleep 0.3
-    tac "$dir/pids" | while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
+    tac "$dir/pids" | while read -r pid; do signal_ours KILL "$pid"; done
     rm -f "$dir/pids"
   fi
   for pidfile in "$dir"/ovs/ovs-vswitchd.pid "$dir"/ovs/ovsdb-server.pid; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    if [ -f "$pidfile" ]; then signal_ours TERM "$(cat "$pidfile")"; fi
   done
   ip netns del "$netns" 2>/dev/null || true
 }
@@ -38,8 +49,9 @@ up) ;;
   ;;
 esac
 
-dir=$(mkdir -p "$dir" && cd "$dir" && pwd)
 stop_all
+# A set-up that fails half way leaves nothing running.
+trap 'echo "dev-sandbox: set-up failed; stopping what was started" >&2; stop_all' ERR
 # A fresh sandbox each time: no database or NetworkManager state from an earlier one.
 rm -rf "$dir/ovs" "$dir/nm"
 mkdir -p "$dir"/{ovs,nm/run,nm/run-ovs,nm/var-lib,nm/etc,nm/conf.d,nm/system-conf.d,nm/connections}
@@ -69,6 +81,7 @@ rm -f "$bus_socket"
 dbus-daemon --config-file="$dir/bus.conf" --nofork --nopidfile </dev/null >"$dir/bus.log" 2>&1 &
 echo $! >>"$dir/pids"
 for _ in $(seq 50); do [ -S "$bus_socket" ] && break; sleep 0.1; done
+[ -S "$bus_socket" ] || { echo "the private bus did not start; see $dir/bus.log" >&2; false; }
 bus=unix:path=$bus_socket
 
 # Open vSwitch first: NetworkManager's ovsdb client does not reconnect by itself.
@@ -120,10 +133,8 @@ exec NetworkManager --no-daemon --config="$1/NetworkManager.conf" --config-dir="
   --system-config-dir="$1/system-conf.d" --intern-config="$1/intern.conf" --state-file="$1/state" --pid-file="$1/nm.pid"'
 DBUS_SYSTEM_BUS_ADDRESS=$bus ip netns exec "$netns" unshare --uts --mount sh -c "$nm_script" sh "$nm" </dev/null >"$dir/nm.log" 2>&1 &
 echo $! >>"$dir/pids"
-if ! DBUS_SYSTEM_BUS_ADDRESS=$bus nm-online -s -q -t 30; then
-  echo "NetworkManager did not come up; see $dir/nm.log" >&2
-  exit 1
-fi
+DBUS_SYSTEM_BUS_ADDRESS=$bus nm-online -s -q -t 30 || { echo "NetworkManager did not come up; see $dir/nm.log" >&2; false; }
+trap - ERR
 
 cat >"$dir/env" <<ENV
 BUS=$bus

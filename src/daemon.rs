@@ -234,8 +234,7 @@ async fn reload(supervisor: &mut Supervisor, file: &ConfigFile, running: &mut Co
                 streaming.remove_replica(supervisor, name).await;
             }
             for replica in &plan.replicas_changed {
-                streaming.remove_replica(supervisor, &replica.name).await;
-                streaming.add_replica(supervisor, replica.clone());
+                streaming.restart_replica(supervisor, replica.clone()).await;
             }
             for replica in &plan.replicas_added {
                 streaming.add_replica(supervisor, replica.clone());

@@ -78,6 +78,11 @@ impl Health {
     }
 
     /// Every stage's condition, by name.
+    /// A stage that no longer exists (a replica removed by a reload).
+    pub fn forget(&self, stage: &str) {
+        self.stages.lock().expect("health lock").remove(stage);
+    }
+
     pub fn report(&self) -> BTreeMap<String, StageHealth> {
         self.stages.lock().expect("health lock").clone()
     }

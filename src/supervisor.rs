@@ -112,11 +112,17 @@ impl Supervisor {
         status.lock().expect("status lock").insert(name.clone(), TaskStatus { group, restarts: 0, last_error: None, running: true });
         let task_name = name.clone();
         let abort = set.spawn(async move {
-            let _ended = SetOnDrop(ended_tx);
+            // "Ended" only once this wrapper and the task it runs are both gone: an aborted
+            // task may still be inside a poll on another thread when the wrapper drops.
+            let ended = Arc::new(SetOnDrop(ended_tx));
             let mut restarts = 0u32;
             loop {
                 let started = tokio::time::Instant::now();
-                let task = tokio::spawn(make(stopping.clone()));
+                let (run, alive) = (make(stopping.clone()), ended.clone());
+                let task = tokio::spawn(async move {
+                    let _alive = alive;
+                    run.await
+                });
                 // Aborting this wrapper (a group that did not stop in time) aborts the task.
                 let _abort = AbortOnDrop(task.abort_handle());
                 let outcome = task.await;

@@ -7,24 +7,15 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, gdbus_string, ledger_records, write_streaming_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, replica_head, write_streaming_config};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn rounds() -> usize {
     if std::env::var_os("OVS_PORT_AGENT_LONG_FAULTS").is_some() { 20 } else { 5 }
-}
-
-fn replica_head(dir: &Path) -> u64 {
-    std::fs::read(dir.join("replica-state.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|s| s["head_seq"].as_u64())
-        .unwrap_or(0)
 }
 
 /// Records events as fast as one client can until told to stop; keeps the hash of each
@@ -109,6 +100,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_everything_converges
     let converged = started.elapsed();
     let (ok, out, _) = daemon.gdbus_call("VerifyChain", &[]);
     assert!(ok && out.contains("(true,"), "{out}");
+    assert_clean(&rep_dir);
     let in_ledger: HashSet<String> = ledger_records(&state).iter().map(|r| r.hash_hex()).collect();
     let acked = acked.lock().unwrap().clone();
     let missing: Vec<&String> = acked.iter().filter(|h| !in_ledger.contains(*h)).collect();

@@ -5,22 +5,9 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, gdbus_string, write_streaming_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, gdbus_string, replica_head, wait_until, write_streaming_config};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn replica_head(dir: &Path) -> u64 {
-    let state = std::fs::read(dir.join("replica-state.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    state.and_then(|s| s["head_seq"].as_u64()).unwrap_or(0)
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn replica_names(daemon: &AgentDaemon) -> Vec<String> {
     let (ok, out, err) = daemon.gdbus_call("GetReplicaStatus", &[]);
@@ -69,7 +56,7 @@ fn a_reload_swaps_replicas_live_and_a_bad_one_changes_nothing() {
     let config = write_streaming_config(tmp.path(), &format!("{base}{}", replica_section("r1", &rep1)));
     let mut daemon = AgentDaemon::start(&bus.address, &primary.path().join("state"), &config);
     let seq = record(&daemon, 1);
-    wait_for("r1 has the first event", || replica_head(&rep1) >= seq);
+    wait_until("r1 has the first event", Duration::from_secs(60), || replica_head(&rep1) >= seq);
     assert_eq!(replica_names(&daemon), vec!["r1"]);
 
     // r1 out, r2 in, a faster trigger: applied without a restart, and recorded.
@@ -78,12 +65,12 @@ fn a_reload_swaps_replicas_live_and_a_bad_one_changes_nothing() {
         text.replace(&replica_section("r1", &rep1), &replica_section("r2", &rep2)).replace("low_delay_ms = 200", "low_delay_ms = 100");
     write_config(&config, &swapped);
     hup(&daemon);
-    wait_for("r2 replaced r1", || replica_names(&daemon) == vec!["r2"]);
+    wait_until("r2 replaced r1", Duration::from_secs(60), || replica_names(&daemon) == vec!["r2"]);
     let seq = record(&daemon, 2);
-    wait_for("r2 caught up with the whole history", || replica_head(&rep2) >= seq);
+    wait_until("r2 caught up with the whole history", Duration::from_secs(60), || replica_head(&rep2) >= seq);
     std::thread::sleep(Duration::from_millis(500));
     assert!(replica_head(&rep1) < seq, "a removed replica receives nothing more");
-    wait_for("the reload was recorded", || reloads_recorded(&daemon) == 1);
+    wait_until("the reload was recorded", Duration::from_secs(60), || reloads_recorded(&daemon) == 1);
     let (_, history, _) = daemon.gdbus_call("GetElementHistory", &["agent:config", "5"]);
     assert!(history.contains("r2") && history.contains("r1"), "what was added and removed: {history}");
 
@@ -97,7 +84,7 @@ fn a_reload_swaps_replicas_live_and_a_bad_one_changes_nothing() {
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(replica_names(&daemon), vec!["r2"]);
     let seq = record(&daemon, 3);
-    wait_for("r2 still receives", || replica_head(&rep2) >= seq);
+    wait_until("r2 still receives", Duration::from_secs(60), || replica_head(&rep2) >= seq);
     assert_eq!(reloads_recorded(&daemon), 1, "refused reloads change nothing");
     let (_, status) = daemon.stop();
     assert!(status.success(), "the daemon stopped cleanly: {status}");

@@ -4,22 +4,10 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, agent, gdbus_string, write_streaming_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, replica_head, wait_until, write_streaming_config};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn replica_state(dir: &Path) -> serde_json::Value {
-    std::fs::read(dir.join("replica-state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null)
-}
-
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < within, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn a_replica_with_a_full_disk_is_reported_and_converges_once_space_returns() {
@@ -43,7 +31,7 @@ fn a_replica_with_a_full_disk_is_reported_and_converges_once_space_returns() {
     };
     let head = || daemon.stats()["head_seq"].as_u64().unwrap();
     record(0);
-    wait_for("the first snapshot arrives", Duration::from_secs(30), || replica_state(&rep_dir)["head_seq"].as_u64() >= Some(head()));
+    wait_until("the first snapshot arrives", Duration::from_secs(30), || replica_head(&rep_dir) >= head());
 
     // Fill the replica's file system to the last byte.
     let ballast = replica.path().join("ballast");
@@ -57,7 +45,7 @@ fn a_replica_with_a_full_disk_is_reported_and_converges_once_space_returns() {
         record(i);
     }
     let wanted = head();
-    wait_for("the replica is reported failing", Duration::from_secs(60), || {
+    wait_until("the replica is reported failing", Duration::from_secs(60), || {
         let (_, out, _) = daemon.gdbus_call("GetReplicaStatus", &[]);
         let status: serde_json::Value = serde_json::from_str(&gdbus_string(&out)).unwrap();
         status[0]["state"] != "healthy" && status[0]["last_error"].is_string()
@@ -69,22 +57,12 @@ fn a_replica_with_a_full_disk_is_reported_and_converges_once_space_returns() {
     assert!(status[0]["last_error"].as_str().unwrap().contains("No space left"), "btrfs receive's own words: {failing}");
     let (_, history, _) = daemon.gdbus_call("GetElementHistory", &["replica:small", "10"]);
     assert!(!history.contains("replica.refused"), "nothing refused: {history}");
-    assert!(replica_state(&rep_dir)["head_seq"].as_u64().unwrap_or(0) < wanted, "it could not have taken everything");
+    assert!(replica_head(&rep_dir) < wanted, "it could not have taken everything");
 
     std::fs::remove_file(&ballast).unwrap();
     let freed = Instant::now();
-    wait_for("the replica converges", Duration::from_secs(120), || replica_state(&rep_dir)["head_seq"].as_u64() >= Some(wanted));
+    wait_until("the replica converges", Duration::from_secs(120), || replica_head(&rep_dir) >= wanted);
     let converged = freed.elapsed();
-    let s = replica_state(&rep_dir);
-    let newest = rep_dir.join(s["newest"].as_str().unwrap());
-    let (code, out, _) = agent(&["verify", "--data-dir", newest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}");
-    let partial: Vec<String> = std::fs::read_dir(&rep_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with("data@") && !n.starts_with('.') && !n.ends_with(".json") && !n.ends_with(".jsonl"))
-        .collect();
-    assert!(partial.is_empty(), "left behind: {partial:?}");
+    assert_clean(&rep_dir);
     eprintln!("while full: {failing}; converged {:.1} s after space was freed", converged.as_secs_f64());
 }

@@ -7,14 +7,10 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, agent, gdbus_string, run_ok, write_streaming_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, replica_head, run_ok, wait_until, write_streaming_config};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn replica_state(dir: &Path) -> serde_json::Value {
-    std::fs::read(dir.join("replica-state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null)
-}
 
 fn record(daemon: &AgentDaemon, n: usize) -> u64 {
     // Some weight per event, so that sends take a while on a slow link.
@@ -25,27 +21,12 @@ fn record(daemon: &AgentDaemon, n: usize) -> u64 {
     daemon.stats()["head_seq"].as_u64().unwrap()
 }
 
-/// Waits until the replica holds `seq`, then checks its newest snapshot and its directory.
+/// Waits until the replica holds `seq` and checks it converged cleanly; returns how long.
 fn converged(rep_dir: &Path, seq: u64, within: Duration) -> Duration {
     let started = Instant::now();
-    loop {
-        let s = replica_state(rep_dir);
-        if s["head_seq"].as_u64().unwrap_or(0) >= seq {
-            let newest = rep_dir.join(s["newest"].as_str().unwrap());
-            let (code, out, _) = agent(&["verify", "--data-dir", newest.to_str().unwrap()]);
-            assert_eq!(code, 0, "the newest snapshot verifies: {out}");
-            let partial: Vec<String> = std::fs::read_dir(rep_dir)
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with("data@") && !n.starts_with('.') && !n.ends_with(".json") && !n.ends_with(".jsonl"))
-                .collect();
-            assert!(partial.is_empty(), "left in the replica directory: {partial:?}");
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "the replica never reached seq {seq}: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(&format!("the replica holds seq {seq}"), within, || replica_head(rep_dir) >= seq);
+    assert_clean(rep_dir);
+    started.elapsed()
 }
 
 #[test]

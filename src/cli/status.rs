@@ -124,8 +124,14 @@ pub fn print(stats: &Value) {
     let lines = lines(stats);
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (label, text) in lines {
-        println!("{label:<width$}  {text}");
+        println!("{label:<width$}  {}", printable(&text));
     }
+}
+
+/// Text from replicas and sources (an error a replica sent back) without control characters:
+/// nothing it says can drive the operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn duration(s: u64) -> String {
@@ -164,6 +170,7 @@ mod tests {
             "health": {"recording": {"state": "ok", "stalls": 0}, "index": {"state": "stalled", "stalls": 2}},
             "tasks": {"recorder": {"running": true, "restarts": 0}, "source:nm": {"running": true, "restarts": 3}},
         });
+        assert_eq!(printable("no\u{1b}[2Jspace\n"), "no [2Jspace ", "a replica's words cannot clear the screen");
         let text: Vec<String> = lines(&stats).into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let text = text.join("\n");
         for want in [

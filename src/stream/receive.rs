@@ -138,7 +138,7 @@ pub fn run(dir: &Path, limits: Limits) -> Result<()> {
         let header: Header = serde_json::from_str(line.trim()).context("reading a stream header")?;
         let ack = receive_one(dir, &header, &mut input, limits, &witness)?;
         if let Some(error) = &ack.error {
-            note_rejection(dir, &header, error);
+            note_rejection(dir, &header, error, ack.fault);
         }
         let mut out = stdout.lock();
         writeln!(out, "{}", serde_json::to_string(&ack)?)?;
@@ -269,6 +269,9 @@ fn receive_errors(stderr: &[u8]) -> String {
     if errors.is_empty() { text.trim().to_owned() } else { errors.join("; ") }
 }
 
+/// What `btrfs receive` says when the replica's own disk is at fault (errno messages).
+const LOCAL_FAULTS: &[&str] = &["No space left on device", "Disk quota exceeded", "Input/output error", "Read-only file system"];
+
 /// Why forwarding stopped when `btrfs receive` no longer reads (it died).
 const RECEIVE_DIED: &str = "btrfs receive stopped reading";
 
@@ -309,13 +312,16 @@ fn receive_stream(
     let mut total = 0u64;
     let mut refused = None;
     let forward = |bytes: &[u8], guard: &mut Guard, refused: &mut Option<String>, to: &mut dyn Write| {
-        if refused.is_some() {
+        // After btrfs receive died the guard still reads on: a violation later in the stream
+        // is a refusal, whatever stopped the receive.
+        let receive_died = refused.as_deref() == Some(RECEIVE_DIED);
+        if refused.is_some() && !receive_died {
             return;
         }
         let mut checked = Vec::with_capacity(bytes.len() + 64);
         match guard.feed(bytes, &mut checked) {
             Ok(()) => {
-                if to.write_all(&checked).is_err() {
+                if !receive_died && to.write_all(&checked).is_err() {
                     // btrfs receive died; its own message says why (below).
                     *refused = Some(RECEIVE_DIED.into());
                 }
@@ -358,7 +364,7 @@ fn receive_stream(
     if let Some(mut z) = unzstd {
         let _ = z.wait();
     }
-    if refused.is_none() && copied.is_ok() {
+    if (refused.is_none() || refused.as_deref() == Some(RECEIVE_DIED)) && copied.is_ok() {
         if let Err(e) = guard.finish() {
             refused = Some(e.to_string());
         }
@@ -370,18 +376,24 @@ fn receive_stream(
     let output = child.wait_with_output()?;
     watchdog.watch(0);
     copied.map_err(|e| SessionBroken(format!("{e:#}")))?;
-    let receive_failed = || ReplicaFault(format!("btrfs receive failed: {}", receive_errors(&output.stderr)));
+    let receive_failed = || {
+        let said = receive_errors(&output.stderr);
+        let why = format!("btrfs receive failed: {said}");
+        // Only the replica's own trouble is a fault; a stream btrfs itself rejects is refused.
+        if LOCAL_FAULTS.iter().any(|f| said.contains(f)) { anyhow::Error::new(ReplicaFault(why)) } else { anyhow::anyhow!(why) }
+    };
     match refused {
-        Some(why) if why == RECEIVE_DIED => Err(receive_failed().into()),
+        Some(why) if why == RECEIVE_DIED => Err(receive_failed()),
         Some(why) => bail!("{why}"),
-        None if !output.status.success() => Err(receive_failed().into()),
+        None if !output.status.success() => Err(receive_failed()),
         None => Ok(()),
     }
 }
 
-/// The replica could not take a stream for a reason of its own (`btrfs receive` failed: a
-/// full disk, an I/O error), not because the stream was wrong: said as a fault, not a
-/// refusal, and retried by the primary.
+/// The replica could not take a stream for a reason of its own (`btrfs receive` failed
+/// with a full disk, an I/O error), not because the stream was wrong: said as a fault, not
+/// a refusal, and retried by the primary. (A full disk met elsewhere, while checking what
+/// arrived, is still reported as a refusal or a broken session.)
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct ReplicaFault(String);
@@ -827,10 +839,11 @@ fn prune(dir: &Path, keep: &str) {
 
 /// Appends a refused stream to `DIR/rejections.jsonl` (the replica daemon reports the
 /// newest), keeping the file bounded.
-fn note_rejection(dir: &Path, header: &Header, error: &str) {
+fn note_rejection(dir: &Path, header: &Header, error: &str, fault: bool) {
     let path = dir.join(REJECTIONS);
-    let line = serde_json::json!({"unix_ns": crate::event::now_ns(), "snapshot": header.name, "parent": header.parent, "error": error});
-    eprintln!("refused {}: {error}", header.name);
+    // `fault`: not taken for the replica's own trouble (a full disk), not a refusal.
+    let line = serde_json::json!({"unix_ns": crate::event::now_ns(), "snapshot": header.name, "parent": header.parent, "error": error, "fault": fault});
+    eprintln!("{} {}: {error}", if fault { "could not take" } else { "refused" }, header.name);
     if std::fs::metadata(&path).map(|m| m.len() > MAX_REJECTIONS_BYTES).unwrap_or(false) {
         if let Ok(old) = durable::read_limited(&path, 4 * MAX_REJECTIONS_BYTES) {
             let keep = &old[old.len() / 2..];

@@ -197,6 +197,10 @@ impl Streaming {
     pub fn add_replica(&self, supervisor: &mut Supervisor, replica: ReplicaConfig) {
         let status = load_status(&self.handle.root, &replica.name);
         self.handle.statuses.lock().expect("status lock").insert(replica.name.clone(), status);
+        self.spawn_worker(supervisor, replica);
+    }
+
+    fn spawn_worker(&self, supervisor: &mut Supervisor, replica: ReplicaConfig) {
         let (engine, handle, binary) = (self.engine.clone(), self.handle.clone(), self.binary.clone());
         supervisor.spawn("stream", worker_task(&replica.name), Restart::Always, move |stopping| {
             replica_worker(replica.clone(), engine.clone(), handle.clone(), binary.clone(), stopping)
@@ -204,11 +208,21 @@ impl Streaming {
     }
 
     /// Stops a replica's worker (ending its session) and forgets it: it no longer holds a
-    /// snapshot back from pruning. Its state file stays, for a later return.
+    /// snapshot back from pruning, and its health stage goes. Its state file stays, for a
+    /// later return.
     pub async fn remove_replica(&self, supervisor: &mut Supervisor, name: &str) {
         supervisor.stop_task(&worker_task(name), REPLICA_STOP_DEADLINE).await;
         self.handle.statuses.lock().expect("status lock").remove(name);
         self.handle.sending.lock().expect("sending lock").remove(name);
+        self.handle.health.forget(&format!("replica:{name}"));
+    }
+
+    /// Starts a replica's worker again with changed settings. Its status and the snapshot it
+    /// holds back stay in place meanwhile, so pruning cannot take the parent of its next
+    /// incremental.
+    pub async fn restart_replica(&self, supervisor: &mut Supervisor, replica: ReplicaConfig) {
+        supervisor.stop_task(&worker_task(&replica.name), REPLICA_STOP_DEADLINE).await;
+        self.spawn_worker(supervisor, replica);
     }
 
     /// A new trigger policy (delays, batch size), taken by the running trigger.
@@ -262,9 +276,8 @@ async fn trigger_loop(
     let mut pending = Pending::new(&policy.borrow_and_update());
     // Recorded before this start but in no snapshot (the daemon stopped or crashed first):
     // no notice will come for them, so they are pending from the start.
-    if engine.writer().head().borrow().0 > handle.newest_seq() {
-        pending.note_uncovered(Instant::now());
-    }
+    let head = engine.writer().head().borrow().0;
+    pending.note_uncovered(handle.newest_seq() + 1, head, Instant::now());
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut failures = 0u32;
     loop {

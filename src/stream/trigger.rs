@@ -63,11 +63,15 @@ impl Pending {
         self.missed = Some(self.missed.map_or(due, |d| d.min(due)));
     }
 
-    /// Events recorded before this start that no snapshot covers (a crash came between): a
-    /// snapshot is due as soon as they are vectorized. Their priorities are not known here,
-    /// and some may have been critical.
-    pub fn note_uncovered(&mut self, now: Instant) {
-        self.missed = Some(now);
+    /// Events `first..=last`, recorded before this start, that no snapshot covers (a crash
+    /// came between): due at once, as critical ones are, as they get their vectors — the
+    /// range stays pending until a snapshot covers its last event, however many snapshots
+    /// the backlog's embedding takes. Their priorities are not known here, and some may
+    /// have been critical.
+    pub fn note_uncovered(&mut self, first: u64, last: u64, now: Instant) {
+        if first <= last {
+            self.classes[Priority::Critical.rank() as usize].push_front(Range { first, last, due: now });
+        }
     }
 
     /// Whether a snapshot is due now, given that everything through `vectorized` has its
@@ -138,13 +142,17 @@ mod tests {
     }
 
     #[test]
-    fn events_no_snapshot_covers_at_start_are_due_once_vectorized() {
+    fn events_no_snapshot_covers_at_start_stay_due_until_all_are_covered() {
         let t0 = Instant::now();
         let mut p = Pending::new(&config());
-        p.note_uncovered(t0);
+        p.note_uncovered(11, 40, t0);
         assert!(!p.due(10, 10, t0), "nothing beyond the last snapshot is vectorized yet");
         assert!(p.due(14, 10, t0), "due at once, whatever their priority");
         p.covered(14);
+        assert!(p.due(25, 14, t0), "the backlog's next batch is due too, not only the first");
+        p.covered(25);
+        assert!(!p.is_empty());
+        p.covered(40);
         assert!(p.is_empty());
     }
 

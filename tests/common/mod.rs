@@ -11,6 +11,7 @@ pub mod history_gen;
 mod netns;
 mod nm;
 mod ovs;
+mod replica;
 pub mod search_eval;
 mod sshd;
 
@@ -20,6 +21,7 @@ pub use daemon::{AgentDaemon, gdbus_string, write_daemon_config, write_replica_c
 pub use netns::Netns;
 pub use nm::NmSandbox;
 pub use ovs::OvsSandbox;
+pub use replica::{assert_clean, replica_head, replica_state, wait_until};
 pub use sshd::SshReplicaHost;
 
 use ovs_port_agent::event::{NewEvent, Priority};

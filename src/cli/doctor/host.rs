@@ -4,7 +4,7 @@
 
 use super::Check;
 use crate::config::{Config, ReplicaConfig, Transport};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -82,9 +82,20 @@ pub(super) fn ovsdb(config: &Config) -> Check {
     }
 }
 
-/// Each ssh replica's private key (present, readable by root alone) and pinned host key.
+/// Each ssh replica's private key (present, readable by root alone) and pinned host key;
+/// a local replica where the hardened unit would run it.
 pub(super) fn replica_keys(config: &Config) -> Vec<Check> {
-    config.stream.replicas.iter().filter(|r| r.transport == Transport::Ssh).flat_map(|r| [identity(r), host_key(r)]).collect()
+    let mut checks: Vec<Check> =
+        config.stream.replicas.iter().filter(|r| r.transport == Transport::Ssh).flat_map(|r| [identity(r), host_key(r)]).collect();
+    let unit_installed = UNIT_DIRS.iter().any(|d| Path::new(d).join(UNIT_FILE).exists());
+    for r in config.stream.replicas.iter().filter(|r| r.transport == Transport::Local && unit_installed) {
+        checks.push(Check::fail(
+            "replica",
+            format!("{}: a local replica cannot receive under the hardened unit (btrfs receive needs chroot and a mount namespace it forbids)", r.name),
+            "use transport = \"ssh\" to a replica-receive on this or another host (docs/operations.md); local replicas are for tests and development",
+        ));
+    }
+    checks
 }
 
 fn identity(replica: &ReplicaConfig) -> Check {
@@ -102,6 +113,20 @@ fn identity(replica: &ReplicaConfig) -> Check {
         Err(e) => {
             Check::fail(NAME, format!("{name}: {}: {e}", path.display()), format!("ssh-keygen -t ed25519 -N '' -f {}", path.display()))
         }
+        Ok(meta) if meta.uid() != 0 => Check::fail(
+            NAME,
+            format!(
+                "{name}: {} belongs to uid {}, not root; the daemon (root without DAC override) cannot read it",
+                path.display(),
+                meta.uid()
+            ),
+            format!("chown root:root {}", path.display()),
+        ),
+        Ok(_) if path.starts_with("/root") || path.starts_with("/home") => Check::fail(
+            NAME,
+            format!("{name}: {} is under a home directory, which the unit hides (ProtectHome=yes)", path.display()),
+            "move it to /etc/ovs-port-agent/ (mode 600) and set identity to it",
+        ),
         Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Check::fail(
             NAME,
             format!(
