@@ -204,6 +204,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits, at most `limit`, until the index holds everything the ledger held when called
+    /// (the index follows the ledger a little behind). False when the limit passed first.
+    pub async fn wait_indexed(&self, limit: std::time::Duration) -> bool {
+        let head = self.writer().head().borrow().0;
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.indexer_stats.indexed_seq.load(Ordering::Relaxed) < head {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     pub fn pool(&self) -> &EmbedPool {
         &self.pool
     }

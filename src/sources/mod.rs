@@ -26,6 +26,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 /// Where a source puts its events.
@@ -51,6 +52,11 @@ pub struct SourceState {
 }
 
 impl Sink {
+    /// Events this source queued that the recorder has not taken yet.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// The source follows what it records.
     pub fn connected(&self, detail: impl Into<String>) {
         self.set_state("connected", detail.into());
@@ -89,6 +95,9 @@ pub struct SourceStats {
 
 /// The health stage of recording source events into the ledger.
 pub const RECORDING_STAGE: &str = "recording";
+
+/// How long a reconciliation waits for what its source already emitted to be indexed.
+const RECONCILE_WAIT: Duration = Duration::from_secs(5);
 
 /// Most events recorded with one append.
 const RECORD_BATCH: usize = 1024;
@@ -329,6 +338,16 @@ pub struct LiveElement {
 /// `reconciled.added` and `reconciled.removed` events.
 pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &Sink, engine: &Arc<Engine>) -> anyhow::Result<()> {
     use serde_json::Value;
+    // Compared with the index, so what this source already emitted must be in it first: the
+    // events still queued, then the index's few records behind the ledger. Else an element
+    // seen live just before (NetworkManager restarting mid-burst) would be "added" twice.
+    let deadline = tokio::time::Instant::now() + RECONCILE_WAIT;
+    while sink.queued() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !engine.wait_indexed(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+        tracing::debug!(source, "reconciling against an index still behind the ledger");
+    }
     let known = engine.read_index(move |index| Ok(index.elements_of_source(source)?)).await?;
     let first_time = known.is_empty();
     let mut known_map: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
