@@ -62,7 +62,15 @@ struct World {
     active: HashMap<String, String>,
     /// PropertiesChanged waiting to be merged: device path → when the burst began.
     pending: HashMap<String, (Instant, Map<String, Value>)>,
+    /// Devices NetworkManager withdrew, recorded as removed once `REMOVAL_GRACE` has passed:
+    /// NetworkManager stopping withdraws every device it knows, which is not a removal.
+    removals: Vec<(Instant, String, Map<String, Value>)>,
 }
+
+/// How long a withdrawn device waits before it is recorded as removed. If NetworkManager
+/// leaves the bus meanwhile, it was stopping: nothing is recorded, and the reconciliation
+/// when it returns says which devices really went.
+const REMOVAL_GRACE: Duration = Duration::from_secs(1);
 
 /// NetworkManager's signals waiting to be handled; beyond this they are counted as lost and
 /// the source reconciles with NM's live state instead (as for a source-queue overflow).
@@ -176,6 +184,11 @@ async fn session(
                         tracing::warn!("NetworkManager left the bus; waiting for it to return");
                         sink.waiting(format!("NetworkManager left {bus}"));
                         nm_owner = None;
+                        // It withdrew its devices as it stopped: not removals (see REMOVAL_GRACE).
+                        let withdrawn = std::mem::take(&mut world.removals).len();
+                        if withdrawn > 0 {
+                            tracing::info!(devices = withdrawn, "NetworkManager withdrew its devices as it stopped; its return is reconciled");
+                        }
                     } else {
                         // NM (re)started: give it a moment to publish its objects, then reconcile.
                         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -380,6 +393,18 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
         (NM, "DeviceAdded") => {
             let (device,): (OwnedObjectPath,) = msg.body().deserialize()?;
             let (id, view) = device_view(conn, device.as_str()).await?;
+            // Removed a moment ago and back: both happened, in that order.
+            if let Some(at) = world.removals.iter().position(|(_, removed, _)| *removed == id) {
+                let (_, removed, before) = world.removals.remove(at);
+                let name = removed.trim_start_matches("interface:").to_owned();
+                sink.emit(event(&removed, "device.removed", Priority::High, json!({"before": before}), format!("device {name} removed")));
+            }
+            // Already known (in the snapshot just reconciled, NetworkManager announcing what it
+            // found on its return): not an addition.
+            if world.devices.values().any(|(known, _)| *known == id) {
+                world.devices.insert(device.to_string(), (id, view));
+                return Ok(());
+            }
             let name = view["interface"].as_str().unwrap_or_default().to_owned();
             let kind = view.get("device_type").and_then(Value::as_str).unwrap_or("device").to_owned();
             sink.emit(event(&id, "device.added", Priority::Medium, json!({"after": view}), format!("{kind} device {name} added")));
@@ -389,8 +414,7 @@ async fn handle_signal(conn: &Connection, msg: &zbus::Message, world: &mut World
             let (device,): (OwnedObjectPath,) = msg.body().deserialize()?;
             world.pending.remove(device.as_str());
             if let Some((id, view)) = world.devices.remove(device.as_str()) {
-                let name = id.trim_start_matches("interface:").to_owned();
-                sink.emit(event(&id, "device.removed", Priority::High, json!({"before": view}), format!("device {name} removed")));
+                world.removals.push((Instant::now() + REMOVAL_GRACE, id, view));
             }
         }
         (NM, "StateChanged") => {
@@ -599,11 +623,18 @@ async fn properties_changed(
     Ok(())
 }
 
-/// Emits merged property events whose window has passed.
+/// Emits merged property events whose window has passed, and removals whose grace has.
 fn flush_pending(world: &mut World, window: Duration, sink: &Sink) {
     let due: Vec<String> = world.pending.iter().filter(|(_, (t, _))| t.elapsed() >= window).map(|(p, _)| p.clone()).collect();
     for path in due {
         flush_one(world, &path, sink);
+    }
+    let now = Instant::now();
+    let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut world.removals).into_iter().partition(|(at, _, _)| *at <= now);
+    world.removals = waiting;
+    for (_, id, view) in due {
+        let name = id.trim_start_matches("interface:").to_owned();
+        sink.emit(event(&id, "device.removed", Priority::High, json!({"before": view}), format!("device {name} removed")));
     }
 }
 
