@@ -1,0 +1,89 @@
+//! The fault suite (issue 15): a burst of about 10,000 events from a real source (ovs-vsctl
+//! adding 3,000 ports to ovsdb-server in three transactions) with a critical event recorded
+//! in the middle of it, streamed to a local replica. Nothing is dropped silently: every port
+//! is in the ledger, live or reconciled, and anything beyond the queue is counted. The
+//! critical event reaches the replica; how soon is printed (the issue's target is 1 s; a
+//! timing, so reported rather than asserted: measured 15 s, because a snapshot is cut at the
+//! vectorized watermark, which waits for every earlier event's embedding — benches/REPORT.md).
+
+mod common;
+
+use common::{
+    AgentDaemon, BtrfsMount, OvsSandbox, PrivateBus, gdbus_string, ledger_records, replica_head, wait_until, write_streaming_config,
+};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const PORTS: usize = 3000;
+
+#[test]
+fn a_real_source_burst_drops_nothing_silently_and_a_critical_event_in_it_reaches_the_replica() {
+    let ovs = OvsSandbox::start();
+    ovs.stop_vswitchd();
+    ovs.vsctl_no_wait(&["add-br", "br0"]);
+    let primary = BtrfsMount::new(800);
+    let replica = BtrfsMount::new(800);
+    let rep_dir = replica.path().join("rep");
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
+        ovs.socket().display(),
+        rep_dir.display()
+    );
+    let config = write_streaming_config(tmp.path(), &extra);
+    let state = primary.path().join("state");
+    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    wait_until("the OVS baseline", Duration::from_secs(30), || ledger_records(&state).iter().any(|r| r.action == "baseline"));
+
+    // Three transactions of 1,000 ports each (a Port and an Interface row apiece, and the
+    // bridge's port list each time), the critical event recorded after the first.
+    let transaction = |from: usize| {
+        let mut args: Vec<String> = Vec::new();
+        for i in from..from + PORTS / 3 {
+            if !args.is_empty() {
+                args.push("--".into());
+            }
+            args.extend(["add-port".into(), "br0".into(), format!("b{i}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ovs.vsctl_no_wait(&args);
+    };
+    let started = Instant::now();
+    transaction(0);
+    let (ok, out, err) =
+        daemon.gdbus_call("RecordEvent", &["interface:uplink0", "link.down", r#"{"summary":"uplink0 lost carrier"}"#, "critical"]);
+    assert!(ok, "{err}");
+    let critical_hash = gdbus_string(&out);
+    let critical_at = Instant::now();
+    let critical_seq =
+        ledger_records(&state).iter().find(|r| r.hash_hex() == critical_hash).map(|r| r.seq).expect("acknowledged, so in the ledger");
+    transaction(PORTS / 3);
+    transaction(2 * PORTS / 3);
+    wait_until("the critical event is on the replica", Duration::from_secs(60), || replica_head(&rep_dir) >= critical_seq);
+    let to_replica = critical_at.elapsed();
+
+    let ports = |records: &[ovs_port_agent::ledger::Record]| -> HashSet<String> {
+        records
+            .iter()
+            .filter(|r| r.element_id.starts_with("ovs-port:b") && matches!(r.action.as_str(), "port.added" | "reconciled.added"))
+            .map(|r| r.element_id.clone())
+            .collect()
+    };
+    wait_until("every port of the burst recorded", Duration::from_secs(120), || ports(&ledger_records(&state)).len() == PORTS);
+    let recorded_in = started.elapsed();
+    let records = ledger_records(&state);
+    let stats = daemon.stats();
+    let overflowed = stats["sources"]["overflowed"].as_u64().unwrap_or(0);
+    let overflow_events = records.iter().filter(|r| r.action == "queue.overflow").count();
+    if overflowed > 0 {
+        assert!(overflow_events > 0, "an overflow is recorded, not silent");
+    }
+    eprintln!(
+        "{} events recorded for {PORTS} ports in {:.1} s; {overflowed} beyond the queue (counted, {overflow_events} queue.overflow events, reconciled); \
+         the critical event on the replica {:.2} s after it was acknowledged",
+        records.len(),
+        recorded_in.as_secs_f64(),
+        to_replica.as_secs_f64()
+    );
+}
