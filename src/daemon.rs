@@ -161,8 +161,8 @@ async fn follow_snapshots(
     }
 }
 
-/// Waits for SIGTERM/SIGINT, or for a task the daemon cannot run without to end.
-/// The signals the daemon acts on.
+/// The signals the daemon acts on (installed before the name is owned: from then on a
+/// SIGHUP reloads instead of ending the process).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
