@@ -89,12 +89,8 @@ impl ReloadPlan {
     /// `running` with what this plan applies (what runs after the reload).
     pub fn applied_to(&self, running: &Config, new: &Config) -> Config {
         let mut now = running.clone();
-        now.stream.replicas = new.stream.replicas.clone();
-        if let Some(policy) = &self.trigger {
-            let s = &mut now.stream;
-            (s.critical_delay_ms, s.high_delay_ms, s.medium_delay_ms, s.low_delay_ms, s.batch_events) =
-                (policy.critical_delay_ms, policy.high_delay_ms, policy.medium_delay_ms, policy.low_delay_ms, policy.batch_events);
-        }
+        // The replicas and the trigger policy as the file has them; `enabled` waits for a restart.
+        now.stream = StreamConfig { enabled: running.stream.enabled, ..new.stream.clone() };
         now.sources.priorities = new.sources.priorities.clone();
         now
     }

@@ -93,14 +93,10 @@ fn tamper_suite(over_ssh: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let rep_dir = replica.path().join("rep");
     let sources = "\n[sources]\novsdb = false\nnetworkmanager = false\n";
-    let ssh_host =
-        over_ssh.then(|| SshReplicaHost::start(&format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display())));
+    let ssh_host = over_ssh.then(|| SshReplicaHost::receiving_into(&rep_dir));
     let (name, extra) = match &ssh_host {
         Some(host) => ("rep1", format!("{sources}{}", host.replica_toml(&[]))),
-        None => (
-            "local1",
-            format!("{sources}\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n", rep_dir.display()),
-        ),
+        None => ("local1", format!("{sources}{}", common::local_replica_toml("local1", &rep_dir))),
     };
     let config = write_streaming_config(tmp.path(), &extra);
     let start = |state: &Path| match &ssh_host {

@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, replica_head, write_streaming_config};
+use common::{
+    AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, local_replica_toml, replica_head,
+    write_streaming_config,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,9 +55,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_everything_converges
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nhigh_delay_ms = 100\nmedium_delay_ms = 200\nlow_delay_ms = 300\n\n\
-         [[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
-        rep_dir.display()
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nhigh_delay_ms = 100\nmedium_delay_ms = 200\nlow_delay_ms = 300\n{}",
+        local_replica_toml("local1", &rep_dir)
     );
     let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");

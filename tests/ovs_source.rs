@@ -22,8 +22,7 @@ fn ovs_changes_become_events_and_restarts_are_reconciled() {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let extra = format!("\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n", ovs.socket().display());
-    let config = write_daemon_config(tmp.path(), &extra);
+    let config = write_daemon_config(tmp.path(), &ovs.sources_toml());
     let mut daemon = AgentDaemon::start(&bus.address, &state, &config);
 
     // First start: a baseline of what exists.

@@ -23,8 +23,7 @@ fn a_port_added_to_a_bridge_of_1900_ports_is_recorded_shortened_and_recording_go
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let extra = format!("\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n", ovs.socket().display());
-    let config = write_daemon_config(tmp.path(), &extra);
+    let config = write_daemon_config(tmp.path(), &ovs.sources_toml());
     let _daemon = AgentDaemon::start(&bus.address, &state, &config);
     wait_for_records(&state, 30, "the OVS baseline", |r| find(r, "ovs:system", "baseline").is_some());
 
@@ -74,8 +73,7 @@ fn a_panicking_source_is_logged_and_restarted() {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let extra = format!("\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n", ovs.socket().display());
-    let config = write_daemon_config(tmp.path(), &extra);
+    let config = write_daemon_config(tmp.path(), &ovs.sources_toml());
     let daemon = AgentDaemon::start_with_env(&bus.address, &state, &config, &[("OVS_PORT_AGENT_FAULTS", "panic-source-ovsdb")]);
     // The source's first session panics; it is restarted and records its baseline.
     wait_for_records(&state, 30, "the OVS baseline after the restart", |r| find(r, "ovs:system", "baseline").is_some());
@@ -96,8 +94,8 @@ fn a_full_disk_stops_the_index_where_it_is_and_it_resumes_without_a_hole() {
     let tmp = tempfile::tempdir().unwrap();
     let rep_dir = replica.path().join("rep");
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
-        rep_dir.display()
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n{}",
+        common::local_replica_toml("local1", &rep_dir)
     );
     let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");

@@ -9,7 +9,8 @@
 mod common;
 
 use common::{
-    AgentDaemon, BtrfsMount, OvsSandbox, PrivateBus, gdbus_string, ledger_records, replica_head, wait_until, write_streaming_config,
+    AgentDaemon, BtrfsMount, OvsSandbox, PrivateBus, gdbus_string, ledger_records, local_replica_toml, replica_head, wait_until,
+    write_streaming_config,
 };
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -26,11 +27,7 @@ fn a_real_source_burst_drops_nothing_silently_and_a_critical_event_in_it_reaches
     let rep_dir = replica.path().join("rep");
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
-        ovs.socket().display(),
-        rep_dir.display()
-    );
+    let extra = format!("{}{}", ovs.sources_toml(), local_replica_toml("local1", &rep_dir));
     let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start(&bus.address, &state, &config);

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, gdbus_string, replica_head, wait_until, write_streaming_config};
+use common::{AgentDaemon, BtrfsMount, PrivateBus, gdbus_string, local_replica_toml, replica_head, wait_until, write_streaming_config};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn replica_names(daemon: &AgentDaemon) -> Vec<String> {
     let (ok, out, err) = daemon.gdbus_call("GetReplicaStatus", &[]);
@@ -22,10 +22,6 @@ fn record(daemon: &AgentDaemon, n: u32) -> u64 {
     assert!(ok, "{err}");
     let (_, out, _) = daemon.busctl(&["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq"]);
     out.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn replica_section(name: &str, dir: &Path) -> String {
-    format!("\n[[stream.replicas]]\nname = \"{name}\"\ntransport = \"local\"\nremote_dir = \"{}\"\n", dir.display())
 }
 
 /// Replaces the config file whole (as editors do), so a reload never reads half of it.
@@ -53,7 +49,7 @@ fn a_reload_swaps_replicas_live_and_a_bad_one_changes_nothing() {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let base = "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 200\nlow_delay_ms = 200\n";
-    let config = write_streaming_config(tmp.path(), &format!("{base}{}", replica_section("r1", &rep1)));
+    let config = write_streaming_config(tmp.path(), &format!("{base}{}", local_replica_toml("r1", &rep1)));
     let mut daemon = AgentDaemon::start(&bus.address, &primary.path().join("state"), &config);
     let seq = record(&daemon, 1);
     wait_until("r1 has the first event", Duration::from_secs(60), || replica_head(&rep1) >= seq);
@@ -61,8 +57,9 @@ fn a_reload_swaps_replicas_live_and_a_bad_one_changes_nothing() {
 
     // r1 out, r2 in, a faster trigger: applied without a restart, and recorded.
     let text = std::fs::read_to_string(&config).unwrap();
-    let swapped =
-        text.replace(&replica_section("r1", &rep1), &replica_section("r2", &rep2)).replace("low_delay_ms = 200", "low_delay_ms = 100");
+    let swapped = text
+        .replace(&local_replica_toml("r1", &rep1), &local_replica_toml("r2", &rep2))
+        .replace("low_delay_ms = 200", "low_delay_ms = 100");
     write_config(&config, &swapped);
     hup(&daemon);
     wait_until("r2 replaced r1", Duration::from_secs(60), || replica_names(&daemon) == vec!["r2"]);

@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, replica_head, wait_until, write_streaming_config};
+use common::{
+    AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, local_replica_toml, replica_head, wait_until, write_streaming_config,
+};
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -17,9 +18,8 @@ fn a_replica_with_a_full_disk_is_reported_and_converges_once_space_returns() {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n\n\
-         [[stream.replicas]]\nname = \"small\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
-        rep_dir.display()
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\n{}",
+        local_replica_toml("small", &rep_dir)
     );
     let config = write_streaming_config(tmp.path(), &extra);
     let daemon = AgentDaemon::start(&bus.address, &primary.path().join("state"), &config);

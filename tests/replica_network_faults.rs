@@ -34,8 +34,7 @@ fn a_replica_whose_link_fails_during_sends_or_turns_slow_and_lossy_converges() {
     let primary = BtrfsMount::new(600);
     let replica = BtrfsMount::new(600);
     let rep_dir = replica.path().join("rep");
-    let forced = format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display());
-    let host = common::SshReplicaHost::start(&forced);
+    let host = common::SshReplicaHost::receiving_into(&rep_dir);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(

@@ -31,8 +31,7 @@ fn ovsdb_server_killed_mid_burst_misses_nothing() {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let extra = format!("\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n", ovs.socket().display());
-    let config = write_daemon_config(tmp.path(), &extra);
+    let config = write_daemon_config(tmp.path(), &ovs.sources_toml());
     let _daemon = AgentDaemon::start(&bus.address, &state, &config);
     wait_for_records(&state, 30, "the OVS baseline", |r| r.iter().any(|e| e.action == "baseline"));
 

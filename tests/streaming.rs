@@ -50,8 +50,8 @@ fn snapshots_stream_to_a_local_replica_incrementally_and_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let rep_dir = replica.path().join("rep");
     let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 200\nlow_delay_ms = 200\n\n[[stream.replicas]]\nname = \"local1\"\ntransport = \"local\"\nremote_dir = \"{}\"\n",
-        rep_dir.display()
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 200\nlow_delay_ms = 200\n{}",
+        common::local_replica_toml("local1", &rep_dir)
     );
     let config = write_streaming_config(tmp.path(), &extra);
     let state = primary.path().join("state");
@@ -182,8 +182,7 @@ fn replicas_over_ssh_with_a_restricted_key_catch_up_after_an_outage_at_different
     let primary = BtrfsMount::new(600);
     let replica = BtrfsMount::new(600);
     let rep_dir = replica.path().join("rep");
-    let forced = format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display());
-    let host = common::SshReplicaHost::start(&forced);
+    let host = common::SshReplicaHost::receiving_into(&rep_dir);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
@@ -307,8 +306,7 @@ fn the_ssh_connection_killed_mid_send_leaves_nothing_partial_and_the_send_conver
     let primary = BtrfsMount::new(900);
     let replica = BtrfsMount::new(1200);
     let rep_dir = replica.path().join("rep");
-    let forced = format!("{} replica-receive --dir {}", common::agent_bin().display(), rep_dir.display());
-    let host = common::SshReplicaHost::start(&forced);
+    let host = common::SshReplicaHost::receiving_into(&rep_dir);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!("\n[sources]\novsdb = false\nnetworkmanager = false\n{}", host.replica_toml(&["-o", "ConnectTimeout=3"]));

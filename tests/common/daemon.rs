@@ -34,6 +34,11 @@ fn write_config(dir: &Path, agent: &str, extra: &str) -> PathBuf {
     path
 }
 
+/// A `[[stream.replicas]]` table for a replica receiving into `dir` on this host.
+pub fn local_replica_toml(name: &str, dir: &Path) -> String {
+    format!("\n[[stream.replicas]]\nname = \"{name}\"\ntransport = \"local\"\nremote_dir = \"{}\"\n", dir.display())
+}
+
 /// `ovs-port-agent daemon` running against a private bus; SIGTERMed on drop.
 pub struct AgentDaemon {
     pub child: std::process::Child,

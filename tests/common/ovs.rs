@@ -76,6 +76,11 @@ impl OvsSandbox {
         }
     }
 
+    /// The `[sources]` table of a daemon watching this sandbox only (no NetworkManager).
+    pub fn sources_toml(&self) -> String {
+        format!("\n[sources]\novsdb_socket = \"{}\"\nnetworkmanager = false\n", self.socket().display())
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("conf.db")
     }

@@ -1,7 +1,7 @@
 //! A replica host: a network namespace with a real sshd, reached over a veth pair.
 
 use super::{Netns, run_ok};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Two namespaces joined by a veth pair, the second running a real sshd whose only key is
@@ -71,6 +71,11 @@ impl SshReplicaHost {
             Self { client_key: d.join("client_key"), dir, primary_ns, replica_ns, address: b, replica_link, primary_link, sshd_config };
         host.start_sshd();
         host
+    }
+
+    /// A replica host whose key is pinned to `replica-receive` into `dir`.
+    pub fn receiving_into(dir: &Path) -> Self {
+        Self::start(&format!("{} replica-receive --dir {}", super::agent_bin().display(), dir.display()))
     }
 
     pub fn start_sshd(&self) {

@@ -87,7 +87,7 @@ pub(super) fn ovsdb(config: &Config) -> Check {
 pub(super) fn replica_keys(config: &Config) -> Vec<Check> {
     let mut checks: Vec<Check> =
         config.stream.replicas.iter().filter(|r| r.transport == Transport::Ssh).flat_map(|r| [identity(r), host_key(r)]).collect();
-    let unit_installed = UNIT_DIRS.iter().any(|d| Path::new(d).join(UNIT_FILE).exists());
+    let unit_installed = installed_unit().is_some();
     for r in config.stream.replicas.iter().filter(|r| r.transport == Transport::Local && unit_installed) {
         checks.push(Check::fail(
             "replica",
@@ -196,11 +196,16 @@ fn ssh_options(args: &[String]) -> Vec<(String, String)> {
     out
 }
 
+/// The unit file systemd would use, if one is installed.
+fn installed_unit() -> Option<PathBuf> {
+    UNIT_DIRS.iter().map(|d| PathBuf::from(d).join(UNIT_FILE)).find(|p| p.exists())
+}
+
 /// The installed unit's `systemd-analyze security` exposure (drop-ins included when systemd
 /// runs): a drop-in that loosens it shows here.
 pub(super) fn unit_hardening() -> Check {
     const NAME: &str = "unit hardening";
-    let Some(unit) = UNIT_DIRS.iter().map(|d| PathBuf::from(d).join(UNIT_FILE)).find(|p| p.exists()) else {
+    let Some(unit) = installed_unit() else {
         return Check::ok(NAME, format!("no {UNIT_FILE} installed (not run by systemd here)"));
     };
     let systemd_runs = Path::new("/run/systemd/system").is_dir();
