@@ -1,6 +1,8 @@
-//! The README's "Using it" commands, run as written against a real daemon (private bus, loop
-//! Btrfs, the real model) holding a small history, so the documentation cannot drift from the
-//! program. What a test cannot have is substituted, and only that: the bus (`--system` → the
+//! The README's "Using it" commands, and every `ovs-port-agent` command in the `sh` blocks of
+//! docs/, run as written against a real daemon (private bus, loop Btrfs, the real model)
+//! holding a small history, so the documentation cannot drift from the program. (The docs'
+//! other commands — apt, systemctl, btrfs, ssh — act on a host, not on this test.) Commands
+//! with `--data-dir` run offline, after the daemon is stopped. What a test cannot have is substituted, and only that: the bus (`--system` → the
 //! test's bus), the data directory (`/var/lib/ovs-port-agent` → the test's), the file
 //! `events.jsonl` (→ the test's history) and the incident seq `48213` (→ an event it holds).
 //! `tail --follow` runs until stopped: it must still be running after a second. `doctor` may
@@ -13,12 +15,31 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-/// The commands of the README's first `sh` block after `## Using it`, continuation lines
-/// joined, comments dropped.
+/// The commands of the README's first `sh` block after `## Using it`.
 fn readme_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme.split("## Using it").nth(1).expect("a Using it section");
-    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("an sh block");
+    commands_of(section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("an sh block"))
+}
+
+/// The `ovs-port-agent` commands of every `sh` block in docs/.
+fn docs_commands() -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for block in text.split("```sh").skip(1).filter_map(|b| b.split("```").next()) {
+            out.extend(commands_of(block).into_iter().filter(|c| c.starts_with("ovs-port-agent ")));
+        }
+    }
+    out
+}
+
+/// The commands of an `sh` block: continuation lines joined, comments dropped.
+fn commands_of(block: &str) -> Vec<String> {
     let mut commands = Vec::new();
     let mut current = String::new();
     for line in block.lines() {
@@ -122,7 +143,7 @@ fn history(path: &Path) {
 }
 
 #[test]
-fn the_readme_commands_run_as_written() {
+fn the_readme_and_docs_commands_run_as_written() {
     let fs = BtrfsMount::new(400);
     let state = fs.path().join("state");
     let state_arg = state.to_str().unwrap().to_owned();
@@ -130,13 +151,19 @@ fn the_readme_commands_run_as_written() {
     let events = tmp.path().join("events.jsonl");
     history(&events);
     let config = write_streaming_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
+    // As on a host: the config names the data directory (commands that read it without
+    // --data-dir, such as `verify --anchored`, find it there).
+    let text = std::fs::read_to_string(&config).unwrap().replacen("[agent]\n", &format!("[agent]\ndata_dir = \"{state_arg}\"\n"), 1);
+    std::fs::write(&config, text).unwrap();
     let config_arg = config.to_str().unwrap().to_owned();
     let out = Command::new(agent_bin()).args(["--config", &config_arg, "--data-dir", &state_arg, "import"]).arg(&events).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let commands = readme_commands();
-    assert!(commands.len() >= 20, "{commands:?}");
-    let offline_from = commands.iter().position(|c| c.contains("--data-dir")).expect("offline commands");
+    let (online, offline): (Vec<String>, Vec<String>) =
+        readme_commands().into_iter().chain(docs_commands()).partition(|c| !c.contains("--data-dir"));
+    assert!(online.len() >= 20 && offline.len() >= 5, "{online:?} {offline:?}");
+    let offline_from = online.len();
+    let commands: Vec<String> = online.into_iter().chain(offline).collect();
     let substitute = |word: &str| match word {
         "/var/lib/ovs-port-agent" => state_arg.clone(),
         "events.jsonl" => events.to_str().unwrap().to_owned(),
@@ -194,7 +221,7 @@ fn the_readme_commands_run_as_written() {
             ));
         }
     }
-    assert!(failures.is_empty(), "README commands that failed:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "documented commands that failed:\n{}", failures.join("\n"));
 }
 
 #[test]
