@@ -278,6 +278,11 @@ pub struct ReplicaConfig {
     /// 100 MB/s, off above).
     #[serde(default = "default_compression")]
     pub compression: String,
+    /// The replica host keeps the snapshots of many primaries: this one's go to
+    /// `REMOTE_DIR/origins/<agent.host>` (`replica-receive --origin`; a restricted key
+    /// should pin the same in its forced command).
+    #[serde(default)]
+    pub per_origin: bool,
 }
 
 fn default_compression() -> String {
@@ -450,6 +455,10 @@ impl Config {
             r.validate()?;
             if !names.insert(r.name.as_str()) {
                 bail!("stream.replicas: the name {:?} is used twice (each replica keeps its state under its name)", r.name);
+            }
+            if r.per_origin {
+                crate::stream::receive::check_origin_name(&self.host())
+                    .with_context(|| format!("stream.replicas {}: per_origin names this host's snapshots after agent.host", r.name))?;
             }
         }
         if self.agent.bus.is_empty() {

@@ -17,7 +17,7 @@ use crate::event::{NewEvent, Priority};
 use crate::health::Health;
 use crate::layout::Layout;
 use crate::reload::{ConfigFile, ReloadPlan};
-use crate::replica::{ReplicaView, StateWatch};
+use crate::replica::{Fleet, Scope, StateWatch, origin_object_path};
 use crate::sources::Recorder;
 use crate::stream::receive;
 use crate::stream::streamer::{ReplicaNotice, StreamHandle, Streaming};
@@ -53,7 +53,7 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
     let stream = streaming.as_ref().map(|s| s.handle.clone());
     let conn = crate::bus::connect(&bus).await?;
     let recorder = Recorder::new(&config.sources);
-    let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), sources: Some(recorder.clone()), ..Default::default() };
+    let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), sources: Some(recorder.clone()), host: config.host(), ..Default::default() };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting.clone())).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     spawn_signal_forwarders(&mut supervisor, engine.clone(), iface.clone());
@@ -100,26 +100,26 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
     outcome
 }
 
-/// The replica role: read-only members from the serving store, taking in each snapshot the
-/// receiver verifies as soon as it publishes it.
+/// The replica role: read-only members from the serving stores of every origin this host
+/// receives (`/dev/ovs/PortAgent1` for all, `…/origins/<name>` for each alone), taking in
+/// each snapshot the receiver verifies as soon as it publishes it.
 async fn run_replica(config: Config, bus: String) -> Result<()> {
     let dir = config.replica.dir.clone();
-    let view = {
+    let fleet = {
         let (config, dir) = (config.clone(), dir.clone());
-        Arc::new(tokio::task::spawn_blocking(move || ReplicaView::open(&dir, &config)).await??)
+        Arc::new(tokio::task::spawn_blocking(move || Fleet::open(&dir, &config)).await??)
     };
     let mut supervisor = Supervisor::new();
     let conn = crate::bus::connect(&bus).await?;
     let reporting = Reporting { tasks: supervisor.status(), ..Default::default() };
-    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(view.clone()), None, reporting)).await?;
-    let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
-    let state_file = receive::state_file(&dir);
-    supervisor.spawn("replica", "snapshot-watcher", Restart::Always, move |stopping| {
-        follow_snapshots(view.clone(), iface.clone(), state_file.clone(), stopping)
-    });
+    let all = Scope { fleet: fleet.clone(), only: None };
+    conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(all), None, reporting.clone())).await?;
+    let objects = OriginObjects { conn: conn.clone(), fleet: fleet.clone(), reporting, served: Default::default() };
+    objects.register_new().await;
+    supervisor.spawn("replica", "snapshot-watcher", Restart::Always, move |stopping| follow_snapshots(objects.clone(), stopping));
     let mut signals = Signals::new()?;
     own_name(&conn).await?;
-    tracing::info!(name = BUS_NAME, bus = %bus, dir = %dir.display(), "ready (replica)");
+    tracing::info!(name = BUS_NAME, bus = %bus, dir = %dir.display(), origins = fleet.names().len(), "ready (replica)");
     let outcome = loop {
         match next_wake(&mut supervisor, &mut signals).await {
             Wake::Stop(outcome) => break outcome,
@@ -132,30 +132,73 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
     outcome
 }
 
-/// Takes in each newly verified snapshot (woken by inotify; a slow timer as a safety net).
-async fn follow_snapshots(
-    view: Arc<ReplicaView>,
-    iface: InterfaceRef<PortAgent>,
-    state_file: std::path::PathBuf,
-    mut stopping: Stopping,
-) -> Result<()> {
-    let mut watch = StateWatch::new(&state_file)?;
-    loop {
-        let v = view.clone();
-        match tokio::task::spawn_blocking(move || v.refresh()).await? {
-            Ok(true) => {
-                let agent = iface.get().await;
-                let emitter = iface.signal_emitter();
-                let _ = agent.head_seq_changed(emitter).await;
-                let _ = agent.head_hash_changed(emitter).await;
-                let _ = agent.vectorized_seq_changed(emitter).await;
+/// A replica's D-Bus objects: one per origin served, added as origins arrive.
+#[derive(Clone)]
+struct OriginObjects {
+    conn: zbus::Connection,
+    fleet: Arc<Fleet>,
+    reporting: Reporting,
+    served: Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl OriginObjects {
+    async fn register_new(&self) {
+        let mut served = self.served.lock().await;
+        for name in self.fleet.names() {
+            if served.contains(&name) {
+                continue;
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not take in the newest snapshot; still serving the previous one"),
+            let scope = Scope { fleet: self.fleet.clone(), only: Some(name.clone()) };
+            let agent = PortAgent::new(Backend::Replica(scope), None, self.reporting.clone());
+            match self.conn.object_server().at(origin_object_path(&name), agent).await {
+                Ok(_) => {
+                    served.insert(name);
+                }
+                Err(e) => tracing::warn!(origin = %name, error = %e, "could not serve this origin's object"),
+            }
+        }
+    }
+
+    /// Tells the watchers of an object that its head moved.
+    async fn announce(&self, path: &str) {
+        let Ok(iface) = self.conn.object_server().interface::<_, PortAgent>(path).await else { return };
+        let agent = iface.get().await;
+        let emitter = iface.signal_emitter();
+        let _ = agent.head_seq_changed(emitter).await;
+        let _ = agent.head_hash_changed(emitter).await;
+        let _ = agent.vectorized_seq_changed(emitter).await;
+    }
+}
+
+/// Takes in each newly verified snapshot of every origin, and serves origins that appear
+/// (woken by inotify on the origins' state files; a timer finds new origins and is the
+/// safety net).
+async fn follow_snapshots(objects: OriginObjects, mut stopping: Stopping) -> Result<()> {
+    let fleet = objects.fleet.clone();
+    let mut watch = StateWatch::new(&receive::state_file(fleet.base()))?;
+    let mut watched: std::collections::HashSet<std::path::PathBuf> = [fleet.base().to_owned()].into();
+    loop {
+        let f = fleet.clone();
+        let switched = tokio::task::spawn_blocking(move || {
+            f.rescan();
+            f.refresh()
+        })
+        .await?;
+        objects.register_new().await;
+        for dir in fleet.dirs() {
+            if watched.insert(dir.clone()) {
+                watch.add(&dir)?;
+            }
+        }
+        if !switched.is_empty() {
+            objects.announce(OBJECT_PATH).await;
+            for name in &switched {
+                objects.announce(&origin_object_path(name)).await;
+            }
         }
         tokio::select! {
             changed = watch.changed() => changed?,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stopping.wait() => return Ok(()),
         }
     }

@@ -23,6 +23,11 @@ pub struct NotFound(pub String);
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+/// A replica does not hold what the caller required (a seq, a freshness bound) in time.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Stale(pub String);
+
 /// Which kind of failure an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -36,6 +41,8 @@ pub enum Kind {
     Damaged,
     /// A write was asked of something that only reads (a replica, a snapshot).
     ReadOnly,
+    /// A replica's copy is older than the caller required.
+    Stale,
     /// Anything else.
     Internal,
 }
@@ -49,6 +56,7 @@ impl Kind {
             Self::Busy => 3,
             Self::DiskFull => 4,
             Self::NotFound => 5,
+            Self::Stale => 6,
         }
     }
 }
@@ -69,6 +77,9 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     }
     if cause.is::<NotFound>() {
         return Some(Kind::NotFound);
+    }
+    if cause.is::<Stale>() {
+        return Some(Kind::Stale);
     }
     if cause.is::<crate::search::Unsearchable>() || cause.is::<Invalid>() {
         return Some(Kind::InvalidInput);

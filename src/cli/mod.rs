@@ -136,6 +136,10 @@ pub enum Command {
         /// Where received snapshots are kept (made private, 0700).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// This host keeps many primaries' snapshots: write only origin NAME's, into
+        /// DIR/origins/NAME, and only snapshots whose MANIFEST names host NAME.
+        #[arg(long, value_name = "NAME")]
+        origin: Option<String>,
         /// Refuse a stream larger than this many bytes (after decompression).
         #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
         max_stream_bytes: u64,
@@ -317,9 +321,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Rebuild => offline::rebuild(&config, &data_dir, cli.json),
         Command::Reembed => offline::reembed(&config, &data_dir, cli.json),
-        Command::ReplicaReceive { dir, max_stream_bytes, max_stream_seconds } => {
+        Command::ReplicaReceive { dir, origin, max_stream_bytes, max_stream_seconds } => {
             let limits = crate::stream::receive::Limits { max_stream_bytes: *max_stream_bytes, max_stream_seconds: *max_stream_seconds };
-            crate::stream::receive::run(dir, limits)?;
+            crate::stream::receive::run(dir, origin.as_deref(), limits)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Timeline { .. }

@@ -4,6 +4,7 @@ use super::error::AgentError;
 use crate::analytics::anomaly::{self, AnomalyOptions, Rule};
 use crate::analytics::timeline::TimelineOptions;
 use crate::event::Priority;
+use crate::replica::OriginSelect;
 use crate::vector::Filters;
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
@@ -70,12 +71,22 @@ pub const SEARCH_OPTIONS: &[(&str, &str)] = &[
     ("min_priority", "s"),
     ("since_unix_ms", "x"),
     ("until_unix_ms", "x"),
+    ("hosts", "as"),
+    ("min_seq", "t"),
+    ("max_staleness_ms", "t"),
+    ("wait_ms", "u"),
 ];
 
-/// Parses `Search` options into filters and a limit (default 10).
-pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters, usize), AgentError> {
+/// Hosts named in one `hosts` option, at most.
+pub const MAX_HOSTS: usize = 1000;
+/// How long a read may wait for a replica to receive `min_seq`.
+pub const MAX_WAIT_MS: u32 = 60_000;
+
+/// Parses `Search` options into filters, a limit (default 10) and the origins covered.
+pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters, usize, OriginSelect), AgentError> {
     let mut filters = Filters::default();
     let mut limit_value = 10usize;
+    let mut select = OriginSelect::default();
     for (key, value) in options {
         let value: &Value<'_> = value;
         let expected = SEARCH_OPTIONS.iter().find(|(k, _)| k == key).map(|(_, t)| *t).ok_or_else(|| {
@@ -92,6 +103,11 @@ pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters,
             ("min_priority", Value::Str(s)) => filters.min_priority = Some(priority(s)?),
             ("since_unix_ms", Value::I64(ms)) => filters.since_ns = Some(ms_to_ns(key, *ms)?),
             ("until_unix_ms", Value::I64(ms)) => filters.until_ns = Some(ms_to_ns(key, *ms)?),
+            ("hosts", Value::Array(items)) if value.value_signature() == "as" => select.hosts = hosts(items)?,
+            ("min_seq", Value::U64(seq)) => select.min_seq = Some(*seq),
+            ("max_staleness_ms", Value::U64(ms)) => select.max_staleness_ms = Some(*ms),
+            ("wait_ms", Value::U32(ms)) if *ms <= MAX_WAIT_MS => select.wait_ms = u64::from(*ms),
+            ("wait_ms", _) => return Err(AgentError::invalid(format!("wait_ms must be at most {MAX_WAIT_MS}"))),
             _ => return Err(wrong()),
         }
     }
@@ -100,7 +116,26 @@ pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters,
             return Err(AgentError::invalid("since_unix_ms is after until_unix_ms"));
         }
     }
-    Ok((filters, limit_value))
+    Ok((filters, limit_value, select))
+}
+
+/// Host names: each a valid origin name, at most `MAX_HOSTS`, none twice.
+fn hosts(items: &zbus::zvariant::Array<'_>) -> Result<Vec<String>, AgentError> {
+    if items.len() > MAX_HOSTS {
+        return Err(AgentError::invalid(format!("hosts names {} hosts, more than {MAX_HOSTS}", items.len())));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for item in items.iter() {
+        let Value::Str(name) = item else { return Err(AgentError::invalid("hosts must be a list of strings")) };
+        crate::stream::receive::check_origin_name(name).map_err(|e| AgentError::invalid(format!("hosts: {e}")))?;
+        if !out.iter().any(|h| h == name.as_str()) {
+            out.push(name.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(AgentError::invalid("hosts must name at least one host (leave it out for all)"));
+    }
+    Ok(out)
 }
 
 /// The option keys `GetTimeline` accepts.
@@ -195,7 +230,7 @@ mod tests {
 
     #[test]
     fn options_parse_and_refuse_unknown_keys_and_types() {
-        let (f, limit) = search_options(&opts(vec![
+        let (f, limit, _) = search_options(&opts(vec![
             ("limit", Value::U32(5)),
             ("min_priority", Value::from("high")),
             ("since_unix_ms", Value::I64(1000)),
@@ -271,7 +306,7 @@ mod hostile_arguments {
         /// Any option map: filters and a limit within bounds, or InvalidArgs naming why.
         #[test]
         fn search_options_of_any_shape(options in proptest::collection::hash_map(option_key(), option_value(), 0..6)) {
-            if let Ok((_, limit)) = search_options(&options) {
+            if let Ok((_, limit, _)) = search_options(&options) {
                 prop_assert!((1..=MAX_LIMIT as usize).contains(&limit));
             }
         }

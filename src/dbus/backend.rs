@@ -3,9 +3,8 @@
 
 use crate::engine::Engine;
 use crate::health::Health;
-use crate::index::EventRow;
 use crate::ledger::{ScanOutcome, scan};
-use crate::replica::ReplicaView;
+use crate::replica::{OriginSelect, Scope};
 use crate::search::Answer;
 use crate::supervisor::TaskStatus;
 use crate::vector::Filters;
@@ -21,7 +20,7 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub enum Backend {
     Primary(Arc<Engine>),
-    Replica(Arc<ReplicaView>),
+    Replica(Scope),
 }
 
 /// Everything the object reports besides the backend: stage health and supervised tasks.
@@ -32,6 +31,8 @@ pub struct Reporting {
     pub anomalies: Arc<crate::analytics::anomaly::LiveCounters>,
     /// The sources and their recorder (a primary's).
     pub sources: Option<Arc<crate::sources::Recorder>>,
+    /// The host a primary records (what a `hosts` option must name there).
+    pub host: String,
 }
 
 type VerifyResult = Result<Arc<ScanOutcome>, String>;
@@ -69,50 +70,59 @@ impl VerifyGate {
 }
 
 impl Backend {
-    pub async fn search(&self, query: &str, limit: usize, filters: Filters) -> Result<Answer> {
+    pub async fn search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect) -> Result<Answer> {
         match self {
             Self::Primary(engine) => engine.search(query, limit, filters).await,
-            Self::Replica(view) => {
-                let _slot = view.search_state().slots.acquire().await?;
-                let (view, query) = (view.clone(), query.to_owned());
-                tokio::task::spawn_blocking(move || view.search(&query, limit, &filters)).await?
+            Self::Replica(scope) => {
+                wait_for_cover(scope, &select).await?;
+                let _slot = scope.fleet.slots.acquire().await?;
+                let (scope, query) = (scope.clone(), query.to_owned());
+                tokio::task::spawn_blocking(move || scope.fleet.search(scope.only.as_deref(), &query, limit, &filters, &select)).await?
             }
         }
     }
 
-    pub async fn history(&self, element_id: String, limit: usize) -> Result<Vec<EventRow>> {
+    /// An element's newest events, each with the host that recorded it on a replica.
+    pub async fn history(&self, element_id: String, limit: usize, select: OriginSelect) -> Result<Value> {
         match self {
-            Self::Primary(engine) => engine.history(element_id, limit).await,
-            Self::Replica(view) => {
-                let _slot = view.search_state().slots.acquire().await?;
-                let view = view.clone();
-                tokio::task::spawn_blocking(move || view.history(&element_id, limit)).await?
+            Self::Primary(engine) => Ok(serde_json::to_value(engine.history(element_id, limit).await?)?),
+            Self::Replica(scope) => {
+                wait_for_cover(scope, &select).await?;
+                let _slot = scope.fleet.slots.acquire().await?;
+                let scope = scope.clone();
+                let rows = tokio::task::spawn_blocking(move || scope.fleet.history(scope.only.as_deref(), &element_id, limit, &select)).await??;
+                Ok(serde_json::to_value(rows)?)
             }
         }
     }
 
     /// Runs an analysis on a reader of the index, off the executor, in a search slot. It
     /// gets the search state (vectors, catalog) and a way to embed text (configurations).
+    /// On a replica holding several hosts it runs on one host's object.
     pub async fn analyze<T: Send + 'static>(
         &self,
         f: impl FnOnce(&crate::index::Index, &crate::search::SearchState, &dyn Fn(&str) -> Result<Arc<[f32]>>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let search = match self {
-            Self::Primary(engine) => engine.search_state().clone(),
-            Self::Replica(view) => {
-                view.current()?;
-                view.search_state().clone()
+        let (search, view) = match self {
+            Self::Primary(engine) => (engine.search_state().clone(), None),
+            Self::Replica(scope) => {
+                let view = scope.fleet.single(scope.only.as_deref())?;
+                (view.search_state().clone(), Some(view))
             }
         };
         let slots = search.clone();
         let _slot = slots.slots.acquire().await?;
-        let this = self.clone();
+        let engine = match self {
+            Self::Primary(engine) => Some(engine.clone()),
+            Self::Replica(_) => None,
+        };
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let embed = |text: &str| -> Result<Arc<[f32]>> {
-                match &this {
-                    Self::Primary(engine) => runtime.block_on(engine.pool().embed_query(text)),
-                    Self::Replica(view) => view.embed_text(text),
+                match (&engine, &view) {
+                    (Some(engine), _) => runtime.block_on(engine.pool().embed_query(text)),
+                    (None, Some(view)) => view.embed_text(text),
+                    (None, None) => unreachable!("a backend is a primary or a replica"),
                 }
             };
             search.readers.with(|index| f(index, &search, &embed))
@@ -124,27 +134,30 @@ impl Backend {
     pub fn ledger_dir(&self) -> Result<PathBuf> {
         Ok(match self {
             Self::Primary(engine) => engine.layout().ledger_dir(),
-            Self::Replica(view) => view.current()?.path.join("ledger"),
+            Self::Replica(scope) => scope.fleet.single(scope.only.as_deref())?.current()?.path.join("ledger"),
         })
     }
 
-    /// `(head seq, head hash)`.
+    /// `(head seq, head hash)` (on a replica holding several hosts: none; see `Hosts`).
     pub fn head(&self) -> (u64, String) {
         match self {
             Self::Primary(engine) => {
                 let (seq, hash) = *engine.writer().head().borrow();
                 (seq, hex::encode(hash))
             }
-            Self::Replica(view) => {
-                view.current().map(|c| (c.manifest.head_seq, c.manifest.head_hash.clone())).unwrap_or((0, String::new()))
-            }
+            Self::Replica(scope) => scope
+                .fleet
+                .single(scope.only.as_deref())
+                .and_then(|v| v.current())
+                .map(|c| (c.manifest.head_seq, c.manifest.head_hash.clone()))
+                .unwrap_or((0, String::new())),
         }
     }
 
     pub fn vectorized_seq(&self) -> u64 {
         match self {
             Self::Primary(engine) => *engine.vectorized().borrow(),
-            Self::Replica(view) => view.vectorized_seq(),
+            Self::Replica(scope) => scope.fleet.single(scope.only.as_deref()).map(|v| v.vectorized_seq()).unwrap_or(0),
         }
     }
 
@@ -184,22 +197,49 @@ impl Backend {
                     },
                 }))
             }
-            Self::Replica(view) => {
-                let current = view.current()?;
-                let counts = {
-                    let v = view.clone();
-                    tokio::task::spawn_blocking(move || v.counts()).await??
-                };
-                Ok(json!({
-                    "events": counts.0,
-                    "elements": counts.1,
-                    "snapshot": current.name,
-                    "manifest": current.manifest,
-                    "vectors": view.search_state().graph.read().expect("graph lock").len(),
-                    "model": {"id": current.manifest.model_id, "sha256": current.manifest.model_sha256},
-                    "rejected_snapshots": view.rejections(),
-                }))
+            Self::Replica(scope) => {
+                let scope = scope.clone();
+                tokio::task::spawn_blocking(move || replica_stats(&scope)).await?
             }
         }
     }
+}
+
+/// A replica's stats: its hosts, and with one host the fields a single-origin replica has
+/// always reported (snapshot, manifest, model).
+fn replica_stats(scope: &Scope) -> Result<Value> {
+    let origins = scope.fleet.report(scope.only.as_deref())?;
+    let events: u64 = origins.iter().map(|o| o.events).sum();
+    let mut stats = json!({
+        "events": events,
+        "hosts": origins,
+        "rejected_snapshots": origins.iter().flat_map(|o| o.rejected_snapshots.clone()).collect::<Vec<_>>(),
+    });
+    if let Ok(view) = scope.fleet.single(scope.only.as_deref()) {
+        let current = view.current()?;
+        let more = json!({
+            "elements": view.counts()?.1,
+            "snapshot": current.name,
+            "manifest": current.manifest,
+            "vectors": view.search_state().graph.read().expect("graph lock").len(),
+            "model": {"id": current.manifest.model_id, "sha256": current.manifest.model_sha256},
+        });
+        if let (Some(map), Value::Object(more)) = (stats.as_object_mut(), more) {
+            map.extend(more);
+        }
+    }
+    Ok(stats)
+}
+
+/// Waits (up to the select's `wait_ms`) until the replica holds the required `min_seq`; the
+/// read then checks again and says what is missing.
+async fn wait_for_cover(scope: &Scope, select: &OriginSelect) -> Result<()> {
+    if select.min_seq.is_none() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(select.wait_ms);
+    while !scope.fleet.covers(scope.only.as_deref(), select)? && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
 }

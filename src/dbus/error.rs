@@ -29,6 +29,9 @@ pub enum AgentError {
     /// What the caller named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A replica's copy is older than the caller required, and did not catch up in time.
+    #[error("{0}")]
+    Stale(String),
     /// Something else failed inside the daemon.
     #[error("{0}")]
     Internal(String),
@@ -52,6 +55,7 @@ impl AgentError {
             | Self::Busy(m)
             | Self::DiskFull(m)
             | Self::NotFound(m)
+            | Self::Stale(m)
             | Self::Internal(m) => m,
         }
     }
@@ -63,6 +67,7 @@ impl From<anyhow::Error> for AgentError {
         match classify(&e) {
             Kind::InvalidInput => Self::InvalidArgs(message),
             Kind::NotFound => Self::NotFound(message),
+            Kind::Stale => Self::Stale(message),
             Kind::Busy => Self::Busy(message),
             Kind::DiskFull => Self::DiskFull(message),
             Kind::Damaged => Self::LedgerDamaged(message),
@@ -88,6 +93,7 @@ impl zbus::DBusError for AgentError {
             Self::Busy(_) => "dev.ovs.PortAgent1.Error.Busy",
             Self::DiskFull(_) => "dev.ovs.PortAgent1.Error.DiskFull",
             Self::NotFound(_) => "dev.ovs.PortAgent1.Error.NotFound",
+            Self::Stale(_) => "dev.ovs.PortAgent1.Error.Stale",
             Self::Internal(_) => "dev.ovs.PortAgent1.Error.Internal",
         })
     }

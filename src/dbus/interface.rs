@@ -8,6 +8,7 @@ use crate::analytics;
 use crate::config::Role;
 use crate::event::{NewEvent, element_type_of};
 use crate::metrics::LatencyRing;
+use crate::replica::OriginSelect;
 use crate::stream::streamer::StreamHandle;
 use crate::vector::Filters;
 use serde_json::json;
@@ -60,9 +61,10 @@ impl PortAgent {
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 
-    async fn run_search(&self, query: &str, limit: usize, filters: Filters) -> Result<String, AgentError> {
+    async fn run_search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect) -> Result<String, AgentError> {
+        self.check_primary_select(&select)?;
         let started = Instant::now();
-        let hits = self.backend.search(query, limit, filters).await?;
+        let hits = self.backend.search(query, limit, filters, select).await?;
         self.search_latency.record(started.elapsed());
         Ok(serde_json::to_string(&hits).map_err(AgentError::internal)?)
     }
@@ -70,6 +72,24 @@ impl PortAgent {
 
 /// Privileged members are root-only by bus policy; the daemon checks again, so that a
 /// permissive bus configuration does not open them up.
+impl PortAgent {
+    /// A primary holds one host, its own, always at its head: a `hosts` option must name it.
+    fn check_primary_select(&self, select: &OriginSelect) -> Result<(), AgentError> {
+        if !matches!(self.backend, Backend::Primary(_)) {
+            return Ok(());
+        }
+        let host = &self.reporting.host;
+        if !select.hosts.is_empty() && !select.hosts.contains(host) {
+            return Err(AgentError::invalid(format!("this daemon is the primary of host {host:?} and holds no other host")));
+        }
+        let head = self.backend.head().0;
+        match select.min_seq {
+            Some(seq) if seq > head => Err(AgentError::Stale(format!("seq {seq} is beyond this primary's head {head}"))),
+            _ => Ok(()),
+        }
+    }
+}
+
 async fn require_root(conn: &Connection, header: &Header<'_>) -> Result<(), AgentError> {
     let sender = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
     let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(AgentError::internal)?;
@@ -91,23 +111,52 @@ impl PortAgent {
     async fn semantic_search(&self, query: &str, limit: u32) -> Result<String, AgentError> {
         let query = args::query(query)?;
         let limit = args::limit(limit)?;
-        self.run_search(query, limit, Filters::default()).await
+        self.run_search(query, limit, Filters::default(), OriginSelect::default()).await
     }
 
     /// Search with filters: limit (u), element_id, element_type, action, source,
-    /// min_priority (s), since_unix_ms, until_unix_ms (x).
+    /// min_priority (s), since_unix_ms, until_unix_ms (x); on a replica holding several
+    /// hosts: hosts (as), and freshness: min_seq (t, with one host; waits up to wait_ms, u),
+    /// max_staleness_ms (t).
     async fn search(&self, query: &str, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
         let query = args::query(query)?;
-        let (filters, limit) = args::search_options(&options)?;
-        self.run_search(query, limit, filters).await
+        let (filters, limit, select) = args::search_options(&options)?;
+        self.run_search(query, limit, filters, select).await
     }
 
     /// One element's events, newest first, with their details (before/after, changed).
     async fn get_element_history(&self, element_id: &str, limit: u32) -> Result<String, AgentError> {
         let element_id = args::element_id(element_id)?.to_owned();
         let limit = args::limit(limit)?;
-        let events = self.backend.history(element_id, limit).await?;
+        let events = self.backend.history(element_id, limit, OriginSelect::default()).await?;
         serde_json::to_string(&events).map_err(AgentError::internal)
+    }
+
+    /// The hosts whose histories this daemon holds, each with its verified head (seq, hash),
+    /// snapshot time and age, health and the object serving it alone.
+    async fn hosts(&self) -> Result<String, AgentError> {
+        let hosts = match &self.backend {
+            Backend::Primary(_) => {
+                let (head_seq, head_hash) = self.backend.head();
+                json!([{
+                    "host": self.reporting.host,
+                    "head_seq": head_seq,
+                    "head_hash": head_hash,
+                    "vectorized_seq": self.backend.vectorized_seq(),
+                    "age_ms": 0,
+                    "object_path": OBJECT_PATH,
+                    "health": if self.reporting.health.stalled_stages().is_empty() { "healthy" } else { "degraded" },
+                }])
+            }
+            Backend::Replica(scope) => {
+                let scope = scope.clone();
+                let report = tokio::task::spawn_blocking(move || scope.fleet.report(scope.only.as_deref()))
+                    .await
+                    .map_err(AgentError::internal)??;
+                serde_json::to_value(report).map_err(AgentError::internal)?
+            }
+        };
+        Ok(hosts.to_string())
     }
 
     /// Counts, head, vectorized seq, model, queue depths, latencies, uptime.

@@ -10,8 +10,10 @@
 //! head; a query running meanwhile may already see some of the new events, never an event
 //! outside a verified snapshot. Switching costs what arrived, not the history.
 
+mod fleet;
 mod watch;
 
+pub use fleet::{Fleet, FromHost, OriginReport, OriginSelect, Scope, origin_object_path};
 pub use watch::StateWatch;
 
 use crate::config::Config;
@@ -53,7 +55,7 @@ pub struct ReplicaView {
     config: Config,
     index: Mutex<Index>,
     search: Arc<SearchState>,
-    queries: QueryEmbedder,
+    queries: Arc<QueryEmbedder>,
     current: RwLock<Option<Arc<Served>>>,
     vectorized_seq: AtomicU64,
     /// Vectors in the last graph checkpoint, and added since.
@@ -65,12 +67,16 @@ impl ReplicaView {
     /// Opens (creating) the serving store of the receive directory `dir` and takes in the
     /// newest verified snapshot.
     pub fn open(dir: &Path, config: &Config) -> Result<Self> {
+        Self::open_with(dir, config, Arc::new(QueryEmbedder::load(&config.embedding)?))
+    }
+
+    /// [`open`](Self::open) with a query model shared with other origins' views.
+    pub fn open_with(dir: &Path, config: &Config, queries: Arc<QueryEmbedder>) -> Result<Self> {
         let root = dir.join(SERVING_DIR);
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let lock = DataDirLock::acquire(&root)?;
         let serving = Layout { root: root.clone(), data: root.clone(), read_only: false };
         let index = Index::open(&serving.index_path())?;
-        let queries = QueryEmbedder::load(&config.embedding)?;
         if index.model()?.is_some_and(|(_, sha)| sha != queries.model_sha256()) {
             bail!(
                 "{} holds vectors of another model than the configured one; configure the primary's model (or remove {} to rebuild it)",
@@ -245,13 +251,25 @@ impl ReplicaView {
     }
 
     pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Answer> {
+        let plan = crate::search::plan(query, crate::event::now_ns(), crate::search::local_utc_offset())?;
+        let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
+        self.answer(&plan, vector.as_deref(), limit, filters)
+    }
+
+    /// The answer to a query already planned and embedded (once for many origins).
+    pub fn answer(&self, plan: &crate::search::Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters) -> Result<Answer> {
         let current = self.current()?;
-        let mut answer = self.search.answer_now(query, limit, filters, |text| self.queries.embed(text))?;
+        let mut answer = self.search.hybrid(plan, vector, limit, filters)?;
         answer.note_unvectorized(
             current.manifest.head_seq.saturating_sub(self.vectorized_seq()),
             "the primary embeds them; they arrive with a later snapshot",
         );
         Ok(answer)
+    }
+
+    /// The query model (shared by every origin this replica serves).
+    pub fn queries(&self) -> &Arc<QueryEmbedder> {
+        &self.queries
     }
 
     /// Embeds text with the model the served vectors come from (configurations to compare).

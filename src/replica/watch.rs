@@ -1,5 +1,5 @@
 //! Waiting for the receiver to publish a newly verified snapshot: inotify on the receive
-//! directory for its state file being renamed into place, instead of polling.
+//! directories (one per origin) for a state file being renamed into place, instead of polling.
 
 use anyhow::{Context, Result};
 use std::ffi::CString;
@@ -25,17 +25,17 @@ impl StateWatch {
         }
         // SAFETY: a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let c_dir = CString::new(dir.as_os_str().as_bytes()).context("a path with a NUL byte")?;
-        // SAFETY: a valid descriptor and C string.
-        let rc = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("watching {}", dir.display()));
-        }
+        add_watch(&fd, dir)?;
         let name = state_file.file_name().context("the state file has no name")?.as_bytes().to_vec();
         // SAFETY: `fd` is an open descriptor this AsyncFd owns from here on.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("watching for snapshots: {e}"))?;
         Ok(Self { fd, name })
+    }
+
+    /// Watches another directory for a state file of the same name (another origin's).
+    pub fn add(&self, dir: &Path) -> Result<()> {
+        add_watch(self.fd.get_ref(), dir)
     }
 
     /// Resolves when the state file was replaced or written.
@@ -67,4 +67,14 @@ impl StateWatch {
             }
         }
     }
+}
+
+fn add_watch(fd: &OwnedFd, dir: &Path) -> Result<()> {
+    let c_dir = CString::new(dir.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+    // SAFETY: a valid descriptor and C string.
+    let rc = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("watching {}", dir.display()));
+    }
+    Ok(())
 }

@@ -98,6 +98,9 @@ pub struct Hit {
     /// More events of the same element and action that matched (collapsed into this hit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub similar: Vec<u64>,
+    /// The host that recorded the event (on a replica; seqs are that host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A search's answer: the hits and what the query was taken to mean.
@@ -122,6 +125,28 @@ pub struct Answer {
     /// Assumptions and anything that limited the answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// On a replica: how fresh each origin's answer is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<Freshness>,
+}
+
+/// How fresh a replica's copy of one origin (a primary's history) is: the verified snapshot
+/// it answers from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Freshness {
+    pub host: String,
+    /// The primary's checkpoint verifier key, pinned on first sight: the origin's stable id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_id: String,
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// Events through this seq can be found by meaning.
+    pub vectorized_seq: u64,
+    pub snapshot: String,
+    /// When the primary cut the snapshot.
+    pub snapshot_unix_ms: i64,
+    /// How old the snapshot is at the answer.
+    pub age_ms: i64,
 }
 
 /// The time window of an answer, for people and for scripts.
@@ -312,6 +337,7 @@ fn hit(c: Candidate) -> Hit {
         changes,
         why,
         similar: Vec::new(),
+        host: None,
     }
 }
 

@@ -15,7 +15,7 @@ mod thesaurus;
 mod time;
 
 pub use direction::{Direction, of_event as event_direction};
-pub use hybrid::{Answer, AnswerTime, Change, Hit, Why};
+pub use hybrid::{Answer, AnswerTime, Change, Freshness, Hit, Why};
 pub use load::{catalog_events_after, insert_stored_after, load_graph};
 pub use query::{MAX_QUERY_BYTES, Plan, Unsearchable, plan};
 pub use time::{TimeWindow, local_utc_offset};
@@ -106,7 +106,7 @@ impl Readers {
 
 /// Searches running at once, each on a blocking thread. More wait for a slot as tasks: a
 /// flood must not become hundreds of parked threads, each keeping its allocator's memory.
-const CONCURRENT_SEARCHES: usize = 4;
+pub const CONCURRENT_SEARCHES: usize = 4;
 
 /// Everything a search needs besides the query vector.
 pub struct SearchState {

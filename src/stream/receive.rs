@@ -121,22 +121,58 @@ pub fn newest(dir: &Path) -> Option<PathBuf> {
     ReplicaState::load(dir).newest.map(|n| dir.join(n)).filter(|p| p.exists())
 }
 
-/// Serves one session until stdin closes.
-pub fn run(dir: &Path, limits: Limits) -> Result<()> {
+/// Where the snapshots of each origin are kept when one replica host receives from many
+/// primaries (`DIR/origins/NAME`).
+pub const ORIGINS_DIR: &str = "origins";
+
+/// Checks an origin's name: the primary's host name, and a directory name.
+pub fn check_origin_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!("origin {name:?} must be 1 to 64 letters, digits, - _ or . (a host name), not starting with . or -");
+    }
+    Ok(())
+}
+
+/// The receive directory of `origin` under the replica host's directory `base`.
+pub fn origin_dir(base: &Path, origin: &str) -> PathBuf {
+    base.join(ORIGINS_DIR).join(origin)
+}
+
+/// Serves one session until stdin closes. With `origin`, the session writes only into that
+/// origin's directory under `dir` (pinned by the restricted key's forced command), and only
+/// snapshots whose MANIFEST names that host are taken.
+pub fn run(dir: &Path, origin: Option<&str>, limits: Limits) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private", dir.display()))?;
+    // One witness key per replica host, whichever origins it keeps.
+    let witness_key = dir.join(WITNESS_KEY);
+    let dir = match origin {
+        Some(name) => {
+            check_origin_name(name)?;
+            let origin_dir = origin_dir(dir, name);
+            std::fs::create_dir_all(&origin_dir).with_context(|| format!("creating {}", origin_dir.display()))?;
+            origin_dir
+        }
+        None => dir.to_owned(),
+    };
+    let dir = dir.as_path();
     // One session at a time: a primary that gave up on a slow session must not start a
     // second one that deletes what the first is verifying.
     let _session = crate::lock::DataDirLock::acquire_named(dir, SESSION_LOCK)
         .context("another replica-receive session is running on this directory; try again when it ends")?;
     prepare(dir)?;
     let host = crate::config::Config::default().host();
-    let witness = crate::anchor::keys::load_or_create(&dir.join(WITNESS_KEY), &format!("{}-witness", checkpoint::origin(&host)))?;
+    let witness = crate::anchor::keys::load_or_create(&witness_key, &format!("{}-witness", checkpoint::origin(&host)))?;
     let mut input = BufReader::new(std::io::stdin());
     let stdout = std::io::stdout();
     loop {
         let Some(line) = read_header_line(&mut input)? else { return Ok(()) };
         let header: Header = serde_json::from_str(line.trim()).context("reading a stream header")?;
-        let ack = receive_one(dir, &header, &mut input, limits, &witness)?;
+        let ack = receive_one(dir, origin, &header, &mut input, limits, &witness)?;
         if let Some(error) = &ack.error {
             note_rejection(dir, &header, error, ack.fault);
         }
@@ -184,7 +220,14 @@ fn read_header_line(input: &mut impl BufRead) -> Result<Option<String>> {
     Ok(Some(String::from_utf8(line).context("a stream header that is not UTF-8")?))
 }
 
-fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limits: Limits, witness: &Signer) -> Result<Ack> {
+fn receive_one(
+    dir: &Path,
+    origin: Option<&str>,
+    header: &Header,
+    input: &mut (impl Read + Send),
+    limits: Limits,
+    witness: &Signer,
+) -> Result<Ack> {
     let mut ack = Ack { name: header.name.clone(), ..Default::default() };
     // What this replica pinned and verified must be read, not defaulted: a state file it
     // cannot read would otherwise let the next stream be trusted on first sight again.
@@ -235,7 +278,7 @@ fn receive_one(dir: &Path, header: &Header, input: &mut (impl Read + Send), limi
         if !btrfs::is_subvolume(&target) {
             bail!("the stream did not create its subvolume");
         }
-        check(dir, &target, &state, header.parent.is_some())
+        check(dir, &target, &state, origin, header.parent.is_some())
     });
     watchdog.disarm();
     match outcome {
@@ -504,7 +547,7 @@ fn signed_checkpoint(staged: &Path, manifest: &Manifest, previous: &ReplicaState
 }
 
 /// Checks a received snapshot.
-fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) -> Result<Verified> {
+fn check(dir: &Path, staged: &Path, previous: &ReplicaState, origin: Option<&str>, incremental: bool) -> Result<Verified> {
     let facts = btrfs::subvolume_facts(staged)?;
     if !facts.read_only {
         bail!("{} is not read-only", staged.display());
@@ -522,6 +565,9 @@ fn check(dir: &Path, staged: &Path, previous: &ReplicaState, incremental: bool) 
     }
     if manifest.seq > manifest.head_seq || manifest.vectorized_seq != manifest.seq {
         bail!("the MANIFEST is inconsistent (seq {}, head {})", manifest.seq, manifest.head_seq);
+    }
+    if let Some(origin) = origin.filter(|o| manifest.host != *o) {
+        bail!("the snapshot comes from host {:?}; this session may only write origin {origin:?}", manifest.host);
     }
     if !previous.host.is_empty() && manifest.host != previous.host {
         bail!("the snapshot comes from host {:?}, this replica holds {:?}", manifest.host, previous.host);

@@ -41,7 +41,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(replica: &ReplicaConfig, local_binary: &Path) -> Result<Self> {
+    /// Opens a session with `replica`; `host` is this primary's name (its origin on a
+    /// replica host that keeps many).
+    pub fn open(replica: &ReplicaConfig, host: &str, local_binary: &Path) -> Result<Self> {
         let mut cmd = match replica.transport {
             Transport::Local => {
                 // Locally the "far side" is this binary, unless remote_command names another.
@@ -49,6 +51,9 @@ impl Session {
                     if Path::new(&replica.remote_command).is_absolute() { Path::new(&replica.remote_command) } else { local_binary };
                 let mut c = Command::new(binary);
                 c.arg("replica-receive").arg("--dir").arg(&replica.remote_dir);
+                if replica.per_origin {
+                    c.arg("--origin").arg(host);
+                }
                 c
             }
             Transport::Ssh => {
@@ -68,6 +73,9 @@ impl Session {
                     .arg("replica-receive")
                     .arg("--dir")
                     .arg(&replica.remote_dir);
+                if replica.per_origin {
+                    c.arg("--origin").arg(host);
+                }
                 c
             }
         };

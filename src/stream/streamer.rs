@@ -359,7 +359,7 @@ async fn replica_worker(
         let started = Instant::now();
         handle.sending.lock().expect("sending lock").insert(replica.name.clone(), snapshot::snapshot_name(seq));
         let result = tokio::select! {
-            r = sync_once(&replica, &binary, &mut session, &path, parent.as_deref(), level) => r,
+            r = sync_once(&replica, &handle.host, &binary, &mut session, &path, parent.as_deref(), level) => r,
             _ = stopping.wait() => return Ok(()),
         };
         let mut status = status;
@@ -542,6 +542,7 @@ async fn record_refusal(engine: &Engine, replica: &str, ack: &super::frame::Ack)
 
 async fn sync_once(
     replica: &ReplicaConfig,
+    host: &str,
     binary: &Path,
     session: &mut Option<Session>,
     path: &Path,
@@ -549,7 +550,7 @@ async fn sync_once(
     zstd_level: Option<u8>,
 ) -> Result<(super::frame::Ack, u64)> {
     if session.is_none() {
-        *session = Some(Session::open(replica, binary)?);
+        *session = Some(Session::open(replica, host, binary)?);
     }
     let s = session.as_mut().expect("opened above");
     let what = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -14,18 +14,27 @@ pub fn write_streaming_config(dir: &Path, extra: &str) -> PathBuf {
     write_config(dir, "require_btrfs = true", extra)
 }
 
+/// [`write_streaming_config`] for a primary named `host` (one of a fleet's origins).
+pub fn write_streaming_config_as(dir: &Path, host: &str, extra: &str) -> PathBuf {
+    write_config_as(dir, host, "require_btrfs = true", extra)
+}
+
 /// The config of a replica daemon serving the snapshots received in `replica_dir`.
 pub fn write_replica_config(dir: &Path, replica_dir: &Path) -> PathBuf {
     write_config(dir, "require_btrfs = false\nrole = \"replica\"", &format!("\n[replica]\ndir = \"{}\"\n", replica_dir.display()))
 }
 
 fn write_config(dir: &Path, agent: &str, extra: &str) -> PathBuf {
+    write_config_as(dir, "test-host", agent, extra)
+}
+
+fn write_config_as(dir: &Path, host: &str, agent: &str, extra: &str) -> PathBuf {
     let model = model_config();
     let path = dir.join("agent.toml");
     std::fs::write(
         &path,
         format!(
-            "[agent]\n{agent}\nhost = \"test-host\"\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\nworkers = 2\n\n[vector]\ncheckpoint_min_vectors = 200\n{extra}",
+            "[agent]\n{agent}\nhost = \"{host}\"\n\n[embedding]\nmodel_dir = \"{}\"\nruntime_library = \"{}\"\nworkers = 2\n\n[vector]\ncheckpoint_min_vectors = 200\n{extra}",
             model.model_dir.display(),
             model.runtime_library.display()
         ),
@@ -116,8 +125,14 @@ impl AgentDaemon {
 
     /// `gdbus call --address BUS --dest … --object-path … --method dev.ovs.PortAgent1.METHOD ARGS…`.
     pub fn gdbus_call(&self, method: &str, args: &[&str]) -> (bool, String, String) {
+        self.gdbus_call_at("/dev/ovs/PortAgent1", method, args)
+    }
+
+    /// [`gdbus_call`](Self::gdbus_call) on another object of the daemon (a replica's
+    /// per-origin object).
+    pub fn gdbus_call_at(&self, path: &str, method: &str, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("gdbus")
-            .args(["call", "--address", &self.bus, "--dest", "dev.ovs.PortAgent1", "--object-path", "/dev/ovs/PortAgent1", "--method"])
+            .args(["call", "--address", &self.bus, "--dest", "dev.ovs.PortAgent1", "--object-path", path, "--method"])
             .arg(format!("dev.ovs.PortAgent1.{method}"))
             .args(args)
             .output()
