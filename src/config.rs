@@ -19,6 +19,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     pub stream: StreamConfig,
     pub replica: ReplicaRoleConfig,
+    /// The daemons `search --hosts/--fleet` asks (the CLI's; the daemon ignores it).
+    pub fleet: crate::fanout::FleetConfig,
 }
 
 /// Whether this host records events (`primary`) or serves a received copy (`replica`).
@@ -318,9 +320,32 @@ pub const ALLOWED_SSH_OPTIONS: &[&str] = &[
     "bindaddress",
 ];
 
+/// Checks ssh options from a config (`what` names the entry in errors): only `-p PORT` and
+/// `-o Name=value` pairs with names from `ALLOWED_SSH_OPTIONS`.
+pub fn check_ssh_options(what: &str, ssh_options: &[String]) -> Result<()> {
+    let mut options = ssh_options.iter();
+    while let Some(flag) = options.next() {
+        let value = options.next().map(String::as_str).unwrap_or("");
+        match flag.as_str() {
+            "-p" if value.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            "-o" => {
+                let (key, val) = value.split_once('=').map(|(k, v)| (k.trim(), v.trim())).unwrap_or((value.trim(), ""));
+                if !ALLOWED_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) || val.is_empty() {
+                    bail!(
+                        "{what}: ssh option {value:?} is not allowed (allowed: -p PORT and -o with {}); host keys are always checked",
+                        ALLOWED_SSH_OPTIONS.join(", ")
+                    );
+                }
+            }
+            other => bail!("{what}: ssh_options takes only \"-o\", \"Name=value\" pairs and \"-p\", \"PORT\", not {other:?}"),
+        }
+    }
+    Ok(())
+}
+
 /// A path or word that reaches the replica host inside ssh's remote command line, which
 /// the remote shell splits: only characters no shell treats specially.
-fn shell_safe(text: &str) -> bool {
+pub fn shell_safe(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '@' | ':' | '+' | ','))
 }
 
@@ -347,25 +372,7 @@ impl ReplicaConfig {
         if !shell_safe(&self.remote_command) {
             bail!("stream.replicas {name}: remote_command {:?} may only hold letters, digits and / . _ -", self.remote_command);
         }
-        let mut options = self.ssh_options.iter();
-        while let Some(flag) = options.next() {
-            let value = options.next().map(String::as_str).unwrap_or("");
-            match flag.as_str() {
-                "-p" if value.parse::<u16>().is_ok_and(|p| p > 0) => {}
-                "-o" => {
-                    let (key, val) = value.split_once('=').map(|(k, v)| (k.trim(), v.trim())).unwrap_or((value.trim(), ""));
-                    if !ALLOWED_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) || val.is_empty() {
-                        bail!(
-                            "stream.replicas {name}: ssh option {value:?} is not allowed (allowed: -p PORT and -o with {}); host keys are always checked",
-                            ALLOWED_SSH_OPTIONS.join(", ")
-                        );
-                    }
-                }
-                other => {
-                    bail!("stream.replicas {name}: ssh_options takes only \"-o\", \"Name=value\" pairs and \"-p\", \"PORT\", not {other:?}")
-                }
-            }
-        }
+        check_ssh_options(&format!("stream.replicas {name}"), &self.ssh_options)?;
         Ok(())
     }
 
@@ -461,6 +468,7 @@ impl Config {
                     .with_context(|| format!("stream.replicas {}: per_origin names this host's snapshots after agent.host", r.name))?;
             }
         }
+        self.fleet.validate()?;
         if self.agent.bus.is_empty() {
             bail!("agent.bus must be system, session or a D-Bus address");
         }

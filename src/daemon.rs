@@ -53,7 +53,13 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
     let stream = streaming.as_ref().map(|s| s.handle.clone());
     let conn = crate::bus::connect(&bus).await?;
     let recorder = Recorder::new(&config.sources);
-    let reporting = Reporting { health: health.clone(), tasks: supervisor.status(), sources: Some(recorder.clone()), host: config.host(), ..Default::default() };
+    let reporting = Reporting {
+        health: health.clone(),
+        tasks: supervisor.status(),
+        sources: Some(recorder.clone()),
+        host: config.host(),
+        ..Default::default()
+    };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting.clone())).await?;
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     spawn_signal_forwarders(&mut supervisor, engine.clone(), iface.clone());

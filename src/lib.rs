@@ -19,6 +19,7 @@ pub mod embed;
 pub mod engine;
 pub mod event;
 pub mod failure;
+pub mod fanout;
 pub mod faults;
 pub mod glossary;
 pub mod health;

@@ -5,17 +5,19 @@
 mod common;
 
 use common::{
-    AgentDaemon, BtrfsMount, PrivateBus, SshReplicaHost, gdbus_string, replica_head, replica_state, wait_until, write_replica_config,
-    write_streaming_config_as,
+    AgentDaemon, BtrfsMount, Netns, PrivateBus, SshReplicaHost, gdbus_string, replica_head, replica_state, run_ok, wait_until,
+    write_replica_config, write_streaming_config_as,
 };
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-const QUICK_STREAM: &str = "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\nhigh_delay_ms = 100\n";
+const QUICK_STREAM: &str =
+    "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 100\nlow_delay_ms = 100\nhigh_delay_ms = 100\n";
 
-/// A primary named `host` on its own Btrfs and bus, streaming its snapshots into the
-/// replica host's `rep_dir` as origin `host`.
+/// A primary named `host` on its own Btrfs and bus, streaming its snapshots into each
+/// replica host's directory in `rep_dirs` as origin `host`.
 struct Primary {
     daemon: AgentDaemon,
     _bus: PrivateBus,
@@ -25,13 +27,20 @@ struct Primary {
 
 impl Primary {
     fn start(host: &str, rep_dir: &Path) -> Self {
+        Self::start_to(host, &[rep_dir])
+    }
+
+    fn start_to(host: &str, rep_dirs: &[&Path]) -> Self {
         let disk = BtrfsMount::new(300);
         let bus = PrivateBus::open();
         let tmp = tempfile::tempdir().unwrap();
-        let extra = format!(
-            "{QUICK_STREAM}\n[[stream.replicas]]\nname = \"fleet\"\ntransport = \"local\"\nper_origin = true\nremote_dir = \"{}\"\n",
-            rep_dir.display()
-        );
+        let mut extra = QUICK_STREAM.to_owned();
+        for (i, dir) in rep_dirs.iter().enumerate() {
+            extra += &format!(
+                "\n[[stream.replicas]]\nname = \"fleet{i}\"\ntransport = \"local\"\nper_origin = true\nremote_dir = \"{}\"\n",
+                dir.display()
+            );
+        }
         let config = write_streaming_config_as(tmp.path(), host, &extra);
         let daemon = AgentDaemon::start(&bus.address, &disk.path().join("state"), &config);
         Self { daemon, _bus: bus, _disk: disk, _tmp: tmp }
@@ -132,10 +141,15 @@ fn one_replica_host_keeps_many_primaries_apart_and_serves_them_all() {
 
     // Read-your-writes: the answer waits for the snapshot holding the new event.
     let seq = b.record("interface:bond0", "slave.removed", "bond0 lost slave ens5");
-    let answer = json_of(search(&served, "bond lost a slave", &format!("{{'hosts': <['hv-b']>, 'min_seq': <uint64 {seq}>, 'wait_ms': <uint32 30000>}}")));
+    let answer = json_of(search(
+        &served,
+        "bond lost a slave",
+        &format!("{{'hosts': <['hv-b']>, 'min_seq': <uint64 {seq}>, 'wait_ms': <uint32 30000>}}"),
+    ));
     assert!(answer["origins"][0]["head_seq"].as_u64().unwrap() >= seq, "{answer}");
     assert_eq!(answer["hits"][0]["element_id"], "interface:bond0", "{answer}");
-    let (ok, _, err) = search(&served, "bond", &format!("{{'hosts': <['hv-b']>, 'min_seq': <uint64 {}>, 'wait_ms': <uint32 200>}}", seq + 1000));
+    let (ok, _, err) =
+        search(&served, "bond", &format!("{{'hosts': <['hv-b']>, 'min_seq': <uint64 {}>, 'wait_ms': <uint32 200>}}", seq + 1000));
     assert!(!ok && err.contains("Error.Stale") && err.contains("waited 200 ms"), "{err}");
     let (ok, _, err) = search(&served, "bond", "{'max_staleness_ms': <uint64 0>}");
     assert!(!ok && err.contains("Error.Stale") && err.contains("left out"), "{err}");
@@ -156,7 +170,8 @@ fn a_key_pinned_to_one_origin_cannot_write_another() {
     let replica = BtrfsMount::new(300);
     let rep_dir = replica.path().join("fleet");
     // The replica host's only key is pinned to origin hv-b.
-    let host = SshReplicaHost::start(&format!("{} replica-receive --dir {} --origin hv-b", common::agent_bin().display(), rep_dir.display()));
+    let host =
+        SshReplicaHost::start(&format!("{} replica-receive --dir {} --origin hv-b", common::agent_bin().display(), rep_dir.display()));
     let disk = BtrfsMount::new(300);
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
@@ -174,4 +189,158 @@ fn a_key_pinned_to_one_origin_cannot_write_another() {
     wait_until("the primary reports the refusal", Duration::from_secs(30), || {
         json_of(daemon.gdbus_call("GetReplicaStatus", &[]))[0]["state"] == "refused"
     });
+}
+
+/// A replica daemon serving `dir` on `bus`, reached over ssh from `client` through
+/// `systemd-stdio-bridge` (the key's forced command), as `[[fleet.hosts]]` entry `name`.
+struct FleetMember {
+    name: &'static str,
+    ssh: SshReplicaHost,
+    _daemon: AgentDaemon,
+    _bus: PrivateBus,
+    _tmp: tempfile::TempDir,
+}
+
+impl FleetMember {
+    fn start(name: &'static str, client: &Arc<Netns>, dir: &Path, bus: PrivateBus) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let daemon = AgentDaemon::start(&bus.address, &tmp.path().join("unused"), &write_replica_config(tmp.path(), dir));
+        let ssh = SshReplicaHost::start_from(client.clone(), &format!("systemd-stdio-bridge --bus-path={}", bus.address));
+        Self { name, ssh, _daemon: daemon, _bus: bus, _tmp: tmp }
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "\n[[fleet.hosts]]\nname = \"{}\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\nssh_options = [\"-o\", \"LogLevel=ERROR\", \"-o\", \"ConnectTimeout=30\"]\nbus = \"{}\"\n",
+            self.name,
+            self.ssh.address,
+            self.ssh.client_key.display(),
+            self.ssh.known_hosts().display(),
+            self._bus.address
+        )
+    }
+}
+
+/// `ovs-port-agent search … --json` run in the client namespace: (exit code, answer, time).
+fn fleet_search(client: &Netns, config: &Path, args: &[&str]) -> (i32, Value, Duration) {
+    let started = std::time::Instant::now();
+    let out = client
+        .command(common::agent_bin().to_str().unwrap())
+        .arg("--config")
+        .arg(config)
+        .arg("search")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let answer = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), answer, took)
+}
+
+fn daemon_status(answer: &Value, name: &str) -> String {
+    answer["daemons"].as_array().unwrap().iter().find(|d| d["name"] == name).map(|d| d["status"].as_str().unwrap().to_owned()).unwrap()
+}
+
+fn origin<'a>(answer: &'a Value, host: &str) -> &'a Value {
+    answer["origins"].as_array().unwrap().iter().find(|o| o["host"] == host).unwrap_or_else(|| panic!("no {host}: {answer}"))
+}
+
+#[test]
+fn a_query_across_replicas_over_ssh_balances_fails_over_detects_forks_and_answers_partially() {
+    let disk = BtrfsMount::new(900);
+    let (r1, r2, r3) = (disk.path().join("r1"), disk.path().join("r2"), disk.path().join("r3"));
+    // hv-a's history on r1 and r2, hv-b's on r2; then a forged hv-a (another history under
+    // the same name) reaches r3 and is refused by r2, whose hv-a copy is then "refusing".
+    let a = Primary::start_to("hv-a", &[&r1, &r2]);
+    a.record("interface:eth0", "link.down", "uplink eth0 lost carrier on hv-a");
+    a.record("interface:eth1", "mtu.changed", "eth1 mtu changed to 9000");
+    let a_head = a.record("interface:eth2", "link.up", "eth2 came up");
+    let b = Primary::start_to("hv-b", &[&r2]);
+    let b_head = b.record("interface:eth0", "link.down", "uplink eth0 lost carrier on hv-b");
+    let hv_a = |dir: &Path| dir.join("origins/hv-a");
+    wait_until("hv-a and hv-b arrived", Duration::from_secs(60), || {
+        replica_head(&hv_a(&r1)) >= a_head && replica_head(&hv_a(&r2)) >= a_head && replica_head(&r2.join("origins/hv-b")) >= b_head
+    });
+    drop(a);
+    // Two events of its own and the one it records when r2 refuses it: the same head seq
+    // as hv-a's real history, another hash.
+    let forged = Primary::start_to("hv-a", &[&r3, &r2]);
+    forged.record("interface:eth0", "link.up", "forged: eth0 came back");
+    forged.record("interface:eth1", "mtu.changed", "forged: eth1 mtu 1500");
+    wait_until("the forged copy arrived on r3 and was refused by r2", Duration::from_secs(60), || {
+        replica_head(&hv_a(&r3)) >= a_head && std::fs::read_to_string(hv_a(&r2).join("rejections.jsonl")).is_ok()
+    });
+    drop(forged);
+
+    let client = Arc::new(Netns::new("fleetq"));
+    // r1's bus refuses Search: it lists its copies but will not answer a query.
+    let m1 = FleetMember::start("r1", &client, &r1, PrivateBus::open_denying("Search"));
+    let m2 = FleetMember::start("r2", &client, &r2, PrivateBus::open());
+    let m3 = FleetMember::start("r3", &client, &r3, PrivateBus::open());
+    let gone = FleetMember::start("gone", &client, &disk.path().join("r4"), PrivateBus::open());
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[fleet]\ndeadline_ms = 20000\n[fleet.groups]\nforked = [\"r2\", \"r3\"]\n{}{}{}{}",
+            m1.toml(),
+            m2.toml(),
+            m3.toml(),
+            gone.toml()
+        ),
+    )
+    .unwrap();
+
+    // r1 holds the healthy copy of hv-a and is asked first; it refuses, and hv-a goes to
+    // r2's copy (fail-over). A host whose sshd is gone is reported, and the answer is partial.
+    gone.ssh.stop_sshd();
+    let (code, answer, _) = fleet_search(&client, &config, &["uplink lost carrier", "--hosts", "r1,r2,gone"]);
+    assert_eq!(code, 7, "partial answers exit 7: {answer}");
+    assert_eq!(answer["complete"], false);
+    assert_eq!(daemon_status(&answer, "r1"), "refused", "{answer}");
+    assert_eq!(daemon_status(&answer, "r2"), "answered", "{answer}");
+    assert_eq!(daemon_status(&answer, "gone"), "unreachable", "{answer}");
+    assert_eq!(origin(&answer, "hv-a")["via"], "r2", "{answer}");
+    assert_eq!(origin(&answer, "hv-a")["copies"], 2);
+    assert_eq!(origin(&answer, "hv-b")["via"], "r2");
+    let hits: Vec<(String, String)> = answer["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap().to_owned(), h["summary"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(hits.contains(&("hv-a".into(), "uplink eth0 lost carrier on hv-a".into())), "{hits:?}");
+    assert!(hits.contains(&("hv-b".into(), "uplink eth0 lost carrier on hv-b".into())), "{hits:?}");
+    assert!(answer["hits"].as_array().unwrap().iter().all(|h| h["via"] == "r2"));
+
+    // Two copies of hv-a at one seq with different heads: a fork, reported.
+    let (code, answer, _) = fleet_search(&client, &config, &["eth0", "--fleet", "forked"]);
+    assert_eq!(code, 0, "{answer}");
+    let fork = origin(&answer, "hv-a")["fork"].as_str().unwrap_or_else(|| panic!("no fork reported: {answer}"));
+    assert!(fork.contains("r2 and r3") || fork.contains("r3 and r2"), "{fork}");
+
+    // Only the named origins; an unknown daemon name is refused with the known ones.
+    let (_, answer, _) = fleet_search(&client, &config, &["uplink", "--hosts", "r2", "--origin", "hv-b"]);
+    assert!(answer["hits"].as_array().unwrap().iter().all(|h| h["host"] == "hv-b"), "{answer}");
+    let out = client
+        .command(common::agent_bin().to_str().unwrap())
+        .arg("--config")
+        .arg(&config)
+        .args(["search", "x", "--hosts", "r9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("r1, r2, r3, gone"), "{out:?}");
+
+    // A host that vanishes from the network (its link down: no refusal, only silence) costs
+    // the deadline, no more; the others' answers are kept.
+    run_ok(gone.ssh.replica_ns.command("ip").args(["link", "set", &gone.ssh.replica_link, "down"]));
+    gone.ssh.start_sshd();
+    let (code, answer, took) = fleet_search(&client, &config, &["uplink lost carrier", "--hosts", "r2,gone", "--deadline", "2s"]);
+    assert_eq!(code, 7);
+    assert_eq!(daemon_status(&answer, "gone"), "timed out", "{answer}");
+    assert_eq!(daemon_status(&answer, "r2"), "answered");
+    assert!(!answer["hits"].as_array().unwrap().is_empty());
+    assert!(took < Duration::from_secs(5), "the deadline was 2 s; the query took {took:?}");
 }

@@ -3,6 +3,7 @@
 mod analytics;
 mod client;
 mod doctor;
+mod fanout;
 mod generate;
 mod logging;
 mod offline;
@@ -46,9 +47,13 @@ pub enum Command {
     #[command(after_help = "Examples: systemctl start ovs-port-agent   (the unit runs: ovs-port-agent daemon)
           ovs-port-agent --bus session --data-dir /tmp/opa daemon   (a trial on the session bus)")]
     Daemon,
-    /// Natural-language search over all events.
+    /// Natural-language search over all events; with --hosts or --fleet, across the fleet's
+    /// daemons (D-Bus over ssh, [fleet] in the config), merged, each daemon's outcome and
+    /// each history's freshness reported.
     #[command(after_help = "Examples: ovs-port-agent search \"bridge configuration problems last night\"
-          ovs-port-agent search \"link down on eth0\" --since 2h -n 5 --json")]
+          ovs-port-agent search \"link down on eth0\" --since 2h -n 5 --json
+          ovs-port-agent search \"which hosts lost their uplink\" --fleet prod --deadline 2s
+          ovs-port-agent search \"bond lost a slave\" --origin hv01 --min-seq 4211   (on a replica)")]
     Search {
         /// What to look for, e.g. "bridge configuration problems last night".
         query: String,
@@ -57,6 +62,8 @@ pub enum Command {
         limit: u32,
         #[command(flatten)]
         filters: FilterArgs,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// What is wrong with this host's set-up, each problem with its fix: the data directory
     /// on Btrfs, free space, the model and runtime against their pins, the bus policy, the
@@ -302,9 +309,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(dir) => offline::verify(dir, cli.json),
             None => client::verify(&bus, cli.json),
         },
-        Command::Search { query, limit, filters } => match offline {
-            Some(dir) => offline::search(&config, dir, query, *limit, &filter_values(filters)?, cli.json),
-            None => client::search(&bus, query, search_options(*limit, filters)?, cli.json),
+        Command::Search { query, limit, filters, fleet } if fleet.fans_out() => {
+            let hosts = config.fleet.resolve(&fleet.hosts, fleet.fleet.as_deref())?;
+            let deadline = fleet.deadline.map_or(std::time::Duration::from_millis(config.fleet.deadline_ms), |d| *d);
+            let mut options = search_options(*limit, filters)?;
+            fleet.add_freshness(&mut options)?;
+            fanout::search(&hosts, query, options, *limit, deadline, cli.json)
+        }
+        Command::Search { query, limit, filters, fleet } => match offline {
+            Some(dir) if fleet.is_empty() => offline::search(&config, dir, query, *limit, &filter_values(filters)?, cli.json),
+            Some(_) => anyhow::bail!("--origin, --min-seq and --max-staleness ask a replica daemon; leave out --data-dir"),
+            None => {
+                let mut options = search_options(*limit, filters)?;
+                fleet.add_freshness(&mut options)?;
+                client::search(&bus, query, options, cli.json)
+            }
         },
         Command::History { element, limit } => match offline {
             Some(dir) => offline::history(dir, element, *limit, cli.json),
@@ -405,6 +424,61 @@ fn filter_values(f: &FilterArgs) -> anyhow::Result<crate::vector::Filters> {
 }
 
 /// The `Search` D-Bus options for the same filters.
+/// Which daemons and histories a search covers, and how fresh they must be.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Ask these daemons (names from [[fleet.hosts]] in the config), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,…", conflicts_with = "fleet")]
+    hosts: Vec<String>,
+    /// Ask the daemons of this group ([fleet.groups] in the config).
+    #[arg(long, value_name = "GROUP")]
+    fleet: Option<String>,
+    /// With --hosts/--fleet: answer with what arrived by then (default fleet.deadline_ms).
+    #[arg(long, value_name = "DURATION")]
+    deadline: Option<humantime::Duration>,
+    /// On a replica holding several hosts' histories: only these hosts', comma-separated.
+    #[arg(long = "origin", value_delimiter = ',', value_name = "HOST,…")]
+    origins: Vec<String>,
+    /// Read-your-writes: the answer must include this seq of the one --origin (the replica
+    /// waits up to --wait for it).
+    #[arg(long, value_name = "SEQ", requires = "origins")]
+    min_seq: Option<u64>,
+    /// How long a replica may wait for --min-seq.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    wait: humantime::Duration,
+    /// Leave out histories whose newest snapshot is older than this (e.g. 10min).
+    #[arg(long, value_name = "DURATION")]
+    max_staleness: Option<humantime::Duration>,
+}
+
+impl FleetArgs {
+    fn fans_out(&self) -> bool {
+        !self.hosts.is_empty() || self.fleet.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.origins.is_empty() && self.min_seq.is_none() && self.max_staleness.is_none()
+    }
+
+    /// Adds the origin and freshness options (`hosts`, `min_seq`, …) to `Search` options.
+    fn add_freshness(&self, options: &mut std::collections::HashMap<&'static str, zbus::zvariant::Value<'static>>) -> anyhow::Result<()> {
+        use zbus::zvariant::Value;
+        if !self.origins.is_empty() {
+            options.insert("hosts", Value::from(self.origins.clone()));
+        }
+        if let Some(seq) = self.min_seq {
+            let wait = u32::try_from(self.wait.as_millis()).ok().filter(|ms| *ms <= crate::dbus::args::MAX_WAIT_MS);
+            let wait = wait.ok_or_else(|| anyhow::anyhow!("--wait must be at most {} s", crate::dbus::args::MAX_WAIT_MS / 1000))?;
+            options.insert("min_seq", Value::U64(seq));
+            options.insert("wait_ms", Value::U32(wait));
+        }
+        if let Some(bound) = self.max_staleness {
+            options.insert("max_staleness_ms", Value::U64(bound.as_millis() as u64));
+        }
+        Ok(())
+    }
+}
+
 fn search_options(limit: u32, f: &FilterArgs) -> anyhow::Result<std::collections::HashMap<&'static str, zbus::zvariant::Value<'static>>> {
     use zbus::zvariant::Value;
     let parsed = filter_values(f)?;

@@ -50,18 +50,31 @@ pub fn print_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
     for note in &answer.notes {
         println!("note: {note}");
     }
+    for o in &answer.origins {
+        println!(
+            "host {}: verified head {} ({}…), snapshot {} old",
+            o.host,
+            o.head_seq,
+            &o.head_hash[..o.head_hash.len().min(12)],
+            humantime::format_duration(std::time::Duration::from_secs(o.age_ms.max(0) as u64 / 1000))
+        );
+    }
     if answer.hits.is_empty() {
         println!("no events match");
     }
     for h in &answer.hits {
         let more = if h.similar.is_empty() { String::new() } else { format!("  (+{} like it)", h.similar.len()) };
+        let element = match &h.host {
+            Some(host) => format!("{host} {}", h.element_id),
+            None => h.element_id.clone(),
+        };
         println!(
             "{:.2}  {:>8}  {}  {:<8}  {:<28}  {:<22}  {}{more}",
             h.score,
             h.seq,
             format_ts(h.ts),
             h.priority,
-            h.element_id,
+            element,
             h.action,
             h.summary
         );

@@ -90,7 +90,8 @@ impl Backend {
                 wait_for_cover(scope, &select).await?;
                 let _slot = scope.fleet.slots.acquire().await?;
                 let scope = scope.clone();
-                let rows = tokio::task::spawn_blocking(move || scope.fleet.history(scope.only.as_deref(), &element_id, limit, &select)).await??;
+                let rows =
+                    tokio::task::spawn_blocking(move || scope.fleet.history(scope.only.as_deref(), &element_id, limit, &select)).await??;
                 Ok(serde_json::to_value(rows)?)
             }
         }

@@ -150,13 +150,16 @@ impl Fleet {
 
     /// Takes in each origin's newest verified snapshot; returns the origins that switched.
     pub fn refresh(&self) -> Vec<String> {
-        let views: Vec<(String, Arc<ReplicaView>)> = self.views.read().expect("fleet lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let views: Vec<(String, Arc<ReplicaView>)> =
+            self.views.read().expect("fleet lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut switched = Vec::new();
         for (key, view) in views {
             match view.refresh() {
                 Ok(true) => switched.push(Self::label(&key, &view)),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(origin = %key, error = %format!("{e:#}"), "could not take in the newest snapshot; still serving the previous one"),
+                Err(e) => {
+                    tracing::warn!(origin = %key, error = %format!("{e:#}"), "could not take in the newest snapshot; still serving the previous one")
+                }
             }
         }
         switched

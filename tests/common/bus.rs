@@ -21,6 +21,17 @@ impl PrivateBus {
         )
     }
 
+    /// [`open`](Self::open), but calls of `member` on dev.ovs.PortAgent1 are refused
+    /// (AccessDenied): a daemon that can be reached but will not answer that.
+    pub fn open_denying(member: &str) -> Self {
+        Self::start(
+            "session",
+            &format!(
+                "<policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/><deny send_destination=\"dev.ovs.PortAgent1\" send_interface=\"dev.ovs.PortAgent1\" send_member=\"{member}\"/></policy>"
+            ),
+        )
+    }
+
     /// A system-type bus with the system bus's default-deny policy and the shipped
     /// `dbus/dev.ovs.PortAgent1.conf` included.
     pub fn system_with_shipped_policy() -> Self {

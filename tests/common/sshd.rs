@@ -3,12 +3,14 @@
 use super::{Netns, run_ok};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 /// Two namespaces joined by a veth pair, the second running a real sshd whose only key is
 /// pinned to `forced_command`.
 pub struct SshReplicaHost {
     pub dir: tempfile::TempDir,
-    pub primary_ns: Netns,
+    /// Where the clients (a primary, a fleet query) run; several hosts may share it.
+    pub primary_ns: Arc<Netns>,
     pub replica_ns: Netns,
     pub address: String,
     /// The replica's end of the veth pair (in `replica_ns`) and the primary's (in
@@ -21,8 +23,12 @@ pub struct SshReplicaHost {
 
 impl SshReplicaHost {
     pub fn start(forced_command: &str) -> Self {
+        Self::start_from(Arc::new(Netns::new("prim")), forced_command)
+    }
+
+    /// A host reached from the client namespace `primary_ns` (shared by several hosts).
+    pub fn start_from(primary_ns: Arc<Netns>, forced_command: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let primary_ns = Netns::new("prim");
         let replica_ns = Netns::new("rep");
         let octet = 1 + (rand::random::<u8>() % 250);
         let (a, b) = (format!("10.231.{octet}.1"), format!("10.231.{octet}.2"));
