@@ -117,7 +117,7 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
     };
     let mut supervisor = Supervisor::new();
     let conn = crate::bus::connect(&bus).await?;
-    let reporting = Reporting { tasks: supervisor.status(), ..Default::default() };
+    let reporting = Reporting { tasks: supervisor.status(), fleet: Arc::new(config.fleet.clone()), ..Default::default() };
     let all = Scope { fleet: fleet.clone(), only: None };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(all), None, reporting.clone())).await?;
     let objects = OriginObjects { conn: conn.clone(), fleet: fleet.clone(), reporting, served: Default::default() };

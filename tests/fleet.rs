@@ -321,6 +321,22 @@ fn a_query_across_replicas_over_ssh_balances_fails_over_detects_forks_and_answer
     let fork = origin(&answer, "hv-a")["fork"].as_str().unwrap_or_else(|| panic!("no fork reported: {answer}"));
     assert!(fork.contains("r2 and r3") || fork.contains("r3 and r2"), "{fork}");
 
+    // The same over D-Bus: a daemon asks the fleet in its config (FleetSearch).
+    let asker_dir = tempfile::tempdir().unwrap();
+    let asker_config = write_replica_config(asker_dir.path(), &asker_dir.path().join("empty"));
+    let fleet_toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&asker_config, std::fs::read_to_string(&asker_config).unwrap() + "\n" + &fleet_toml).unwrap();
+    let asker_bus = PrivateBus::open();
+    let asker = AgentDaemon::start_in(&client, &asker_bus.address, &asker_dir.path().join("unused"), &asker_config);
+    let answer = json_of(asker.gdbus_call("FleetSearch", &["eth0", "{'fleet': <'forked'>, 'limit': <uint32 3>}"]));
+    assert!(origin(&answer, "hv-a")["fork"].is_string(), "{answer}");
+    assert_eq!(answer["hits"].as_array().unwrap().len(), 3, "{answer}");
+    let (ok, _, err) = asker.gdbus_call("FleetSearch", &["eth0", "{'daemons': <['r9']>}"]);
+    assert!(!ok && err.contains("InvalidArgs") && err.contains("r9"), "{err}");
+    let (ok, _, err) = asker.gdbus_call("FleetSearch", &["eth0", "{}"]);
+    assert!(!ok && err.contains("one of the two"), "{err}");
+    drop(asker);
+
     // Only the named origins; an unknown daemon name is refused with the known ones.
     let (_, answer, _) = fleet_search(&client, &config, &["uplink", "--hosts", "r2", "--origin", "hv-b"]);
     assert!(answer["hits"].as_array().unwrap().iter().all(|h| h["host"] == "hv-b"), "{answer}");
@@ -343,4 +359,33 @@ fn a_query_across_replicas_over_ssh_balances_fails_over_detects_forks_and_answer
     assert_eq!(daemon_status(&answer, "r2"), "answered");
     assert!(!answer["hits"].as_array().unwrap().is_empty());
     assert!(took < Duration::from_secs(5), "the deadline was 2 s; the query took {took:?}");
+}
+
+#[test]
+fn a_fan_out_to_200_silent_hosts_ends_at_its_deadline_and_says_who_is_missing() {
+    // 200 addresses behind a link whose far end is down: no answer to ARP, ssh waits,
+    // nothing refuses.
+    let client = Netns::new("fleet200");
+    run_ok(client.command("ip").args(["link", "add", "silent0", "type", "veth", "peer", "name", "silent1"]));
+    run_ok(client.command("ip").args(["addr", "add", "10.233.0.1/16", "dev", "silent0"]));
+    run_ok(client.command("ip").args(["link", "set", "silent0", "up"]));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut toml = String::from("[fleet]\ndeadline_ms = 1000\n");
+    for i in 0..200 {
+        toml += &format!("\n[[fleet.hosts]]\nname = \"h{i}\"\ndestination = \"root@10.233.{}.{}\"\n", 1 + i / 200, 1 + i % 200);
+    }
+    toml +=
+        &format!("\n[[fleet.hosts]]\nname = \"nobus\"\ntransport = \"local\"\nbus = \"unix:path={}\"\n", tmp.path().join("none").display());
+    let config = tmp.path().join("fleet.toml");
+    std::fs::write(&config, toml).unwrap();
+    let names: Vec<String> = (0..200).map(|i| format!("h{i}")).chain(["nobus".to_owned()]).collect();
+    let (code, answer, took) = fleet_search(&client, &config, &["uplink down", "--hosts", &names.join(",")]);
+    assert_eq!(code, 7, "{answer}");
+    assert_eq!(answer["complete"], false);
+    let daemons = answer["daemons"].as_array().unwrap();
+    assert_eq!(daemons.len(), 201);
+    assert_eq!(daemon_status(&answer, "nobus"), "unreachable");
+    let silent = daemons.iter().filter(|d| d["status"] == "timed out" && d["error"].as_str().unwrap().contains("500 ms")).count();
+    assert_eq!(silent, 200, "{answer}");
+    assert!(took < Duration::from_secs(4), "a 1 s deadline; the query took {took:?}");
 }

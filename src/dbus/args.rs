@@ -119,6 +119,42 @@ pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters,
     Ok((filters, limit_value, select))
 }
 
+/// `FleetSearch`'s own options: which daemons, and the deadline.
+#[derive(Debug, Default)]
+pub struct FleetOptions {
+    pub daemons: Vec<String>,
+    pub group: Option<String>,
+    pub deadline_ms: Option<u64>,
+}
+
+pub const FLEET_OPTIONS: &[(&str, &str)] = &[("daemons", "as"), ("fleet", "s"), ("deadline_ms", "u")];
+
+/// Splits `FleetSearch` options into its own and the `Search` options passed to each daemon.
+pub fn fleet_options(mut options: HashMap<String, OwnedValue>) -> Result<(FleetOptions, HashMap<String, OwnedValue>), AgentError> {
+    let mut out = FleetOptions::default();
+    for (key, _) in FLEET_OPTIONS {
+        let Some(value) = options.remove(*key) else { continue };
+        match (checked_key(key, &value, FLEET_OPTIONS)?, &*value) {
+            ("daemons", Value::Array(items)) => {
+                for item in items.iter() {
+                    let Value::Str(name) = item else { unreachable!("checked_key checked the type") };
+                    out.daemons.push(short_name(key, name)?);
+                }
+            }
+            ("fleet", Value::Str(s)) => out.group = Some(short_name(key, s)?),
+            ("deadline_ms", Value::U32(ms)) if (1..=crate::fanout::MAX_DEADLINE_MS).contains(&u64::from(*ms)) => {
+                out.deadline_ms = Some(u64::from(*ms))
+            }
+            ("deadline_ms", _) => return Err(AgentError::invalid(format!("deadline_ms must be 1 to {}", crate::fanout::MAX_DEADLINE_MS))),
+            _ => unreachable!("checked_key checked the type"),
+        }
+    }
+    if out.daemons.is_empty() == out.group.is_none() {
+        return Err(AgentError::invalid("name the daemons to ask (daemons) or a group (fleet), one of the two"));
+    }
+    Ok((out, options))
+}
+
 /// Host names: each a valid origin name, at most `MAX_HOSTS`, none twice.
 fn hosts(items: &zbus::zvariant::Array<'_>) -> Result<Vec<String>, AgentError> {
     if items.len() > MAX_HOSTS {

@@ -33,6 +33,8 @@ pub struct Reporting {
     pub sources: Option<Arc<crate::sources::Recorder>>,
     /// The host a primary records (what a `hosts` option must name there).
     pub host: String,
+    /// The daemons `FleetSearch` may ask.
+    pub fleet: Arc<crate::fanout::FleetConfig>,
 }
 
 type VerifyResult = Result<Arc<ScanOutcome>, String>;

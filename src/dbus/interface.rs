@@ -21,6 +21,8 @@ use zbus::zvariant::OwnedValue;
 use zbus::{Connection, interface};
 
 pub const BUS_NAME: &str = "dev.ovs.PortAgent1";
+/// `FleetSearch` calls running at once; more are told the daemon is busy.
+const FLEET_QUERIES: usize = 2;
 pub const OBJECT_PATH: &str = "/dev/ovs/PortAgent1";
 
 pub struct PortAgent {
@@ -29,6 +31,8 @@ pub struct PortAgent {
     reporting: Reporting,
     role: Role,
     verify: VerifyGate,
+    /// Queries across the fleet running at once (each runs an ssh per daemon).
+    fleet_queries: tokio::sync::Semaphore,
     search_latency: LatencyRing,
     record_latency: LatencyRing,
 }
@@ -45,6 +49,7 @@ impl PortAgent {
             reporting,
             role,
             verify: VerifyGate::default(),
+            fleet_queries: tokio::sync::Semaphore::new(FLEET_QUERIES),
             search_latency: LatencyRing::new(4096),
             record_latency: LatencyRing::new(4096),
         }
@@ -246,6 +251,25 @@ impl PortAgent {
         let records = engine.record(vec![event]).await?;
         self.record_latency.record(started.elapsed());
         Ok(records[0].hash_hex())
+    }
+
+    /// Search across the fleet's daemons ([fleet] in this daemon's config), over D-Bus over
+    /// ssh: options as for Search, plus daemons (as) or fleet (s, a group), and deadline_ms
+    /// (u). The answer merges the hits and says per daemon whether it answered, and per
+    /// host which copy answered and how fresh it is.
+    async fn fleet_search(&self, query: &str, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
+        let query = args::query(query)?;
+        let (fleet, rest) = args::fleet_options(options)?;
+        let (_, limit, _) = args::search_options(&rest)?;
+        let hosts =
+            self.reporting.fleet.resolve(&fleet.daemons, fleet.group.as_deref()).map_err(|e| AgentError::invalid(format!("{e:#}")))?;
+        let deadline = std::time::Duration::from_millis(fleet.deadline_ms.unwrap_or(self.reporting.fleet.deadline_ms));
+        let _slot = self
+            .fleet_queries
+            .try_acquire()
+            .map_err(|_| AgentError::Busy(format!("{FLEET_QUERIES} fleet searches are running; try again when one ends")))?;
+        let answer = crate::fanout::search(&hosts, query, &rest, limit, deadline).await;
+        serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 
     /// Per replica: state (healthy, lagging, unreachable), acknowledged snapshot and seq,

@@ -49,7 +49,7 @@ impl Link {
     }
 
     async fn over_ssh(host: &FleetHost) -> Result<Self, Failure> {
-        let spawn = || -> Result<(tokio::process::Child, tokio::net::UnixStream)> {
+        let spawn = move |host: FleetHost| -> Result<(tokio::process::Child, tokio::net::UnixStream)> {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("a socket pair")?;
             let theirs_out = theirs.try_clone().context("a socket pair")?;
             let mut cmd = tokio::process::Command::new("ssh");
@@ -73,7 +73,11 @@ impl Link {
             ours.set_nonblocking(true)?;
             Ok((child, tokio::net::UnixStream::from_std(ours)?))
         };
-        let (mut child, stream) = spawn().map_err(|e| Failure::Unreachable(format!("{e:#}")))?;
+        // Starting a process takes a few ms of this thread: off the executor, so that a query
+        // to hundreds of hosts does not hold up the others' connections.
+        let owned = host.clone();
+        let spawned = tokio::task::spawn_blocking(move || spawn(owned)).await.map_err(|e| anyhow!(e)).and_then(|r| r);
+        let (mut child, stream) = spawned.map_err(|e| Failure::Unreachable(format!("{e:#}")))?;
         match zbus::connection::Builder::unix_stream(stream).build().await {
             Ok(conn) => Ok(Self { conn, _ssh: Some(child) }),
             Err(e) => {
