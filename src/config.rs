@@ -19,7 +19,7 @@ pub struct Config {
     pub sources: SourcesConfig,
     pub stream: StreamConfig,
     pub replica: ReplicaRoleConfig,
-    /// The daemons `search --hosts/--fleet` asks (the CLI's; the daemon ignores it).
+    /// The daemons `search --hosts/--fleet` and `FleetSearch` ask.
     pub fleet: crate::fanout::FleetConfig,
 }
 

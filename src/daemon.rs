@@ -10,7 +10,7 @@
 
 use crate::analytics::anomaly::{DEFAULT_BASELINE_DAYS, LiveCounters, LiveScorer, SignalBudget};
 use crate::config::{Config, Role};
-use crate::dbus::backend::{Backend, Reporting};
+use crate::dbus::backend::{Backend, FleetAccess, Reporting};
 use crate::dbus::{BUS_NAME, OBJECT_PATH, PortAgent};
 use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
@@ -58,6 +58,7 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
         tasks: supervisor.status(),
         sources: Some(recorder.clone()),
         host: config.host(),
+        fleet: Arc::new(FleetAccess::new(config.fleet.clone())),
         ..Default::default()
     };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Primary(engine.clone()), stream.clone(), reporting.clone())).await?;
@@ -117,7 +118,7 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
     };
     let mut supervisor = Supervisor::new();
     let conn = crate::bus::connect(&bus).await?;
-    let reporting = Reporting { tasks: supervisor.status(), fleet: Arc::new(config.fleet.clone()), ..Default::default() };
+    let reporting = Reporting { tasks: supervisor.status(), fleet: Arc::new(FleetAccess::new(config.fleet.clone())), ..Default::default() };
     let all = Scope { fleet: fleet.clone(), only: None };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(all), None, reporting.clone())).await?;
     let objects = OriginObjects { conn: conn.clone(), fleet: fleet.clone(), reporting, served: Default::default() };
@@ -193,7 +194,10 @@ async fn follow_snapshots(objects: OriginObjects, mut stopping: Stopping) -> Res
         objects.register_new().await;
         for dir in fleet.dirs() {
             if watched.insert(dir.clone()) {
-                watch.add(&dir)?;
+                // Without the watch (the inotify limit) the timer still finds its snapshots.
+                if let Err(e) = watch.add(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "not watching this origin; its snapshots are found within 2 s");
+                }
             }
         }
         if !switched.is_empty() {

@@ -72,6 +72,19 @@ pub fn classify(e: &anyhow::Error) -> Kind {
 }
 
 fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    // The daemon's answer to a client: its D-Bus error name says the kind.
+    if let Some(zbus::Error::MethodError(name, _, _)) = cause.downcast_ref::<zbus::Error>() {
+        return match name.as_str().rsplit('.').next() {
+            Some("InvalidArgs") => Some(Kind::InvalidInput),
+            Some("Busy") => Some(Kind::Busy),
+            Some("DiskFull") => Some(Kind::DiskFull),
+            Some("NotFound") => Some(Kind::NotFound),
+            Some("LedgerDamaged") => Some(Kind::Damaged),
+            Some("ReadOnly") => Some(Kind::ReadOnly),
+            Some("Stale") => Some(Kind::Stale),
+            _ => None,
+        };
+    }
     if cause.is::<Busy>() {
         return Some(Kind::Busy);
     }

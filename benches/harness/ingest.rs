@@ -86,6 +86,7 @@ fn measure(dir: &Path, mode: Streaming, report: &mut Report) -> f64 {
             ssh_options: Vec::new(),
             remote_command: env!("CARGO_BIN_EXE_ovs-port-agent").into(),
             compression: "off".into(),
+            per_origin: false,
         });
     }
     let _ = std::fs::remove_dir_all(&state);

@@ -1,12 +1,13 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
 //! `ledger`, `embed`, `quality`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes`,
-//! `analytics`, `analytics-1m` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
+//! `analytics`, `analytics-1m`, `fleet`, `fleet-50`, `fanout` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
 mod analytics;
 mod dbus;
 mod embed;
+mod fleet;
 mod ingest;
 mod ledger;
 mod quality;
@@ -49,9 +50,12 @@ fn main() {
             "dbus-1m" => dbus::run(&dir, 1_000_000),
             "analytics" => analytics::run(&dir, 100_000),
             "analytics-1m" => analytics::run(&dir, 1_000_000),
+            "fleet" => fleet::aggregating_replica(10, 20_000),
+            "fleet-50" => fleet::aggregating_replica(50, 20_000),
+            "fanout" => fleet::fan_out(),
             other => {
                 eprintln!(
-                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m)"
+                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fanout)"
                 )
             }
         }

@@ -44,14 +44,25 @@ fn create(path: &Path, name: &str) -> Result<Signer> {
     let dir = path.parent().context("a key file has a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    // Written aside and linked into place: a process making the same key at the same time
+    // (two replica sessions starting together) finds the first one's, never half a file.
+    let staged = dir.join(format!(".{}.{}.new", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), std::process::id()));
+    let _ = std::fs::remove_file(&staged);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&staged)
+        .with_context(|| format!("creating {}", staged.display()))?;
     file.write_all(format!("{}\n", signer.private_text()).as_bytes())?;
     file.sync_all()?;
+    let linked = std::fs::hard_link(&staged, path);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return load_or_create(path, name),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    }
     std::fs::File::open(dir)?.sync_all()?;
     tracing::info!(key = %path.display(), vkey = %signer.vkey(NOTE_ED25519), "made a new signing key");
     Ok(signer)

@@ -47,7 +47,7 @@ fn print(answer: &FleetAnswer) -> Result<()> {
             "host {}: {via}, head {} ({}…), snapshot {} old{behind}, {} cop{}",
             o.host,
             o.head_seq,
-            &o.head_hash[..o.head_hash.len().min(12)],
+            crate::fanout::short_hash(&o.head_hash),
             humantime::format_duration(Duration::from_secs(o.age_ms.max(0) as u64 / 1000)),
             o.copies,
             if o.copies == 1 { "y" } else { "ies" }

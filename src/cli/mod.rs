@@ -312,8 +312,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search { query, limit, filters, fleet } if fleet.fans_out() => {
             let hosts = config.fleet.resolve(&fleet.hosts, fleet.fleet.as_deref())?;
             let deadline = fleet.deadline.map_or(std::time::Duration::from_millis(config.fleet.deadline_ms), |d| *d);
+            if fleet.min_seq.is_some() && fleet.origins.len() != 1 {
+                anyhow::bail!("--min-seq is one host's seq: name exactly one --origin");
+            }
             let mut options = search_options(*limit, filters)?;
             fleet.add_freshness(&mut options)?;
+            // A replica's wait for --min-seq must end before the query's deadline does.
+            if let Some(zbus::zvariant::Value::U32(wait)) = options.get_mut("wait_ms") {
+                *wait = (*wait).min(u32::try_from(deadline.as_millis() / 2).unwrap_or(u32::MAX));
+            }
             fanout::search(&hosts, query, options, *limit, deadline, cli.json)
         }
         Command::Search { query, limit, filters, fleet } => match offline {

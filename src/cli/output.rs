@@ -55,7 +55,7 @@ pub fn print_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
             "host {}: verified head {} ({}…), snapshot {} old",
             o.host,
             o.head_seq,
-            &o.head_hash[..o.head_hash.len().min(12)],
+            crate::fanout::short_hash(&o.head_hash),
             humantime::format_duration(std::time::Duration::from_secs(o.age_ms.max(0) as u64 / 1000))
         );
     }

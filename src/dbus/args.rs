@@ -136,6 +136,9 @@ pub fn fleet_options(mut options: HashMap<String, OwnedValue>) -> Result<(FleetO
         let Some(value) = options.remove(*key) else { continue };
         match (checked_key(key, &value, FLEET_OPTIONS)?, &*value) {
             ("daemons", Value::Array(items)) => {
+                if items.len() > MAX_HOSTS {
+                    return Err(AgentError::invalid(format!("daemons names {} daemons, more than {MAX_HOSTS}", items.len())));
+                }
                 for item in items.iter() {
                     let Value::Str(name) = item else { unreachable!("checked_key checked the type") };
                     out.daemons.push(short_name(key, name)?);

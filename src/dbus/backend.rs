@@ -33,8 +33,29 @@ pub struct Reporting {
     pub sources: Option<Arc<crate::sources::Recorder>>,
     /// The host a primary records (what a `hosts` option must name there).
     pub host: String,
-    /// The daemons `FleetSearch` may ask.
-    pub fleet: Arc<crate::fanout::FleetConfig>,
+    /// The daemons `FleetSearch` may ask (shared by every object of the daemon).
+    pub fleet: Arc<FleetAccess>,
+}
+
+/// `FleetSearch` calls running at once, across all of a daemon's objects.
+const FLEET_QUERIES: usize = 2;
+
+/// The daemons `FleetSearch` may ask, and how many such searches may run at once.
+pub struct FleetAccess {
+    pub config: crate::fanout::FleetConfig,
+    pub queries: tokio::sync::Semaphore,
+}
+
+impl FleetAccess {
+    pub fn new(config: crate::fanout::FleetConfig) -> Self {
+        Self { config, queries: tokio::sync::Semaphore::new(FLEET_QUERIES) }
+    }
+}
+
+impl Default for FleetAccess {
+    fn default() -> Self {
+        Self::new(Default::default())
+    }
 }
 
 type VerifyResult = Result<Arc<ScanOutcome>, String>;
@@ -201,6 +222,7 @@ impl Backend {
                 }))
             }
             Self::Replica(scope) => {
+                let _slot = scope.fleet.slots.acquire().await?;
                 let scope = scope.clone();
                 tokio::task::spawn_blocking(move || replica_stats(&scope)).await?
             }
@@ -234,15 +256,23 @@ fn replica_stats(scope: &Scope) -> Result<Value> {
     Ok(stats)
 }
 
-/// Waits (up to the select's `wait_ms`) until the replica holds the required `min_seq`; the
-/// read then checks again and says what is missing.
+/// Waits (up to the select's `wait_ms`) until the replica holds the required `min_seq`,
+/// woken by each snapshot taken in; the read then checks again and says what is missing.
 async fn wait_for_cover(scope: &Scope, select: &OriginSelect) -> Result<()> {
     if select.min_seq.is_none() {
         return Ok(());
     }
+    let _waiting = scope.fleet.waiting.try_acquire().map_err(|_| crate::failure::Busy {
+        what: "this replica",
+        detail: "too many reads are waiting for a seq; try again shortly".into(),
+    })?;
+    let mut changed = scope.fleet.subscribe();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(select.wait_ms);
-    while !scope.fleet.covers(scope.only.as_deref(), select)? && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    while !scope.fleet.covers(scope.only.as_deref(), select)? {
+        match tokio::time::timeout_at(deadline, changed.changed()).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
     }
     Ok(())
 }

@@ -21,8 +21,7 @@ use zbus::zvariant::OwnedValue;
 use zbus::{Connection, interface};
 
 pub const BUS_NAME: &str = "dev.ovs.PortAgent1";
-/// `FleetSearch` calls running at once; more are told the daemon is busy.
-const FLEET_QUERIES: usize = 2;
+
 pub const OBJECT_PATH: &str = "/dev/ovs/PortAgent1";
 
 pub struct PortAgent {
@@ -31,8 +30,6 @@ pub struct PortAgent {
     reporting: Reporting,
     role: Role,
     verify: VerifyGate,
-    /// Queries across the fleet running at once (each runs an ssh per daemon).
-    fleet_queries: tokio::sync::Semaphore,
     search_latency: LatencyRing,
     record_latency: LatencyRing,
 }
@@ -49,7 +46,6 @@ impl PortAgent {
             reporting,
             role,
             verify: VerifyGate::default(),
-            fleet_queries: tokio::sync::Semaphore::new(FLEET_QUERIES),
             search_latency: LatencyRing::new(4096),
             record_latency: LatencyRing::new(4096),
         }
@@ -154,6 +150,7 @@ impl PortAgent {
                 }])
             }
             Backend::Replica(scope) => {
+                let _slot = scope.fleet.slots.acquire().await.map_err(AgentError::internal)?;
                 let scope = scope.clone();
                 let report = tokio::task::spawn_blocking(move || scope.fleet.report(scope.only.as_deref()))
                     .await
@@ -257,17 +254,26 @@ impl PortAgent {
     /// ssh: options as for Search, plus daemons (as) or fleet (s, a group), and deadline_ms
     /// (u). The answer merges the hits and says per daemon whether it answered, and per
     /// host which copy answered and how fresh it is.
-    async fn fleet_search(&self, query: &str, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
+    async fn fleet_search(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        query: &str,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<String, AgentError> {
         let query = args::query(query)?;
         let (fleet, rest) = args::fleet_options(options)?;
-        let (_, limit, _) = args::search_options(&rest)?;
-        let hosts =
-            self.reporting.fleet.resolve(&fleet.daemons, fleet.group.as_deref()).map_err(|e| AgentError::invalid(format!("{e:#}")))?;
-        let deadline = std::time::Duration::from_millis(fleet.deadline_ms.unwrap_or(self.reporting.fleet.deadline_ms));
-        let _slot = self
-            .fleet_queries
-            .try_acquire()
-            .map_err(|_| AgentError::Busy(format!("{FLEET_QUERIES} fleet searches are running; try again when one ends")))?;
+        let (_, limit, select) = args::search_options(&rest)?;
+        if select.min_seq.is_some() && select.hosts.len() != 1 {
+            return Err(AgentError::invalid("min_seq is one host's seq: name exactly one in hosts"));
+        }
+        // The daemon's own keys reach the fleet: root only, whatever the bus's policy.
+        require_root(conn, &header).await?;
+        let access = &self.reporting.fleet;
+        let hosts = access.config.resolve(&fleet.daemons, fleet.group.as_deref()).map_err(|e| AgentError::invalid(format!("{e:#}")))?;
+        let deadline = std::time::Duration::from_millis(fleet.deadline_ms.unwrap_or(access.config.deadline_ms));
+        let _slot =
+            access.queries.try_acquire().map_err(|_| AgentError::Busy("fleet searches are running; try again when one ends".into()))?;
         let answer = crate::fanout::search(&hosts, query, &rest, limit, deadline).await;
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }

@@ -20,7 +20,9 @@ pub use config::{FleetConfig, FleetHost, FleetTransport, MAX_DEADLINE_MS};
 pub use link::Failure;
 
 use crate::search::{Answer, Hit};
+use futures_util::StreamExt;
 use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use link::Link;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -97,7 +99,7 @@ pub struct FleetAnswer {
 /// A daemon's state during one query.
 struct Daemon<'a> {
     host: &'a FleetHost,
-    link: Option<Link>,
+    link: Option<std::sync::Arc<Link>>,
     report: DaemonReport,
 }
 
@@ -157,8 +159,10 @@ pub async fn search(
             }
             Ok(Ok((link, held, took))) => {
                 report.status = "not needed".into();
-                daemons[i].link = Some(link);
-                for copy in held.into_iter().filter(|c| wanted_origins.as_ref().is_none_or(|w| w.contains(&c.host))) {
+                daemons[i].link = Some(std::sync::Arc::new(link));
+                // A copy can be searched once verified, under a name the `hosts` option takes.
+                let searchable = |c: &Copy| c.head_seq > 0 && crate::stream::receive::check_origin_name(&c.host).is_ok();
+                for copy in held.into_iter().filter(|c| searchable(c) && wanted_origins.as_ref().is_none_or(|w| w.contains(&c.host))) {
                     copies.entry(copy.host.clone()).or_default().push((i, copy, took));
                 }
             }
@@ -196,90 +200,90 @@ pub async fn search(
     }
     let freshest: HashMap<String, u64> = copies.iter().map(|(o, list)| (o.clone(), list[0].1.head_seq)).collect();
 
-    // 3. Ask each daemon for its origins; a failed daemon's origins go to their next copy.
+    // 3. Ask each daemon for its origins. As soon as one fails, its origins go to their next
+    // copy, while the others are still answering.
     let mut next: HashMap<String, usize> = copies.keys().map(|o| (o.clone(), 0)).collect();
     let mut failed: HashSet<usize> = HashSet::new();
     let mut hits: Vec<FleetHit> = Vec::new();
     let mut answered_origins: HashSet<String> = HashSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut pending: Vec<String> = copies.keys().cloned().collect();
     loop {
+        // Give each pending origin to its best copy not known to have failed.
         let mut plan: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (origin, list) in &copies {
-            if answered_origins.contains(origin) {
-                continue;
-            }
-            let at = next.get_mut(origin).expect("every origin has a cursor");
+        for origin in pending.drain(..) {
+            let list = &copies[&origin];
+            let at = next.get_mut(&origin).expect("every origin has a cursor");
             while *at < list.len() && failed.contains(&list[*at].0) {
                 *at += 1;
             }
             if let Some((daemon, _, _)) = list.get(*at) {
-                plan.entry(*daemon).or_default().push(origin.clone());
+                plan.entry(*daemon).or_default().push(origin);
             }
         }
-        if plan.is_empty() || Instant::now() >= until {
-            break;
-        }
-        let asked = join_all(plan.iter().map(|(&i, wanted)| {
-            let link = daemons[i].link.as_ref().expect("only daemons that listed their origins are planned");
+        for (i, wanted) in plan {
+            let link = daemons[i].link.clone().expect("only daemons that listed their origins are planned");
             let mut opts: HashMap<&str, Value<'_>> =
                 options.iter().filter_map(|(k, v)| Some((k.as_str(), Value::try_from(v).ok()?))).collect();
             opts.insert("hosts", Value::from(wanted.clone()));
-            async move {
+            in_flight.push(async move {
                 let started = Instant::now();
                 let result = tokio::time::timeout_at(until, link.call("Search", &(query, opts))).await;
-                (i, result, started.elapsed())
+                (i, wanted, result, started.elapsed())
+            });
+        }
+        let Some((i, wanted, result, took)) = in_flight.next().await else { break };
+        let report = &mut daemons[i].report;
+        report.ms = Some(report.ms.unwrap_or(0).max(took.as_millis() as u64));
+        let answer = match result {
+            Err(_) => Err(("timed out", format!("no answer within the deadline of {} ms", deadline.as_millis()))),
+            Ok(Err(f)) => Err((status_of(&f), f.to_string())),
+            Ok(Ok(text)) => serde_json::from_str::<Answer>(&text).map_err(|e| ("failed", format!("Search answered something else: {e}"))),
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err((status, error)) => {
+                report.status = status.into();
+                report.error = Some(error);
+                failed.insert(i);
+                if Instant::now() < until {
+                    pending.extend(wanted);
+                }
+                continue;
             }
-        }))
-        .await;
-        for (i, result, took) in asked {
-            let wanted = plan.remove(&i).unwrap_or_default();
-            let report = &mut daemons[i].report;
-            report.ms = Some(took.as_millis() as u64);
-            report.searched = wanted.clone();
-            let answer = match result {
-                Err(_) => Err(Failure::Unreachable(format!("no answer within the deadline of {} ms", deadline.as_millis()))),
-                Ok(Err(f)) => Err(f),
-                Ok(Ok(text)) => {
-                    serde_json::from_str::<Answer>(&text).map_err(|e| Failure::Failed(format!("Search answered something else: {e}")))
+        };
+        if report.error.is_none() {
+            report.status = "answered".into();
+        }
+        // A replica says which origins it answered for (it leaves out those staler than
+        // asked); a primary holds one, the one asked.
+        let covered: Vec<String> =
+            if answer.origins.is_empty() { wanted.clone() } else { answer.origins.iter().map(|f| f.host.clone()).collect() };
+        for origin in wanted.iter().filter(|o| covered.contains(o)) {
+            answered_origins.insert(origin.clone());
+            report.searched.push(origin.clone());
+            if let Some(o) = origins.get_mut(origin) {
+                o.via = Some(report.name.clone());
+                if let Some(f) = answer.origins.iter().find(|f| &f.host == origin) {
+                    (o.head_seq, o.head_hash, o.age_ms) = (f.head_seq, f.head_hash.clone(), f.age_ms);
+                } else if let Some((_, c, _)) = copies[origin].iter().find(|(d, _, _)| *d == i) {
+                    (o.head_seq, o.head_hash, o.age_ms) = (c.head_seq, c.head_hash.clone(), c.age_ms);
                 }
-            };
-            match answer {
-                Ok(answer) => {
-                    report.status = "answered".into();
-                    for origin in &wanted {
-                        answered_origins.insert(origin.clone());
-                        if let Some(o) = origins.get_mut(origin) {
-                            o.via = Some(report.name.clone());
-                            // The copy's own head at the answer (a replica says; a primary is at
-                            // the head it listed).
-                            if let Some(f) = answer.origins.iter().find(|f| &f.host == origin) {
-                                (o.head_seq, o.head_hash, o.age_ms) = (f.head_seq, f.head_hash.clone(), f.age_ms);
-                            } else if let Some((_, c, _)) = copies[origin].iter().find(|(d, _, _)| *d == i) {
-                                (o.head_seq, o.head_hash, o.age_ms) = (c.head_seq, c.head_hash.clone(), c.age_ms);
-                            }
-                            o.behind_events = freshest[origin].saturating_sub(o.head_seq);
-                        }
-                    }
-                    let only = (wanted.len() == 1).then(|| wanted[0].clone());
-                    for note in answer.notes {
-                        if !notes.contains(&note) {
-                            notes.push(note);
-                        }
-                    }
-                    hits.extend(answer.hits.into_iter().map(|mut hit| {
-                        // A primary's hits carry no host: it holds one, the one asked.
-                        if hit.host.is_none() {
-                            hit.host = only.clone();
-                        }
-                        FleetHit { hit, via: report.name.clone() }
-                    }));
-                }
-                Err(failure) => {
-                    report.status = status_of(&failure).into();
-                    report.error = Some(failure.to_string());
-                    failed.insert(i);
-                }
+                o.behind_events = freshest[origin].saturating_sub(o.head_seq);
             }
         }
+        for note in answer.notes {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        let only = (wanted.len() == 1).then(|| wanted[0].clone());
+        hits.extend(answer.hits.into_iter().map(|mut hit| {
+            if hit.host.is_none() {
+                hit.host = only.clone();
+            }
+            FleetHit { hit, via: report.name.clone() }
+        }));
     }
     hits.sort_by(|a, b| {
         b.hit.score.total_cmp(&a.hit.score).then_with(|| b.hit.why.semantic.unwrap_or(0.0).total_cmp(&a.hit.why.semantic.unwrap_or(0.0)))
@@ -299,6 +303,11 @@ pub async fn search(
     }
 }
 
+/// The first 12 characters of a hash, for people (whatever a remote daemon sent).
+pub fn short_hash(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
 /// Two copies of one origin at the same seq with different heads: the histories forked.
 fn fork_in<'a>(copies: impl Iterator<Item = (&'a str, &'a Copy)>) -> Option<String> {
     let mut at_seq: HashMap<u64, (&str, &str)> = HashMap::new();
@@ -308,8 +317,8 @@ fn fork_in<'a>(copies: impl Iterator<Item = (&'a str, &'a Copy)>) -> Option<Stri
                 return Some(format!(
                     "forked: {other} and {daemon} hold different histories at seq {} ({}… and {}…)",
                     copy.head_seq,
-                    &hash[..hash.len().min(12)],
-                    &copy.head_hash[..copy.head_hash.len().min(12)]
+                    short_hash(hash),
+                    short_hash(&copy.head_hash)
                 ));
             }
             Some(_) => {}

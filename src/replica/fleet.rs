@@ -70,7 +70,14 @@ pub struct Fleet {
     failed: Mutex<HashMap<String, String>>,
     /// Reads running at once across all origins (each search reads every origin's store).
     pub slots: tokio::sync::Semaphore,
+    /// Bumped whenever an origin takes in a snapshot or appears (reads waiting for a seq).
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Reads waiting for a `min_seq` at once.
+    pub waiting: tokio::sync::Semaphore,
 }
+
+/// Reads that may wait for a `min_seq` at once; more are told the replica is busy.
+const MAX_WAITING: usize = 64;
 
 /// One origin's row in `Hosts()` and the stats.
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +103,8 @@ impl Fleet {
             views: RwLock::default(),
             failed: Mutex::default(),
             slots: tokio::sync::Semaphore::new(crate::search::CONCURRENT_SEARCHES),
+            changed: tokio::sync::watch::channel(0).0,
+            waiting: tokio::sync::Semaphore::new(MAX_WAITING),
         };
         let single_layout = receive::state_file(base).exists() || !base.join(ORIGINS_DIR).is_dir();
         if single_layout {
@@ -135,6 +144,7 @@ impl Fleet {
                     tracing::info!(origin = %name, "serving a new origin");
                     self.failed.lock().expect("fleet lock").remove(&name);
                     self.views.write().expect("fleet lock").insert(name.clone(), Arc::new(view));
+                    self.changed.send_modify(|n| *n += 1);
                     added.push(name);
                 }
                 Err(e) => {
@@ -155,7 +165,10 @@ impl Fleet {
         let mut switched = Vec::new();
         for (key, view) in views {
             match view.refresh() {
-                Ok(true) => switched.push(Self::label(&key, &view)),
+                Ok(true) => {
+                    self.changed.send_modify(|n| *n += 1);
+                    switched.push(Self::label(&key, &view));
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(origin = %key, error = %format!("{e:#}"), "could not take in the newest snapshot; still serving the previous one")
@@ -163,6 +176,11 @@ impl Fleet {
             }
         }
         switched
+    }
+
+    /// Wakes when an origin took in a snapshot or appeared.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// The receive directories watched for new snapshots.
@@ -178,15 +196,20 @@ impl Fleet {
         view.current().map(|c| c.manifest.host.clone()).unwrap_or_default()
     }
 
-    /// Every origin with a verified snapshot, by name.
+    /// Every origin with a verified snapshot, by name. `DIR`'s own copy is named by its
+    /// MANIFEST, which no key pins: an origin of that name under `origins/` (pinned by its
+    /// key) wins, and a name that is not a valid origin name is not served.
     fn served(&self) -> BTreeMap<String, Arc<ReplicaView>> {
-        self.views
-            .read()
-            .expect("fleet lock")
-            .iter()
-            .filter(|(_, v)| v.current().is_ok())
-            .map(|(k, v)| (Self::label(k, v), v.clone()))
-            .collect()
+        let views = self.views.read().expect("fleet lock");
+        let mut served: BTreeMap<String, Arc<ReplicaView>> =
+            views.iter().filter(|(k, v)| k.as_str() != BASE && v.current().is_ok()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(base) = views.get(BASE).filter(|v| v.current().is_ok()) {
+            let name = Self::label(BASE, base);
+            if check_origin_name(&name).is_ok() && !served.contains_key(&name) {
+                served.insert(name, base.clone());
+            }
+        }
+        served
     }
 
     /// The names of the origins served now.
@@ -202,6 +225,9 @@ impl Fleet {
             return Err(anyhow!("no verified snapshot has arrived in {} yet", self.base.display()));
         }
         let wanted: Vec<&str> = match only {
+            Some(name) if hosts.iter().any(|h| h != name) => {
+                return Err(Invalid(format!("this object serves host {name} only; ask /dev/ovs/PortAgent1 for others")).into());
+            }
             Some(name) => vec![name],
             None if hosts.is_empty() => return Ok(served.into_iter().collect()),
             None => hosts.iter().map(String::as_str).collect(),
@@ -340,10 +366,19 @@ impl Fleet {
         Ok(rows)
     }
 
-    /// Each origin served (or `only`), for `Hosts()` and the stats.
+    /// Each origin served (or `only`), for `Hosts()` and the stats; with every origin, also
+    /// those whose directory holds no verified snapshot yet (refused streams, say why).
     pub fn report(&self, only: Option<&str>) -> Result<Vec<OriginReport>> {
         let mut out = Vec::new();
-        for (name, view) in self.select(only, &[])? {
+        if only.is_none() {
+            out.extend(self.waiting_origins());
+        }
+        let selected = match self.select(only, &[]) {
+            Ok(selected) => selected,
+            Err(_) if only.is_none() && !out.is_empty() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for (name, view) in selected {
             let Some(freshness) = Self::freshness(&name, &view) else { continue };
             let rejected = view.rejections();
             // A refusal after the last verified snapshot (both by this host's clock): the
@@ -363,6 +398,32 @@ impl Fleet {
             });
         }
         Ok(out)
+    }
+}
+
+impl Fleet {
+    /// Origins whose directory exists but which serve nothing yet (no verified snapshot).
+    fn waiting_origins(&self) -> Vec<OriginReport> {
+        let Ok(entries) = std::fs::read_dir(self.base.join(ORIGINS_DIR)) else { return Vec::new() };
+        let served = self.served();
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| check_origin_name(n).is_ok() && !served.contains_key(n))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let rejected = receive::recent_rejections(&receive::origin_dir(&self.base, &name), 5);
+                OriginReport {
+                    freshness: Freshness { host: name, ..Default::default() },
+                    object_path: String::new(),
+                    events: 0,
+                    health: if rejected.is_empty() { "no verified snapshot yet" } else { "refusing" }.into(),
+                    rejected_snapshots: rejected,
+                }
+            })
+            .collect()
     }
 }
 

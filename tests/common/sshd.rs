@@ -30,7 +30,10 @@ impl SshReplicaHost {
     pub fn start_from(primary_ns: Arc<Netns>, forced_command: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let replica_ns = Netns::new("rep");
-        let octet = 1 + (rand::random::<u8>() % 250);
+        // A subnet not yet used in the client namespace (several hosts may share it).
+        let used =
+            String::from_utf8_lossy(&Command::new("ip").args(["-n", &primary_ns.name, "-4", "addr"]).output().unwrap().stdout).into_owned();
+        let octet = std::iter::repeat_with(|| 1 + (rand::random::<u8>() % 250)).find(|o| !used.contains(&format!("10.231.{o}."))).unwrap();
         let (a, b) = (format!("10.231.{octet}.1"), format!("10.231.{octet}.2"));
         let veth = format!("vr{}", rand::random::<u16>());
         run_ok(Command::new("ip").args([

@@ -1,0 +1,256 @@
+//! The fleet: one aggregating replica holding many origins, and queries across daemons.
+//!
+//! `fleet` / `fleet-50`: N primaries (each M events: ledger and index written through the
+//! library, vectors synthesized from real embeddings, as in `dbus`) each run as a real
+//! daemon that snapshots and streams its history to one replica host with the local
+//! transport (`replica-receive --origin`); then a replica daemon serves them all:
+//! SemanticSearch across every origin from one client (p50/p99, query embedding included),
+//! the same while one origin receives new snapshots, and the replica's memory.
+//!
+//! `fanout`: 5 daemons, each behind its own sshd in a network namespace, asked at once by
+//! `ovs-port-agent search --hosts` (D-Bus over ssh): p50/p99 of the whole command, and with
+//! one host silent (its link down).
+
+#[path = "../../tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use crate::dbus::{call_agent, seed};
+use crate::report::Report;
+use crate::search::base_vectors;
+use crate::texts::QUERIES;
+use common::{AgentDaemon, BtrfsMount, Netns, PrivateBus, SshReplicaHost, write_replica_config, write_streaming_config_as};
+use ovs_port_agent::embed::{ModelFiles, SentenceModel};
+use ovs_port_agent::metrics::median_p99;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const QUERY_CALLS: usize = 200;
+const STREAM: &str = "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nmedium_delay_ms = 200\nlow_delay_ms = 200\n";
+
+/// The origin's `i`-th event: the bench's events, numbered on from the origins before it
+/// (so origins do not hold identical histories).
+fn origin_event(origin: usize, events: usize) -> impl Fn(usize) -> ovs_port_agent::event::NewEvent {
+    move |i| crate::ledger::event(i + origin * events)
+}
+
+fn replica_head(dir: &Path) -> u64 {
+    ovs_port_agent::stream::receive::ReplicaState::load(dir).head_seq
+}
+
+fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A primary daemon over a seeded history of `events`, streaming to `rep_dir` as `host`.
+struct SeededPrimary {
+    daemon: AgentDaemon,
+    _bus: PrivateBus,
+    _disk: BtrfsMount,
+    _tmp: tempfile::TempDir,
+}
+
+impl SeededPrimary {
+    fn start(host: &str, origin: usize, events: usize, files: &ModelFiles, base: &[Vec<f32>], rep_dir: Option<&Path>) -> Self {
+        let disk = BtrfsMount::new((events as u64 / 20_000 + 1) * 400);
+        let state = disk.path().join("state");
+        seed(&state, events, files, base, origin_event(origin, events));
+        let tmp = tempfile::tempdir().unwrap();
+        let mut extra = STREAM.to_owned();
+        if let Some(dir) = rep_dir {
+            extra += &format!(
+                "\n[[stream.replicas]]\nname = \"fleet\"\ntransport = \"local\"\nper_origin = true\nremote_dir = \"{}\"\n",
+                dir.display()
+            );
+        }
+        let bus = PrivateBus::open();
+        let daemon = AgentDaemon::start(&bus.address, &state, &write_streaming_config_as(tmp.path(), host, &extra));
+        Self { daemon, _bus: bus, _disk: disk, _tmp: tmp }
+    }
+}
+
+fn search_latencies(rt: &tokio::runtime::Runtime, conn: &zbus::Connection, calls: usize, options: &str) -> Vec<f64> {
+    let mut lat = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let q = format!("{} {}", QUERIES[i % QUERIES.len()], i);
+        let t = Instant::now();
+        let reply = if options.is_empty() {
+            rt.block_on(call_agent(conn, "SemanticSearch", &(q.as_str(), 10u32)))
+        } else {
+            let mut opts = std::collections::HashMap::new();
+            opts.insert("hosts", zbus::zvariant::Value::from(vec![options.to_owned()]));
+            rt.block_on(call_agent(conn, "Search", &(q.as_str(), opts)))
+        };
+        reply.expect("every search is answered");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat
+}
+
+pub fn aggregating_replica(origins: usize, events: usize) {
+    let mut report = Report::new(&format!("fleet-{origins}x{}", crate::size_name(events)));
+    let files = ModelFiles::locate(&crate::model_config()).expect("provision the model first");
+    let base = base_vectors(&mut SentenceModel::load(&files, 256).unwrap());
+    let fleet_disk = BtrfsMount::new((origins as u64 * events as u64 * 8 / 1024).max(2048));
+    let rep_dir = fleet_disk.path().join("fleet");
+
+    // Each origin: seeded, started, streamed (a full send), verified by the receiver. The
+    // last primary stays up for the "new snapshot while querying" figure.
+    let mut arrive = Vec::new();
+    let mut last = None;
+    for i in 0..origins {
+        let host = format!("hv{i:02}");
+        let t0 = Instant::now();
+        let primary = SeededPrimary::start(&host, i, events, &files, &base, Some(&rep_dir));
+        let origin_dir = ovs_port_agent::stream::receive::origin_dir(&rep_dir, &host);
+        wait_for(&format!("{host} arrived"), Duration::from_secs(600), || replica_head(&origin_dir) >= events as u64);
+        arrive.push(t0.elapsed().as_secs_f64());
+        println!("  origin {host}: seeded, streamed and verified in {:.1} s", t0.elapsed().as_secs_f64());
+        if i + 1 == origins {
+            last = Some(primary);
+        }
+    }
+    let (p50, _) = median_p99(&mut arrive);
+    report.add(&format!("one origin of {events} events seeded, full send, verified, p50"), p50, "s");
+
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::open();
+    let replica = AgentDaemon::start(&bus.address, &tmp.path().join("unused"), &write_replica_config(tmp.path(), &rep_dir));
+    report.add(
+        &format!("replica daemon start, first time (takes in {origins} origins, builds their graphs)"),
+        t0.elapsed().as_secs_f64(),
+        "s",
+    );
+    let (hosts_ok, out, _) = replica.gdbus_call("Hosts", &[]);
+    let served =
+        if hosts_ok { serde_json::from_str::<serde_json::Value>(&common::gdbus_string(&out)).unwrap() } else { serde_json::Value::Null };
+    report.add("origins served", served.as_array().map_or(0, |a| a.len()) as f64, "origins");
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let conn = rt.block_on(async { zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap() });
+    let mut all = search_latencies(&rt, &conn, QUERY_CALLS, "");
+    let (p50, p99) = median_p99(&mut all);
+    report.add(&format!("SemanticSearch across {origins} origins x {events}, one client, p50"), p50, "ms");
+    report.add(&format!("SemanticSearch across {origins} origins x {events}, one client, p99"), p99, "ms");
+    let mut one = search_latencies(&rt, &conn, QUERY_CALLS, "hv00");
+    let (p50, p99) = median_p99(&mut one);
+    report.add("Search of one origin (hosts = [hv00]), p50 / p99", p50, &format!("ms / {p99:.1} ms"));
+    let (rss, peak) = replica.memory_kib();
+    report.add("replica daemon RSS after the queries", rss as f64 / 1024.0, "MiB");
+    report.add("replica daemon peak RSS (VmHWM)", peak as f64 / 1024.0, "MiB");
+
+    // One origin takes in new snapshots (2,000 new events, embedded by its primary and
+    // streamed as incrementals) while a client searches across all.
+    let primary = last.expect("at least one origin");
+    let last_host = format!("hv{:02}", origins - 1);
+    let origin_dir = ovs_port_agent::stream::receive::origin_dir(&rep_dir, &last_host);
+    let target = events as u64 + 2000;
+    let busy = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let busy = busy.clone();
+        let address = primary.daemon.bus.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+                for i in 0..2000 {
+                    let element = format!("interface:new{}", i % 50);
+                    let details = format!("{{\"summary\":\"new port {i} flapped on the uplink bond\"}}");
+                    call_agent(&conn, "RecordEvent", &(element.as_str(), "link.flap", details.as_str(), "medium")).await.unwrap();
+                }
+            });
+            wait_for("the new events reached the replica", Duration::from_secs(600), || replica_head(&origin_dir) >= target);
+            busy.store(false, Ordering::Relaxed);
+        })
+    };
+    let mut during = Vec::new();
+    while busy.load(Ordering::Relaxed) {
+        during.extend(search_latencies(&rt, &conn, 10, ""));
+    }
+    writer.join().unwrap();
+    let (p50, p99) = median_p99(&mut during);
+    report.add(&format!("SemanticSearch across all while {last_host} takes in 2,000 new events, p50"), p50, "ms");
+    report.add(&format!("SemanticSearch across all while {last_host} takes in 2,000 new events, p99"), p99, "ms");
+    report.add("searches answered meanwhile", during.len() as f64, "calls");
+    report.note(
+        "how",
+        "histories: ledger and index through the library, vectors synthesized from real embeddings (embedding 20k texts per origin would take 50 s each); snapshots, streams, verification and the replica's take-in are the real ones",
+    );
+    drop(replica);
+    drop(primary);
+    report.finish();
+}
+
+pub fn fan_out() {
+    let mut report = Report::new("fleet-fanout");
+    let files = ModelFiles::locate(&crate::model_config()).expect("provision the model first");
+    let base = base_vectors(&mut SentenceModel::load(&files, 256).unwrap());
+    let client = Arc::new(Netns::new("fanq"));
+    let mut members = Vec::new();
+    let mut toml = String::from("[fleet]\ndeadline_ms = 4000\n");
+    for i in 0..5 {
+        let primary = SeededPrimary::start(&format!("hv{i}"), i, 20_000, &files, &base, None);
+        let ssh = SshReplicaHost::start_from(client.clone(), &format!("systemd-stdio-bridge --bus-path={}", primary.daemon.bus));
+        toml += &format!(
+            "\n[[fleet.hosts]]\nname = \"d{i}\"\ndestination = \"root@{}\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\nssh_options = [\"-o\", \"LogLevel=ERROR\"]\nbus = \"{}\"\n",
+            ssh.address,
+            ssh.client_key.display(),
+            ssh.known_hosts().display(),
+            primary.daemon.bus
+        );
+        members.push((primary, ssh));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fleet.toml");
+    std::fs::write(&config, toml).unwrap();
+    let ask = |hosts: &str, i: usize| -> (f64, serde_json::Value) {
+        let q = format!("{} {i}", QUERIES[i % QUERIES.len()]);
+        let t = Instant::now();
+        let out = client
+            .command(env!("CARGO_BIN_EXE_ovs-port-agent"))
+            .arg("--config")
+            .arg(&config)
+            .args(["search", &q, "--hosts", hosts, "--json"])
+            .output()
+            .unwrap();
+        (t.elapsed().as_secs_f64() * 1000.0, serde_json::from_slice(&out.stdout).unwrap_or_default())
+    };
+    let all = "d0,d1,d2,d3,d4";
+    let mut lat = Vec::new();
+    let mut partial = 0;
+    for i in 0..50 {
+        let (ms, answer) = ask(all, i);
+        if answer["complete"] != true {
+            partial += 1;
+            eprintln!("a partial answer: {}", answer["daemons"]);
+        }
+        lat.push(ms);
+    }
+    report.add("answers missing a daemon (of 50, deadline 4 s)", partial as f64, "answers");
+    let (p50, p99) = median_p99(&mut lat);
+    report.add("search --hosts across 5 daemons over ssh (20k events each), whole command, p50", p50, "ms");
+    report.add("search --hosts across 5 daemons over ssh, whole command, p99", p99, "ms");
+    // One host goes silent (its link down): it costs half the deadline (the listing), then the
+    // others answer.
+    let (_, silent) = &members[4];
+    let status = Command::new("ip").args(["-n", &silent.replica_ns.name, "link", "set", &silent.replica_link, "down"]).status().unwrap();
+    assert!(status.success());
+    let mut lat = Vec::new();
+    for i in 0..10 {
+        let (ms, answer) = ask(all, i);
+        assert_eq!(answer["complete"], false);
+        lat.push(ms);
+    }
+    let (p50, _) = median_p99(&mut lat);
+    report.add("the same with one host silent (deadline 4 s, listing half of it), p50", p50, "ms");
+    report.note("machine", format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+    report.finish();
+}
