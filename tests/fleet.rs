@@ -384,8 +384,13 @@ fn a_fan_out_to_200_silent_hosts_ends_at_its_deadline_and_says_who_is_missing() 
     assert_eq!(answer["complete"], false);
     let daemons = answer["daemons"].as_array().unwrap();
     assert_eq!(daemons.len(), 201);
-    assert_eq!(daemon_status(&answer, "nobus"), "unreachable");
-    let silent = daemons.iter().filter(|d| d["status"] == "timed out" && d["error"].as_str().unwrap().contains("500 ms")).count();
+    // A bus that is not there fails at once; while 200 ssh processes start on two cores it
+    // may still miss the listing's half second.
+    assert!(["unreachable", "timed out"].contains(&daemon_status(&answer, "nobus").as_str()), "{answer}");
+    let silent = daemons
+        .iter()
+        .filter(|d| d["name"] != "nobus" && d["status"] == "timed out" && d["error"].as_str().unwrap().contains("500 ms"))
+        .count();
     assert_eq!(silent, 200, "{answer}");
     assert!(took < Duration::from_secs(4), "a 1 s deadline; the query took {took:?}");
 }

@@ -15,6 +15,7 @@ use zbus::zvariant::{OwnedValue, Value};
 const PARTIAL: u8 = 7;
 
 pub fn search(
+    fleet: &crate::fanout::FleetConfig,
     hosts: &[FleetHost],
     query: &str,
     options: HashMap<&'static str, Value<'static>>,
@@ -24,7 +25,7 @@ pub fn search(
 ) -> Result<ExitCode> {
     let options: HashMap<String, OwnedValue> =
         options.into_iter().map(|(k, v)| Ok((k.to_owned(), OwnedValue::try_from(v)?))).collect::<Result<_>>()?;
-    let answer = runtime()?.block_on(crate::fanout::search(hosts, query, &options, limit as usize, deadline));
+    let answer = runtime()?.block_on(crate::fanout::search(hosts, query, &options, limit as usize, deadline, fleet.keep_connections_s));
     if json {
         println!("{}", serde_json::to_string(&answer)?);
     } else {

@@ -321,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(zbus::zvariant::Value::U32(wait)) = options.get_mut("wait_ms") {
                 *wait = (*wait).min(u32::try_from(deadline.as_millis() / 2).unwrap_or(u32::MAX));
             }
-            fanout::search(&hosts, query, options, *limit, deadline, cli.json)
+            fanout::search(&config.fleet, &hosts, query, options, *limit, deadline, cli.json)
         }
         Command::Search { query, limit, filters, fleet } => match offline {
             Some(dir) if fleet.is_empty() => offline::search(&config, dir, query, *limit, &filter_values(filters)?, cli.json),

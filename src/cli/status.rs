@@ -89,6 +89,21 @@ pub fn lines(s: &Value) -> Vec<(&'static str, String)> {
         _ if s["role"] == "replica" => {}
         _ => out.push(("replica", "none configured: the history lives on this host only".into())),
     }
+    // A replica: one line per host whose history it serves.
+    for h in s["hosts"].as_array().into_iter().flatten() {
+        out.push((
+            "host",
+            format!(
+                "{}: head {} ({}…), snapshot {} old, {} events, {}",
+                printable(h["host"].as_str().unwrap_or("?")),
+                n(&h["head_seq"]),
+                crate::fanout::short_hash(h["head_hash"].as_str().unwrap_or("")),
+                duration(n(&h["age_ms"]) / 1000),
+                n(&h["events"]),
+                printable(h["health"].as_str().unwrap_or("?"))
+            ),
+        ));
+    }
     if let Some(health) = s["health"].as_object() {
         let parts: Vec<String> = health
             .iter()
@@ -171,6 +186,12 @@ mod tests {
             "tasks": {"recorder": {"running": true, "restarts": 0}, "source:nm": {"running": true, "restarts": 3}},
         });
         assert_eq!(printable("no\u{1b}[2Jspace\n"), "no [2Jspace ", "a replica's words cannot clear the screen");
+        let replica = json!({"role": "replica", "hosts": [{"host": "hv01", "head_seq": 42, "head_hash": "abcdef0123456789", "age_ms": 3000, "events": 42, "health": "healthy"}]});
+        let replica_lines = lines(&replica);
+        assert!(
+            replica_lines.iter().any(|(k, v)| *k == "host" && v == "hv01: head 42 (abcdef012345…), snapshot 3 s old, 42 events, healthy"),
+            "{replica_lines:?}"
+        );
         let text: Vec<String> = lines(&stats).into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let text = text.join("\n");
         for want in [

@@ -22,11 +22,14 @@ pub struct FleetConfig {
     pub groups: BTreeMap<String, Vec<String>>,
     /// The daemons a query may ask (`search --hosts NAME,…`).
     pub hosts: Vec<FleetHost>,
+    /// Keep each ssh connection this many seconds after a query, for the next ones (ssh's
+    /// ControlMaster); 0: a new connection per query.
+    pub keep_connections_s: u64,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        Self { deadline_ms: DEFAULT_DEADLINE_MS, groups: BTreeMap::new(), hosts: Vec::new() }
+        Self { deadline_ms: DEFAULT_DEADLINE_MS, groups: BTreeMap::new(), hosts: Vec::new(), keep_connections_s: 60 }
     }
 }
 
@@ -72,6 +75,9 @@ fn system_bus() -> String {
 
 impl FleetConfig {
     pub fn validate(&self) -> Result<()> {
+        if self.keep_connections_s > 86_400 {
+            bail!("fleet.keep_connections_s must be at most 86400, not {}", self.keep_connections_s);
+        }
         if !(1..=MAX_DEADLINE_MS).contains(&self.deadline_ms) {
             bail!("fleet.deadline_ms must be between 1 and {MAX_DEADLINE_MS}, not {}", self.deadline_ms);
         }

@@ -31,6 +31,24 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// Where kept ssh connections' sockets live: a directory only this user can enter
+/// (`/run/ovs-port-agent/ssh` for root, else under `$XDG_RUNTIME_DIR`); none if it cannot be
+/// made so.
+fn control_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let dir = if uid == 0 {
+        std::path::PathBuf::from("/run/ovs-port-agent/ssh")
+    } else {
+        std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("ovs-port-agent-ssh")
+    };
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o077 == 0).then_some(dir)
+}
+
 pub struct Link {
     conn: zbus::Connection,
     /// The ssh process carrying the connection (killed when the link is dropped).
@@ -38,17 +56,19 @@ pub struct Link {
 }
 
 impl Link {
-    pub async fn open(host: &FleetHost) -> Result<Self, Failure> {
+    /// Connects to a daemon; over ssh, `reuse_s` (seconds, `None`: no reuse) keeps the ssh
+    /// connection for later queries.
+    pub async fn open(host: &FleetHost, reuse_s: Option<u64>) -> Result<Self, Failure> {
         match host.transport {
             FleetTransport::Local => {
                 let conn = crate::bus::connect(&host.bus).await.map_err(|e| Failure::Unreachable(format!("{e:#}")))?;
                 Ok(Self { conn, _ssh: None })
             }
-            FleetTransport::Ssh => Self::over_ssh(host).await,
+            FleetTransport::Ssh => Self::over_ssh(host, reuse_s).await,
         }
     }
 
-    async fn over_ssh(host: &FleetHost) -> Result<Self, Failure> {
+    async fn over_ssh(host: &FleetHost, reuse: Option<u64>) -> Result<Self, Failure> {
         let spawn = move |host: FleetHost| -> Result<(tokio::process::Child, tokio::net::UnixStream)> {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("a socket pair")?;
             let theirs_out = theirs.try_clone().context("a socket pair")?;
@@ -59,6 +79,14 @@ impl Link {
             cmd.args(BUILT_IN_SSH_OPTIONS);
             if !host.known_hosts.as_os_str().is_empty() {
                 cmd.arg("-o").arg(format!("UserKnownHostsFile={}", host.known_hosts.display()));
+            }
+            if let Some(dir) = reuse.as_ref().and_then(|_| control_dir()) {
+                // One ssh connection per host, kept for the next queries: a new session on it
+                // costs a channel, not a handshake.
+                cmd.args(["-o", "ControlMaster=auto", "-o"])
+                    .arg(format!("ControlPath={}/%C", dir.display()))
+                    .arg("-o")
+                    .arg(format!("ControlPersist={}", reuse.unwrap_or(0)));
             }
             cmd.args(&host.ssh_options)
                 .arg("--")

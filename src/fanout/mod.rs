@@ -113,14 +113,17 @@ fn status_of(failure: &Failure) -> &'static str {
 
 /// Searches the origins held by `hosts`, within `deadline` in all. `options` are `Search`
 /// options (limit, filters, freshness) passed to every daemon; a `hosts` option there
-/// limits the origins searched; `limit` bounds the merged answer.
+/// limits the origins searched; `limit` bounds the merged answer. Over ssh, connections are
+/// kept `keep_connections_s` for the next queries (0: not kept).
 pub async fn search(
     hosts: &[FleetHost],
     query: &str,
     options: &HashMap<String, OwnedValue>,
     limit: usize,
     deadline: Duration,
+    keep_connections_s: u64,
 ) -> FleetAnswer {
+    let reuse = (keep_connections_s > 0).then_some(keep_connections_s);
     let until = Instant::now() + deadline;
     let wanted_origins: Option<Vec<String>> = options.get("hosts").and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok());
     let mut daemons: Vec<Daemon> = hosts
@@ -138,7 +141,7 @@ pub async fn search(
     let listed = join_all(daemons.iter().map(|d| {
         tokio::time::timeout_at(listing_until, async move {
             let started = Instant::now();
-            let link = Link::open(d.host).await?;
+            let link = Link::open(d.host, reuse).await?;
             let text = link.call("Hosts", &()).await?;
             let copies: Vec<Copy> =
                 serde_json::from_str(&text).map_err(|e| Failure::Failed(format!("Hosts() answered something else: {e}")))?;

@@ -325,10 +325,11 @@ impl Fleet {
         let plan = crate::search::plan(query, crate::event::now_ns(), crate::search::local_utc_offset())?;
         let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
         let several = selected.len() > 1;
+        let answers = answer_each(&selected, |view| view.answer(&plan, vector.as_deref(), limit, filters));
         let mut merged = Answer::default();
         let mut hits: Vec<Hit> = Vec::new();
-        for (i, (name, view)) in selected.iter().enumerate() {
-            let answer = view.answer(&plan, vector.as_deref(), limit, filters)?;
+        for (i, ((name, view), answer)) in selected.iter().zip(answers).enumerate() {
+            let answer = answer?;
             let Answer { hits: found, notes, not_vectorized, .. } = answer.clone();
             if i == 0 {
                 merged = Answer { hits: Vec::new(), notes: Vec::new(), not_vectorized: 0, ..answer };
@@ -425,6 +426,23 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// Runs `f` on each origin's view, spread over the cores (each origin's store and graph are
+/// its own, so they answer side by side); the answers in the order of `views`.
+fn answer_each<T: Send>(views: &[(String, Arc<ReplicaView>)], f: impl Fn(&ReplicaView) -> Result<T> + Sync) -> Vec<Result<T>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(views.len());
+    if workers <= 1 {
+        return views.iter().map(|(_, v)| f(v)).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = views
+            .chunks(views.len().div_ceil(workers))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|(_, v)| f(v)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }
 
 /// A row of one origin's, with the origin's name.

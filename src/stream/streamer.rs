@@ -107,15 +107,16 @@ impl StreamHandle {
         self.statuses.lock().expect("status lock").insert(status.name.clone(), status.clone());
     }
 
-    /// Takes a snapshot if anything was vectorized since the newest one and publishes it.
-    async fn snapshot(&self, engine: &Engine) -> Result<Option<u64>> {
+    /// Takes a snapshot if anything was vectorized since the newest one and publishes it;
+    /// returns its vectorized seq and its head.
+    async fn snapshot(&self, engine: &Engine) -> Result<Option<(u64, u64)>> {
         let last = self.newest_seq();
         let taken = snapshot::take(engine, &self.snapshots, last, self.host.clone(), self.signer.clone()).await?;
         let Some((manifest, path)) = taken else { return Ok(None) };
         tracing::info!(snapshot = %path.display(), seq = manifest.seq, head = manifest.head_seq, "snapshot taken");
         self.newest_tx.send_replace(Some((manifest.seq, path, Instant::now())));
         self.prune();
-        Ok(Some(manifest.seq))
+        Ok(Some((manifest.seq, manifest.head_seq)))
     }
 
     /// Keeps the newest snapshot and every replica's acknowledged or in-flight one (the
@@ -139,7 +140,7 @@ impl StreamHandle {
     /// `deadline` for the healthy replicas to acknowledge it.
     pub async fn finish(&self, engine: &Engine, deadline: Duration) {
         let seq = match self.snapshot(engine).await {
-            Ok(Some(seq)) => seq,
+            Ok(Some((seq, _))) => seq,
             Ok(None) => self.newest_seq(),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "no final snapshot");
@@ -284,8 +285,8 @@ async fn trigger_loop(
         let mut forced = false;
         tokio::select! {
             r = records.recv() => match r {
-                // Only noted here: a record becomes due once vectorized, which wakes this
-                // loop by itself.
+                // Only noted here: a record becomes due with its delay (and, below critical
+                // and high, its vector), which the tick or vectorization notices.
                 Ok(r) => { pending.note(r.seq, r.priority, Instant::now()); continue; }
                 Err(broadcast::error::RecvError::Lagged(_)) => { pending.note_missed(Instant::now()); continue; }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
@@ -312,8 +313,8 @@ async fn trigger_loop(
         match handle.snapshot(&engine).await {
             Ok(covered) => {
                 failures = 0;
-                if let Some(seq) = covered {
-                    pending.covered(seq);
+                if let Some((seq, head)) = covered {
+                    pending.covered(seq, head);
                 }
                 report(&engine, &handle.health, SNAPSHOT_STAGE, None).await;
             }

@@ -1,7 +1,11 @@
 //! When to snapshot: decided by events, not timers. Each recorded event becomes due a delay
 //! after it was recorded that depends on its priority (critical: at once; high: within 1 s;
-//! medium and low: batched), and only once it is vectorized; a batch of vectorized events
-//! is due at once; nothing new, nothing snapshotted.
+//! medium and low: batched). Medium and low events wait for their vectors; critical and high
+//! ones do not: a snapshot is cut at the ledger's head, so they reach the replicas at once,
+//! findable by their words there, and their vectors follow with a later snapshot — in a
+//! burst, the vectors of thousands of earlier events may take tens of seconds. A snapshot is
+//! named by its vectorized seq, so a new one needs at least one new vector. A batch of
+//! vectorized events is due at once; nothing new, nothing snapshotted.
 //!
 //! The pending set is bounded: per priority class at most [`RANGES_PER_CLASS`] ranges of
 //! seqs, each with the earliest due time of the events in it. When a burst would exceed
@@ -20,6 +24,9 @@ struct Range {
     first: u64,
     last: u64,
     due: Instant,
+    /// Due without its vectors, and covered once a snapshot's ledger holds it (critical and
+    /// high); otherwise due once vectorized, covered once a snapshot holds its vectors.
+    by_head: bool,
 }
 
 /// Events recorded and not yet in a snapshot.
@@ -30,11 +37,14 @@ pub struct Pending {
     classes: [VecDeque<Range>; 4],
     /// Notices were missed (a burst outran the subscriber): a snapshot is due at this time.
     missed: Option<Instant>,
+    /// What the last snapshot covered: vectors through `.0`, the ledger through `.1`. A
+    /// notice read after it (notices lag in a burst) about an event it covers is not pending.
+    covered: (u64, u64),
 }
 
 impl Pending {
     pub fn new(config: &StreamConfig) -> Self {
-        let mut pending = Self { delays: Default::default(), batch_events: 1, classes: Default::default(), missed: None };
+        let mut pending = Self { delays: Default::default(), batch_events: 1, classes: Default::default(), missed: None, covered: (0, 0) };
         pending.set_policy(config);
         pending
     }
@@ -49,11 +59,15 @@ impl Pending {
     /// An event was recorded now.
     pub fn note(&mut self, seq: u64, priority: Priority, now: Instant) {
         let due = now + self.delays[priority.rank() as usize];
+        let by_head = priority >= Priority::High;
+        if seq <= if by_head { self.covered.1 } else { self.covered.0 } {
+            return;
+        }
         let class = &mut self.classes[priority.rank() as usize];
         let full = class.len() >= RANGES_PER_CLASS;
         match class.back_mut() {
             Some(range) if full => range.last = range.last.max(seq),
-            _ => class.push_back(Range { first: seq, last: seq, due }),
+            _ => class.push_back(Range { first: seq, last: seq, due, by_head }),
         }
     }
 
@@ -70,27 +84,29 @@ impl Pending {
     /// have been critical.
     pub fn note_uncovered(&mut self, first: u64, last: u64, now: Instant) {
         if first <= last {
-            self.classes[Priority::Critical.rank() as usize].push_front(Range { first, last, due: now });
+            self.classes[Priority::Critical.rank() as usize].push_front(Range { first, last, due: now, by_head: false });
         }
     }
 
     /// Whether a snapshot is due now, given that everything through `vectorized` has its
-    /// vector and the last snapshot covered `last`.
+    /// vector and the last snapshot's vectors covered `last` (its name).
     pub fn due(&self, vectorized: u64, last: u64, now: Instant) -> bool {
         if vectorized <= last {
             return false;
         }
         vectorized - last >= self.batch_events
             || self.missed.is_some_and(|at| at <= now)
-            || self.classes.iter().filter_map(VecDeque::front).any(|r| r.first <= vectorized && r.due <= now)
+            || self.classes.iter().filter_map(VecDeque::front).any(|r| r.due <= now && (r.by_head || r.first <= vectorized))
     }
 
-    /// A snapshot covering everything through `seq` was taken.
-    pub fn covered(&mut self, seq: u64) {
+    /// A snapshot holding the vectors of everything through `seq` and the ledger through
+    /// `head` was taken.
+    pub fn covered(&mut self, seq: u64, head: u64) {
         self.missed = None;
+        self.covered = (self.covered.0.max(seq), self.covered.1.max(head));
         for class in &mut self.classes {
             while let Some(front) = class.front_mut() {
-                if front.last <= seq {
+                if front.last <= if front.by_head { head } else { seq } {
                     class.pop_front();
                 } else {
                     front.first = front.first.max(seq + 1);
@@ -126,19 +142,38 @@ mod tests {
     }
 
     #[test]
-    fn critical_is_due_once_vectorized_low_waits() {
+    fn critical_is_due_at_once_high_within_its_delay_low_waits() {
         let t0 = Instant::now();
         let mut p = Pending::new(&config());
         p.note(1, Priority::Low, t0);
+        assert!(!p.due(1, 0, t0), "a low one waits for its delay");
         p.note(2, Priority::Critical, t0);
-        assert!(!p.due(1, 0, t0), "only the low one is vectorized");
-        assert!(p.due(2, 0, t0), "the critical one is vectorized and due at once");
-        p.covered(2);
-        assert!(p.is_empty());
+        assert!(p.due(1, 0, t0), "the critical one is due at once, its vector or not");
+        p.covered(1, 2);
+        assert!(p.is_empty(), "in the snapshot's ledger: the critical one is covered, and the low one by its vector");
         p.note(3, Priority::High, t0);
         assert!(!p.due(3, 2, t0 + Duration::from_millis(999)));
         assert!(p.due(3, 2, t0 + Duration::from_millis(1000)));
         assert!(!p.due(3, 3, t0 + Duration::from_secs(60)), "nothing new, nothing due");
+    }
+
+    #[test]
+    fn in_a_burst_a_critical_event_goes_at_the_head_and_the_backlog_follows_by_its_vectors() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(&config());
+        for seq in 1..=5000 {
+            p.note(seq, Priority::Low, t0);
+        }
+        p.note(5001, Priority::Critical, t0);
+        assert!(!p.due(40, 40, t0), "a new snapshot needs a new vector (its name)");
+        assert!(p.due(41, 40, t0), "due long before the 5,000 events ahead of it are embedded");
+        p.covered(41, 5001);
+        assert!(!p.due(42, 41, t0 + Duration::from_secs(1)), "the critical one is on the replicas; the rest waits");
+        p.note(4999, Priority::High, t0);
+        assert!(!p.due(42, 41, t0 + Duration::from_secs(2)), "a late notice of an event already on the replicas is not pending");
+        assert!(p.due(141, 41, t0), "a batch of vectors");
+        p.covered(5001, 5001);
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -148,11 +183,11 @@ mod tests {
         p.note_uncovered(11, 40, t0);
         assert!(!p.due(10, 10, t0), "nothing beyond the last snapshot is vectorized yet");
         assert!(p.due(14, 10, t0), "due at once, whatever their priority");
-        p.covered(14);
+        p.covered(14, 40);
         assert!(p.due(25, 14, t0), "the backlog's next batch is due too, not only the first");
-        p.covered(25);
+        p.covered(25, 40);
         assert!(!p.is_empty());
-        p.covered(40);
+        p.covered(40, 40);
         assert!(p.is_empty());
     }
 
@@ -166,7 +201,7 @@ mod tests {
         assert!(p.len() <= RANGES_PER_CLASS);
         assert!(!p.due(50, 0, t0));
         assert!(p.due(100, 0, t0), "a batch of 100");
-        p.covered(500_000);
+        p.covered(500_000, 1_000_000);
         assert!(p.due(500_001, 500_000, t0 + Duration::from_secs(31)), "the rest of a merged range stays pending");
     }
 }
