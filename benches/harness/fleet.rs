@@ -124,7 +124,13 @@ pub fn aggregating_replica(origins: usize, events: usize) {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let bus = PrivateBus::open();
-    let replica = AgentDaemon::start(&bus.address, &tmp.path().join("unused"), &write_replica_config(tmp.path(), &rep_dir));
+    let replica = AgentDaemon::spawn_within(
+        Command::new(env!("CARGO_BIN_EXE_ovs-port-agent")),
+        &bus.address,
+        &tmp.path().join("unused"),
+        &write_replica_config(tmp.path(), &rep_dir),
+        Duration::from_secs(1800),
+    );
     report.add(
         &format!("replica daemon start, first time (takes in {origins} origins, builds their graphs)"),
         t0.elapsed().as_secs_f64(),
@@ -242,6 +248,38 @@ pub fn fan_out() {
     let (p50, p99) = median_p99(&mut lat);
     report.add("search --hosts across 5 daemons over ssh (20k events each, connections kept), whole command, p50", p50, "ms");
     report.add("search --hosts across 5 daemons over ssh, whole command, p99", p99, "ms");
+    // The same over D-Bus from a daemon in the client namespace (FleetSearch), which keeps
+    // its D-Bus sessions to the fleet between queries.
+    let asker_dir = tempfile::tempdir().unwrap();
+    let asker_config = write_replica_config(asker_dir.path(), &asker_dir.path().join("empty"));
+    let fleet_toml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&asker_config, std::fs::read_to_string(&asker_config).unwrap() + "\n" + &fleet_toml).unwrap();
+    let asker_bus = PrivateBus::open();
+    let asker = AgentDaemon::start_in(&client, &asker_bus.address, &asker_dir.path().join("unused"), &asker_config);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let conn = rt.block_on(async { zbus::connection::Builder::address(asker_bus.address.as_str()).unwrap().build().await.unwrap() });
+    let fleet_search = |i: usize| -> (f64, serde_json::Value) {
+        let q = format!("{} {i}", QUERIES[i % QUERIES.len()]);
+        let mut opts = std::collections::HashMap::new();
+        opts.insert("daemons", zbus::zvariant::Value::from(vec!["d0", "d1", "d2", "d3", "d4"]));
+        let t = Instant::now();
+        let reply = rt.block_on(call_agent(&conn, "FleetSearch", &(q.as_str(), opts))).expect("FleetSearch answers");
+        let text: String = reply.body().deserialize().unwrap();
+        (t.elapsed().as_secs_f64() * 1000.0, serde_json::from_str(&text).unwrap())
+    };
+    let (first, _) = fleet_search(999);
+    report.add("FleetSearch over D-Bus across the 5, first call (sessions opened)", first, "ms");
+    let mut lat = Vec::new();
+    for i in 0..100 {
+        let (ms, answer) = fleet_search(i);
+        assert_eq!(answer["complete"], true, "{answer}");
+        lat.push(ms);
+    }
+    let (p50, p99) = median_p99(&mut lat);
+    report.add("FleetSearch over D-Bus across 5 daemons over ssh (sessions kept), p50", p50, "ms");
+    report.add("FleetSearch over D-Bus across 5 daemons over ssh (sessions kept), p99", p99, "ms");
+    drop(asker);
+
     // One host goes silent (its link down): it costs half the deadline (the listing), then the
     // others answer.
     let (_, silent) = &members[4];

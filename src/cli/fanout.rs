@@ -25,7 +25,8 @@ pub fn search(
 ) -> Result<ExitCode> {
     let options: HashMap<String, OwnedValue> =
         options.into_iter().map(|(k, v)| Ok((k.to_owned(), OwnedValue::try_from(v)?))).collect::<Result<_>>()?;
-    let answer = runtime()?.block_on(crate::fanout::search(hosts, query, &options, limit as usize, deadline, fleet.keep_connections_s));
+    let answer =
+        runtime()?.block_on(crate::fanout::search(hosts, query, &options, limit as usize, deadline, fleet.keep_connections_s, None));
     if json {
         println!("{}", serde_json::to_string(&answer)?);
     } else {

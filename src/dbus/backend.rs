@@ -44,11 +44,13 @@ const FLEET_QUERIES: usize = 2;
 pub struct FleetAccess {
     pub config: crate::fanout::FleetConfig,
     pub queries: tokio::sync::Semaphore,
+    /// Connections to the fleet's daemons, kept between queries.
+    pub links: crate::fanout::LinkPool,
 }
 
 impl FleetAccess {
     pub fn new(config: crate::fanout::FleetConfig) -> Self {
-        Self { config, queries: tokio::sync::Semaphore::new(FLEET_QUERIES) }
+        Self { config, queries: tokio::sync::Semaphore::new(FLEET_QUERIES), links: Default::default() }
     }
 }
 

@@ -274,7 +274,8 @@ impl PortAgent {
         let deadline = std::time::Duration::from_millis(fleet.deadline_ms.unwrap_or(access.config.deadline_ms));
         let _slot =
             access.queries.try_acquire().map_err(|_| AgentError::Busy("fleet searches are running; try again when one ends".into()))?;
-        let answer = crate::fanout::search(&hosts, query, &rest, limit, deadline, access.config.keep_connections_s).await;
+        let answer =
+            crate::fanout::search(&hosts, query, &rest, limit, deadline, access.config.keep_connections_s, Some(&access.links)).await;
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 

@@ -26,6 +26,7 @@ use futures_util::stream::FuturesUnordered;
 use link::Link;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use zbus::zvariant::{OwnedValue, Value};
@@ -96,10 +97,32 @@ pub struct FleetAnswer {
     pub complete: bool,
 }
 
+/// D-Bus connections kept from one query to the next (a daemon's `FleetSearch`), by fleet
+/// host name: a query then costs its calls, not a session. A connection that fails is
+/// dropped and made again by the next query.
+#[derive(Default)]
+pub struct LinkPool {
+    links: std::sync::Mutex<HashMap<String, Arc<Link>>>,
+}
+
+impl LinkPool {
+    fn get(&self, name: &str) -> Option<Arc<Link>> {
+        self.links.lock().expect("link pool lock").get(name).cloned()
+    }
+
+    fn put(&self, name: &str, link: Arc<Link>) {
+        self.links.lock().expect("link pool lock").insert(name.to_owned(), link);
+    }
+
+    fn remove(&self, name: &str) {
+        self.links.lock().expect("link pool lock").remove(name);
+    }
+}
+
 /// A daemon's state during one query.
 struct Daemon<'a> {
     host: &'a FleetHost,
-    link: Option<std::sync::Arc<Link>>,
+    link: Option<Arc<Link>>,
     report: DaemonReport,
 }
 
@@ -122,6 +145,7 @@ pub async fn search(
     limit: usize,
     deadline: Duration,
     keep_connections_s: u64,
+    pool: Option<&LinkPool>,
 ) -> FleetAnswer {
     let reuse = (keep_connections_s > 0).then_some(keep_connections_s);
     let until = Instant::now() + deadline;
@@ -141,8 +165,26 @@ pub async fn search(
     let listed = join_all(daemons.iter().map(|d| {
         tokio::time::timeout_at(listing_until, async move {
             let started = Instant::now();
-            let link = Link::open(d.host, reuse).await?;
-            let text = link.call("Hosts", &()).await?;
+            // A kept connection first; one that no longer answers is replaced once.
+            let kept = match pool {
+                Some(pool) => pool.get(&d.host.name),
+                None => None,
+            };
+            let kept = match kept {
+                Some(link) => link.call("Hosts", &()).await.ok().map(|text| (link, text)),
+                None => None,
+            };
+            let (link, text) = match kept {
+                Some(found) => found,
+                None => {
+                    let link = Arc::new(Link::open(d.host, reuse).await?);
+                    let text = link.call("Hosts", &()).await?;
+                    if let Some(pool) = pool {
+                        pool.put(&d.host.name, link.clone());
+                    }
+                    (link, text)
+                }
+            };
             let copies: Vec<Copy> =
                 serde_json::from_str(&text).map_err(|e| Failure::Failed(format!("Hosts() answered something else: {e}")))?;
             Ok::<_, Failure>((link, copies, started.elapsed()))
@@ -162,7 +204,7 @@ pub async fn search(
             }
             Ok(Ok((link, held, took))) => {
                 report.status = "not needed".into();
-                daemons[i].link = Some(std::sync::Arc::new(link));
+                daemons[i].link = Some(link);
                 // A copy can be searched once verified, under a name the `hosts` option takes.
                 let searchable = |c: &Copy| c.head_seq > 0 && crate::stream::receive::check_origin_name(&c.host).is_ok();
                 for copy in held.into_iter().filter(|c| searchable(c) && wanted_origins.as_ref().is_none_or(|w| w.contains(&c.host))) {
@@ -249,6 +291,9 @@ pub async fn search(
                 report.status = status.into();
                 report.error = Some(error);
                 failed.insert(i);
+                if let Some(pool) = pool {
+                    pool.remove(&report.name);
+                }
                 if Instant::now() < until {
                     pending.extend(wanted);
                 }

@@ -91,7 +91,13 @@ impl AgentDaemon {
 
     /// Started by `cmd` (a wrapper such as `unshare … ovs-port-agent`), the daemon's
     /// arguments appended.
-    pub fn spawn(mut cmd: Command, bus: &str, data_dir: &Path, config: &Path) -> Self {
+    pub fn spawn(cmd: Command, bus: &str, data_dir: &Path, config: &Path) -> Self {
+        Self::spawn_within(cmd, bus, data_dir, config, std::time::Duration::from_secs(60))
+    }
+
+    /// [`spawn`](Self::spawn), waiting up to `within` for the daemon to answer (a replica
+    /// taking in many origins the first time).
+    pub fn spawn_within(mut cmd: Command, bus: &str, data_dir: &Path, config: &Path, within: std::time::Duration) -> Self {
         let child = cmd
             .args(["--config"])
             .arg(config)
@@ -103,18 +109,18 @@ impl AgentDaemon {
             .spawn()
             .expect("starting the daemon");
         let daemon = Self { child, bus: bus.to_owned(), data_dir: data_dir.to_owned(), config: config.to_owned() };
-        daemon.wait_ready();
+        daemon.wait_ready(within);
         daemon
     }
 
-    fn wait_ready(&self) {
-        for _ in 0..600 {
+    fn wait_ready(&self, within: std::time::Duration) {
+        for _ in 0..within.as_millis() / 100 {
             if self.busctl(&["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "Ping"]).0 {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("the daemon did not own dev.ovs.PortAgent1 within 60 s");
+        panic!("the daemon did not own dev.ovs.PortAgent1 within {within:?}");
     }
 
     /// `busctl --address=BUS ARGS…` → (success, stdout, stderr).
