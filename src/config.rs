@@ -20,7 +20,7 @@ pub struct Config {
     pub stream: StreamConfig,
     pub replica: ReplicaRoleConfig,
     /// The daemons `search --hosts/--fleet` and `FleetSearch` ask.
-    pub fleet: crate::fanout::FleetConfig,
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// Whether this host records events (`primary`) or serves a received copy (`replica`).
@@ -299,55 +299,7 @@ pub enum Compression {
     Auto,
 }
 
-/// ssh options a replica may set (`-o Name=value`); anything else is refused, in particular
-/// ProxyCommand, LocalCommand, PermitLocalCommand and turning host-key checking off.
-pub const ALLOWED_SSH_OPTIONS: &[&str] = &[
-    "port",
-    "connecttimeout",
-    "connectionattempts",
-    "serveraliveinterval",
-    "serveralivecountmax",
-    "userknownhostsfile",
-    "hostkeyalias",
-    "hostkeyalgorithms",
-    "ciphers",
-    "macs",
-    "kexalgorithms",
-    "compression",
-    "ipqos",
-    "loglevel",
-    "addressfamily",
-    "bindaddress",
-];
-
-/// Checks ssh options from a config (`what` names the entry in errors): only `-p PORT` and
-/// `-o Name=value` pairs with names from `ALLOWED_SSH_OPTIONS`.
-pub fn check_ssh_options(what: &str, ssh_options: &[String]) -> Result<()> {
-    let mut options = ssh_options.iter();
-    while let Some(flag) = options.next() {
-        let value = options.next().map(String::as_str).unwrap_or("");
-        match flag.as_str() {
-            "-p" if value.parse::<u16>().is_ok_and(|p| p > 0) => {}
-            "-o" => {
-                let (key, val) = value.split_once('=').map(|(k, v)| (k.trim(), v.trim())).unwrap_or((value.trim(), ""));
-                if !ALLOWED_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) || val.is_empty() {
-                    bail!(
-                        "{what}: ssh option {value:?} is not allowed (allowed: -p PORT and -o with {}); host keys are always checked",
-                        ALLOWED_SSH_OPTIONS.join(", ")
-                    );
-                }
-            }
-            other => bail!("{what}: ssh_options takes only \"-o\", \"Name=value\" pairs and \"-p\", \"PORT\", not {other:?}"),
-        }
-    }
-    Ok(())
-}
-
-/// A path or word that reaches the replica host inside ssh's remote command line, which
-/// the remote shell splits: only characters no shell treats specially.
-pub fn shell_safe(text: &str) -> bool {
-    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '@' | ':' | '+' | ','))
-}
+pub use crate::ssh::{ALLOWED_SSH_OPTIONS, check_ssh_options, shell_safe};
 
 impl ReplicaConfig {
     /// Checks one replica entry (names, paths, ssh options).
@@ -464,7 +416,7 @@ impl Config {
                 bail!("stream.replicas: the name {:?} is used twice (each replica keeps its state under its name)", r.name);
             }
             if r.per_origin {
-                crate::stream::receive::check_origin_name(&self.host())
+                crate::names::check_origin_name(&self.host())
                     .with_context(|| format!("stream.replicas {}: per_origin names this host's snapshots after agent.host", r.name))?;
             }
         }

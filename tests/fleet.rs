@@ -322,12 +322,7 @@ fn a_query_across_replicas_over_ssh_balances_fails_over_detects_forks_and_answer
     assert!(fork.contains("r2 and r3") || fork.contains("r3 and r2"), "{fork}");
 
     // The same over D-Bus: a daemon asks the fleet in its config (FleetSearch).
-    let asker_dir = tempfile::tempdir().unwrap();
-    let asker_config = write_replica_config(asker_dir.path(), &asker_dir.path().join("empty"));
-    let fleet_toml = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&asker_config, std::fs::read_to_string(&asker_config).unwrap() + "\n" + &fleet_toml).unwrap();
-    let asker_bus = PrivateBus::open();
-    let asker = AgentDaemon::start_in(&client, &asker_bus.address, &asker_dir.path().join("unused"), &asker_config);
+    let (asker, _asker_bus, _asker_dir) = common::start_fleet_asker(&client, &config);
     let answer = json_of(asker.gdbus_call("FleetSearch", &["eth0", "{'fleet': <'forked'>, 'limit': <uint32 3>}"]));
     assert!(origin(&answer, "hv-a")["fork"].is_string(), "{answer}");
     assert_eq!(answer["hits"].as_array().unwrap().len(), 3, "{answer}");

@@ -250,12 +250,7 @@ pub fn fan_out() {
     report.add("search --hosts across 5 daemons over ssh, whole command, p99", p99, "ms");
     // The same over D-Bus from a daemon in the client namespace (FleetSearch), which keeps
     // its D-Bus sessions to the fleet between queries.
-    let asker_dir = tempfile::tempdir().unwrap();
-    let asker_config = write_replica_config(asker_dir.path(), &asker_dir.path().join("empty"));
-    let fleet_toml = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&asker_config, std::fs::read_to_string(&asker_config).unwrap() + "\n" + &fleet_toml).unwrap();
-    let asker_bus = PrivateBus::open();
-    let asker = AgentDaemon::start_in(&client, &asker_bus.address, &asker_dir.path().join("unused"), &asker_config);
+    let (asker, asker_bus, _asker_dir) = common::start_fleet_asker(&client, &config);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let conn = rt.block_on(async { zbus::connection::Builder::address(asker_bus.address.as_str()).unwrap().build().await.unwrap() });
     let fleet_search = |i: usize| -> (f64, serde_json::Value) {

@@ -166,7 +166,7 @@ fn hosts(items: &zbus::zvariant::Array<'_>) -> Result<Vec<String>, AgentError> {
     let mut out: Vec<String> = Vec::new();
     for item in items.iter() {
         let Value::Str(name) = item else { return Err(AgentError::invalid("hosts must be a list of strings")) };
-        crate::stream::receive::check_origin_name(name).map_err(|e| AgentError::invalid(format!("hosts: {e}")))?;
+        crate::names::check_origin_name(name).map_err(|e| AgentError::invalid(format!("hosts: {e}")))?;
         if !out.iter().any(|h| h == name.as_str()) {
             out.push(name.to_string());
         }

@@ -1,9 +1,9 @@
 //! A D-Bus connection to a fleet daemon: over ssh to `systemd-stdio-bridge` on the far side
 //! (the transport `busctl --host` uses), or to a bus on this host.
 
-use super::config::{FleetHost, FleetTransport};
-use crate::dbus::{BUS_NAME, OBJECT_PATH};
-use crate::stream::session::BUILT_IN_SSH_OPTIONS;
+use crate::fleet::{FleetHost, FleetTransport};
+use crate::names::{BUS_NAME, OBJECT_PATH};
+use crate::ssh::BUILT_IN_SSH_OPTIONS;
 use anyhow::{Context, Result, anyhow};
 use std::process::Stdio;
 use tokio::io::AsyncReadExt;

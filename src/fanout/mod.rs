@@ -13,10 +13,9 @@
 //!    per origin which copy answered, how fresh it is and how far behind the freshest copy
 //!    seen.
 
-mod config;
 mod link;
 
-pub use config::{FleetConfig, FleetHost, FleetTransport, MAX_DEADLINE_MS};
+pub use crate::fleet::{FleetConfig, FleetHost, FleetTransport, MAX_DEADLINE_MS};
 pub use link::Failure;
 
 use crate::search::{Answer, Hit};
@@ -206,7 +205,7 @@ pub async fn search(
                 report.status = "not needed".into();
                 daemons[i].link = Some(link);
                 // A copy can be searched once verified, under a name the `hosts` option takes.
-                let searchable = |c: &Copy| c.head_seq > 0 && crate::stream::receive::check_origin_name(&c.host).is_ok();
+                let searchable = |c: &Copy| c.head_seq > 0 && crate::names::check_origin_name(&c.host).is_ok();
                 for copy in held.into_iter().filter(|c| searchable(c) && wanted_origins.as_ref().is_none_or(|w| w.contains(&c.host))) {
                     copies.entry(copy.host.clone()).or_default().push((i, copy, took));
                 }

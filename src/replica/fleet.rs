@@ -13,8 +13,9 @@ use crate::config::Config;
 use crate::embed::QueryEmbedder;
 use crate::failure::{Invalid, Stale};
 use crate::index::EventRow;
+use crate::names::{check_origin_name, origin_object_path};
 use crate::search::{Answer, Freshness, Hit};
-use crate::stream::receive::{self, ORIGINS_DIR, check_origin_name};
+use crate::stream::receive::{self, ORIGINS_DIR};
 use crate::vector::Filters;
 use anyhow::{Result, anyhow};
 use serde::Serialize;
@@ -24,21 +25,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// The key of the view of `DIR` itself (its origin's name is in its MANIFEST).
 const BASE: &str = "";
-
-/// The D-Bus object serving one origin alone: `/dev/ovs/PortAgent1/origins/<name>`, the name
-/// escaped as systemd escapes object path labels (`_` and hex for anything but letters and
-/// digits).
-pub fn origin_object_path(name: &str) -> String {
-    let mut path = format!("{}/origins/", crate::dbus::OBJECT_PATH);
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() {
-            path.push(b as char);
-        } else {
-            path.push_str(&format!("_{b:02x}"));
-        }
-    }
-    path
-}
 
 /// Which origins a read covers, and how fresh their copies must be.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -451,16 +437,4 @@ pub struct FromHost<T> {
     pub host: String,
     #[serde(flatten)]
     pub item: T,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_object_paths_are_valid_d_bus_paths() {
-        assert_eq!(origin_object_path("hv01"), "/dev/ovs/PortAgent1/origins/hv01");
-        assert_eq!(origin_object_path("hv-01.lab_a"), "/dev/ovs/PortAgent1/origins/hv_2d01_2elab_5fa");
-        zbus::zvariant::ObjectPath::try_from(origin_object_path("a-b.c_d")).unwrap();
-    }
 }

@@ -13,7 +13,8 @@
 mod fleet;
 mod watch;
 
-pub use fleet::{Fleet, FromHost, OriginReport, OriginSelect, Scope, origin_object_path};
+pub use crate::names::origin_object_path;
+pub use fleet::{Fleet, FromHost, OriginReport, OriginSelect, Scope};
 pub use watch::StateWatch;
 
 use crate::config::Config;

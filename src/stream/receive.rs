@@ -125,17 +125,7 @@ pub fn newest(dir: &Path) -> Option<PathBuf> {
 /// primaries (`DIR/origins/NAME`).
 pub const ORIGINS_DIR: &str = "origins";
 
-/// Checks an origin's name: the primary's host name, and a directory name.
-pub fn check_origin_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
-        bail!("origin {name:?} must be 1 to 64 letters, digits, - _ or . (a host name), not starting with . or -");
-    }
-    Ok(())
-}
+pub use crate::names::check_origin_name;
 
 /// The receive directory of `origin` under the replica host's directory `base`.
 pub fn origin_dir(base: &Path, origin: &str) -> PathBuf {

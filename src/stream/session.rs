@@ -18,21 +18,7 @@ const MAX_ACK_BYTES: usize = 64 << 10;
 const MAX_STDERR_LINE: usize = 1024;
 const MAX_STDERR_LINES: usize = 200;
 
-/// ssh options every session uses, before any from the config (ssh takes the first value
-/// it sees for an option, so these cannot be overridden): never prompt, always check the
-/// host key, offer only the configured key, notice a dead peer.
-pub const BUILT_IN_SSH_OPTIONS: [&str; 10] = [
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "StrictHostKeyChecking=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "ServerAliveInterval=5",
-    "-o",
-    "ServerAliveCountMax=3",
-];
+pub use crate::ssh::BUILT_IN_SSH_OPTIONS;
 
 pub struct Session {
     child: Child,

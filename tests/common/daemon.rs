@@ -180,3 +180,16 @@ pub fn gdbus_string(out: &str) -> String {
     }
     text
 }
+
+/// A daemon in `netns` (a replica over an empty directory) whose config holds the fleet of
+/// `fleet_config` (`[fleet]` and `[[fleet.hosts]]`): it answers `FleetSearch`. Keep the
+/// returned bus and directory as long as the daemon.
+pub fn start_fleet_asker(netns: &Netns, fleet_config: &Path) -> (AgentDaemon, super::PrivateBus, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_replica_config(dir.path(), &dir.path().join("empty"));
+    let fleet = std::fs::read_to_string(fleet_config).unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "\n" + &fleet).unwrap();
+    let bus = super::PrivateBus::open();
+    let daemon = AgentDaemon::start_in(netns, &bus.address, &dir.path().join("unused"), &config);
+    (daemon, bus, dir)
+}

@@ -1,6 +1,6 @@
 //! `[fleet]`: the daemons a query across hosts asks, and named groups of them.
 
-use crate::config::{check_ssh_options, shell_safe};
+use crate::ssh::{check_ssh_options, shell_safe};
 use anyhow::{Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
