@@ -193,6 +193,10 @@ pub async fn search(
     let mut copies: BTreeMap<String, Vec<(usize, Copy, Duration)>> = BTreeMap::new();
     for (i, result) in listed.into_iter().enumerate() {
         let report = &mut daemons[i].report;
+        // A kept connection to a daemon that did not list is not kept for the next query.
+        if let (Some(pool), false) = (pool, matches!(result, Ok(Ok(_)))) {
+            pool.remove(&report.name);
+        }
         match result {
             Err(_) => {
                 report.error = Some(format!("did not say what it holds within {} ms (half the deadline)", (deadline / 2).as_millis()))
