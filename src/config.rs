@@ -308,10 +308,8 @@ impl ReplicaConfig {
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
             bail!("stream.replicas: name {name:?} must be 1 to 64 letters, digits, - or _");
         }
-        if self.transport == Transport::Ssh
-            && (self.destination.is_empty() || self.destination.starts_with('-') || !shell_safe(&self.destination))
-        {
-            bail!("stream.replicas {name}: ssh needs a destination like root@replica1 (letters, digits and . _ - @ : only)");
+        if self.transport == Transport::Ssh {
+            crate::ssh::check_destination(&format!("stream.replicas {name}"), &self.destination)?;
         }
         self.compression()?;
         let remote = self.remote_dir.to_str().unwrap_or("");

@@ -1,6 +1,6 @@
 //! `[fleet]`: the daemons a query across hosts asks, and named groups of them.
 
-use crate::ssh::{check_ssh_options, shell_safe};
+use crate::ssh::{check_destination, check_ssh_options};
 use anyhow::{Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -136,9 +136,7 @@ impl FleetHost {
         }
         match self.transport {
             FleetTransport::Ssh => {
-                if self.destination.is_empty() || self.destination.starts_with('-') || !shell_safe(&self.destination) {
-                    bail!("fleet.hosts {name}: ssh needs a destination like root@replica1 (letters, digits and . _ - @ : only)");
-                }
+                check_destination(&format!("fleet.hosts {name}"), &self.destination)?;
                 // The bus address reaches the far side's shell as one word.
                 if self.bus.is_empty() || !self.bus.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=,".contains(c)) {
                     bail!("fleet.hosts {name}: bus {:?} must be a D-Bus address of letters, digits and / . _ - : = ,", self.bus);

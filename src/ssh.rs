@@ -2,6 +2,8 @@
 //! may add (replicas and fleet hosts alike).
 
 use anyhow::{Result, bail};
+use std::path::Path;
+use tokio::process::Command;
 
 /// ssh options every session uses, before any from the config (ssh takes the first value
 /// it sees for an option, so these cannot be overridden): never prompt, always check the
@@ -67,4 +69,28 @@ pub fn check_ssh_options(what: &str, ssh_options: &[String]) -> Result<()> {
 /// the remote shell splits: only characters no shell treats specially.
 pub fn shell_safe(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '@' | ':' | '+' | ','))
+}
+
+/// Checks an ssh destination (`user@host`), which reaches ssh's arguments and the far side.
+pub fn check_destination(what: &str, destination: &str) -> Result<()> {
+    if destination.is_empty() || destination.starts_with('-') || !shell_safe(destination) {
+        bail!("{what}: ssh needs a destination like root@replica1 (letters, digits and . _ - @ : only)");
+    }
+    Ok(())
+}
+
+/// `ssh` with the key (if any), the options every session uses, the pinned known_hosts file
+/// (if any) and a config's checked extra options; the caller adds `--`, the destination
+/// and the remote command.
+pub fn command(identity: &Path, known_hosts: &Path, options: &[String]) -> Command {
+    let mut cmd = Command::new("ssh");
+    if !identity.as_os_str().is_empty() {
+        cmd.arg("-i").arg(identity);
+    }
+    cmd.args(BUILT_IN_SSH_OPTIONS);
+    if !known_hosts.as_os_str().is_empty() {
+        cmd.arg("-o").arg(format!("UserKnownHostsFile={}", known_hosts.display()));
+    }
+    cmd.args(options);
+    cmd
 }

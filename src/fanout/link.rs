@@ -3,7 +3,6 @@
 
 use crate::fleet::{FleetHost, FleetTransport};
 use crate::names::{BUS_NAME, OBJECT_PATH};
-use crate::ssh::BUILT_IN_SSH_OPTIONS;
 use anyhow::{Context, Result, anyhow};
 use std::process::Stdio;
 use tokio::io::AsyncReadExt;
@@ -72,24 +71,16 @@ impl Link {
         let spawn = move |host: FleetHost| -> Result<(tokio::process::Child, tokio::net::UnixStream)> {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("a socket pair")?;
             let theirs_out = theirs.try_clone().context("a socket pair")?;
-            let mut cmd = tokio::process::Command::new("ssh");
-            if !host.identity.as_os_str().is_empty() {
-                cmd.arg("-i").arg(&host.identity);
-            }
-            cmd.args(BUILT_IN_SSH_OPTIONS);
-            if !host.known_hosts.as_os_str().is_empty() {
-                cmd.arg("-o").arg(format!("UserKnownHostsFile={}", host.known_hosts.display()));
-            }
-            if let Some(dir) = reuse.as_ref().and_then(|_| control_dir()) {
+            let mut cmd = crate::ssh::command(&host.identity, &host.known_hosts, &host.ssh_options);
+            if let (Some(seconds), Some(dir)) = (reuse, control_dir()) {
                 // One ssh connection per host, kept for the next queries: a new session on it
                 // costs a channel, not a handshake.
                 cmd.args(["-o", "ControlMaster=auto", "-o"])
                     .arg(format!("ControlPath={}/%C", dir.display()))
                     .arg("-o")
-                    .arg(format!("ControlPersist={}", reuse.unwrap_or(0)));
+                    .arg(format!("ControlPersist={seconds}"));
             }
-            cmd.args(&host.ssh_options)
-                .arg("--")
+            cmd.arg("--")
                 .arg(&host.destination)
                 .arg("systemd-stdio-bridge")
                 .arg(format!("--bus-path={}", host.bus))

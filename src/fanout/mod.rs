@@ -336,9 +336,7 @@ pub async fn search(
             FleetHit { hit, via: report.name.clone() }
         }));
     }
-    hits.sort_by(|a, b| {
-        b.hit.score.total_cmp(&a.hit.score).then_with(|| b.hit.why.semantic.unwrap_or(0.0).total_cmp(&a.hit.why.semantic.unwrap_or(0.0)))
-    });
+    hits.sort_by(|a, b| Hit::merged_order(&a.hit, &b.hit));
     hits.truncate(limit);
     let unanswered: Vec<String> = copies.keys().filter(|o| !answered_origins.contains(*o)).cloned().collect();
     if !unanswered.is_empty() {

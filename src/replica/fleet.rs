@@ -94,7 +94,7 @@ impl Fleet {
         };
         let single_layout = receive::state_file(base).exists() || !base.join(ORIGINS_DIR).is_dir();
         if single_layout {
-            let view = ReplicaView::open_with(base, config, fleet.queries.clone())?;
+            let view = ReplicaView::open(base, config, fleet.queries.clone())?;
             fleet.views.write().expect("fleet lock").insert(BASE.to_owned(), Arc::new(view));
         }
         fleet.rescan();
@@ -107,16 +107,8 @@ impl Fleet {
 
     /// Opens origins that appeared under `origins/` since; returns their names.
     pub fn rescan(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.base.join(ORIGINS_DIR)) else { return Vec::new() };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| check_origin_name(n).is_ok())
-            .collect();
-        names.sort();
         let mut added = Vec::new();
-        for name in names {
+        for name in self.origin_dirs() {
             if self.views.read().expect("fleet lock").contains_key(&name) {
                 continue;
             }
@@ -125,7 +117,7 @@ impl Fleet {
             if receive::ReplicaState::load(&dir).newest.is_none() {
                 continue;
             }
-            match ReplicaView::open_with(&dir, &self.config, self.queries.clone()) {
+            match ReplicaView::open(&dir, &self.config, self.queries.clone()) {
                 Ok(view) => {
                     tracing::info!(origin = %name, "serving a new origin");
                     self.failed.lock().expect("fleet lock").remove(&name);
@@ -268,12 +260,7 @@ impl Fleet {
 
     /// Whether the selected origins satisfy `min_seq` now (the caller waits and asks again).
     pub fn covers(&self, only: Option<&str>, select: &OriginSelect) -> Result<bool> {
-        let Some(min_seq) = select.min_seq else { return Ok(true) };
-        let selected = self.select(only, &select.hosts)?;
-        if selected.len() != 1 {
-            return Err(Invalid(format!("min_seq is one origin's seq: name one host (this replica holds {})", selected.len())).into());
-        }
-        Ok(selected[0].1.current().is_ok_and(|c| c.manifest.head_seq >= min_seq))
+        covered(&self.select(only, &select.hosts)?, select.min_seq)
     }
 
     /// The origins of a read, with the freshness required checked: a `min_seq` not covered
@@ -281,7 +268,7 @@ impl Fleet {
     /// when that leaves none).
     fn fresh_enough(&self, only: Option<&str>, select: &OriginSelect, notes: &mut Vec<String>) -> Result<Vec<(String, Arc<ReplicaView>)>> {
         let selected = self.select(only, &select.hosts)?;
-        if !self.covers(only, select)? {
+        if !covered(&selected, select.min_seq)? {
             let (name, view) = &selected[0];
             let head = view.current().map(|c| c.manifest.head_seq).unwrap_or(0);
             return Err(Stale(format!(
@@ -292,11 +279,15 @@ impl Fleet {
             .into());
         }
         let Some(bound) = select.max_staleness_ms else { return Ok(selected) };
-        let (fresh, stale): (Vec<_>, Vec<_>) =
-            selected.into_iter().partition(|(name, view)| Self::freshness(name, view).is_some_and(|f| f.age_ms as u64 <= bound));
-        for (name, view) in &stale {
-            let age = Self::freshness(name, view).map(|f| f.age_ms).unwrap_or(0);
-            notes.push(format!("host {name} left out: its newest snapshot is {age} ms old, more than max_staleness_ms {bound}"));
+        let mut fresh = Vec::new();
+        for (name, view) in selected {
+            match Self::freshness(&name, &view).map(|f| f.age_ms) {
+                Some(age) if age as u64 <= bound => fresh.push((name, view)),
+                age => notes.push(format!(
+                    "host {name} left out: its newest snapshot is {} ms old, more than max_staleness_ms {bound}",
+                    age.unwrap_or(0)
+                )),
+            }
         }
         if fresh.is_empty() {
             return Err(Stale(format!("no host's copy is fresher than {bound} ms: {}", notes.join("; "))).into());
@@ -315,10 +306,12 @@ impl Fleet {
         let mut merged = Answer::default();
         let mut hits: Vec<Hit> = Vec::new();
         for (i, ((name, view), answer)) in selected.iter().zip(answers).enumerate() {
-            let answer = answer?;
-            let Answer { hits: found, notes, not_vectorized, .. } = answer.clone();
+            let mut answer = answer?;
+            let (found, notes) = (std::mem::take(&mut answer.hits), std::mem::take(&mut answer.notes));
+            let not_vectorized = answer.not_vectorized;
             if i == 0 {
-                merged = Answer { hits: Vec::new(), notes: Vec::new(), not_vectorized: 0, ..answer };
+                // What the query was taken to mean is the same for every origin.
+                merged = Answer { not_vectorized: 0, ..answer };
             }
             merged.not_vectorized += not_vectorized;
             for note in notes {
@@ -330,11 +323,7 @@ impl Fleet {
             hits.extend(found.into_iter().map(|h| Hit { host: Some(name.clone()), ..h }));
             merged.origins.extend(Self::freshness(name, view));
         }
-        // Each origin's scores are rank scores within it; ties (every origin's best) go to
-        // the closer meaning.
-        hits.sort_by(|a, b| {
-            b.score.total_cmp(&a.score).then_with(|| b.why.semantic.unwrap_or(0.0).total_cmp(&a.why.semantic.unwrap_or(0.0)))
-        });
+        hits.sort_by(Hit::merged_order);
         hits.truncate(limit);
         merged.hits = hits;
         merged.notes.extend(left_out);
@@ -389,17 +378,25 @@ impl Fleet {
 }
 
 impl Fleet {
-    /// Origins whose directory exists but which serve nothing yet (no verified snapshot).
-    fn waiting_origins(&self) -> Vec<OriginReport> {
+    /// The names of the origin directories under `origins/`, sorted (valid names only).
+    fn origin_dirs(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.base.join(ORIGINS_DIR)) else { return Vec::new() };
-        let served = self.served();
         let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| check_origin_name(n).is_ok() && !served.contains_key(n))
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_origin_name(n).is_ok())
             .collect();
         names.sort();
         names
+    }
+
+    /// Origins whose directory exists but which serve nothing yet (no verified snapshot).
+    fn waiting_origins(&self) -> Vec<OriginReport> {
+        let served = self.served();
+        self.origin_dirs()
             .into_iter()
+            .filter(|n| !served.contains_key(n))
             .map(|name| {
                 let rejected = receive::recent_rejections(&receive::origin_dir(&self.base, &name), 5);
                 OriginReport {
@@ -412,6 +409,16 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// Whether the selected origins hold `min_seq` (one origin's seq: exactly one must be
+/// selected); no `min_seq` is always covered.
+fn covered(selected: &[(String, Arc<ReplicaView>)], min_seq: Option<u64>) -> Result<bool> {
+    let Some(min_seq) = min_seq else { return Ok(true) };
+    if selected.len() != 1 {
+        return Err(Invalid(format!("min_seq is one origin's seq: name one host (this replica holds {})", selected.len())).into());
+    }
+    Ok(selected[0].1.current().is_ok_and(|c| c.manifest.head_seq >= min_seq))
 }
 
 /// Runs `f` on each origin's view, spread over the cores (each origin's store and graph are

@@ -66,13 +66,8 @@ pub struct ReplicaView {
 
 impl ReplicaView {
     /// Opens (creating) the serving store of the receive directory `dir` and takes in the
-    /// newest verified snapshot.
-    pub fn open(dir: &Path, config: &Config) -> Result<Self> {
-        Self::open_with(dir, config, Arc::new(QueryEmbedder::load(&config.embedding)?))
-    }
-
-    /// [`open`](Self::open) with a query model shared with other origins' views.
-    pub fn open_with(dir: &Path, config: &Config, queries: Arc<QueryEmbedder>) -> Result<Self> {
+    /// newest verified snapshot; `queries` is the query model, shared by every origin.
+    pub fn open(dir: &Path, config: &Config, queries: Arc<QueryEmbedder>) -> Result<Self> {
         let root = dir.join(SERVING_DIR);
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let lock = DataDirLock::acquire(&root)?;
@@ -251,12 +246,6 @@ impl ReplicaView {
         &self.search
     }
 
-    pub fn search(&self, query: &str, limit: usize, filters: &Filters) -> Result<Answer> {
-        let plan = crate::search::plan(query, crate::event::now_ns(), crate::search::local_utc_offset())?;
-        let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
-        self.answer(&plan, vector.as_deref(), limit, filters)
-    }
-
     /// The answer to a query already planned and embedded (once for many origins).
     pub fn answer(&self, plan: &crate::search::Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters) -> Result<Answer> {
         let current = self.current()?;
@@ -266,11 +255,6 @@ impl ReplicaView {
             "the primary embeds them; they arrive with a later snapshot",
         );
         Ok(answer)
-    }
-
-    /// The query model (shared by every origin this replica serves).
-    pub fn queries(&self) -> &Arc<QueryEmbedder> {
-        &self.queries
     }
 
     /// Embeds text with the model the served vectors come from (configurations to compare).

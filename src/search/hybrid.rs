@@ -54,6 +54,15 @@ pub struct Change {
     pub after: String,
 }
 
+impl Hit {
+    /// The order of hits merged from several searches (a replica's origins, a fleet's
+    /// daemons): each search's scores are rank scores within it, so the higher score first,
+    /// ties to the closer meaning.
+    pub fn merged_order(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+        b.score.total_cmp(&a.score).then_with(|| b.why.semantic.unwrap_or(0.0).total_cmp(&a.why.semantic.unwrap_or(0.0)))
+    }
+}
+
 impl Change {
     /// Every change an event's details describe, whatever their field names (`text::facts`).
     pub fn all_in(details: &serde_json::Value) -> Vec<Change> {

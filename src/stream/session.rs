@@ -18,8 +18,6 @@ const MAX_ACK_BYTES: usize = 64 << 10;
 const MAX_STDERR_LINE: usize = 1024;
 const MAX_STDERR_LINES: usize = 200;
 
-pub use crate::ssh::BUILT_IN_SSH_OPTIONS;
-
 pub struct Session {
     child: Child,
     stdin: ChildStdin,
@@ -43,15 +41,7 @@ impl Session {
                 c
             }
             Transport::Ssh => {
-                let mut c = Command::new("ssh");
-                if !replica.identity.as_os_str().is_empty() {
-                    c.arg("-i").arg(&replica.identity);
-                }
-                c.args(BUILT_IN_SSH_OPTIONS);
-                if !replica.known_hosts.as_os_str().is_empty() {
-                    c.arg("-o").arg(format!("UserKnownHostsFile={}", replica.known_hosts.display()));
-                }
-                c.args(&replica.ssh_options);
+                let mut c = crate::ssh::command(&replica.identity, &replica.known_hosts, &replica.ssh_options);
                 // With a restricted key the far side runs its forced command instead.
                 c.arg("--")
                     .arg(&replica.destination)
