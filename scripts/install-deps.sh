@@ -14,6 +14,7 @@ packages=(
   openssh-client
   iproute2           # ip netns, veth, tc
   nftables           # packet loss on a replica's link (fault tests, inside their namespaces)
+  libfaketime        # the clock stepped under a running daemon (fault tests)
   util-linux         # mount, losetup, setpriv, runuser, flock
   zstd               # compressed send streams
   jq
