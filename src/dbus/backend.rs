@@ -35,6 +35,8 @@ pub struct Reporting {
     pub host: String,
     /// The daemons `FleetSearch` may ask (shared by every object of the daemon).
     pub fleet: Arc<FleetAccess>,
+    /// Each caller's searches in progress (shared by every object of the daemon).
+    pub callers: Arc<super::fairness::CallerSearches>,
 }
 
 /// `FleetSearch` calls running at once, across all of a daemon's objects.

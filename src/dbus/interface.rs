@@ -62,8 +62,17 @@ impl PortAgent {
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 
-    async fn run_search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect) -> Result<String, AgentError> {
+    async fn run_search(
+        &self,
+        header: &Header<'_>,
+        query: &str,
+        limit: usize,
+        filters: Filters,
+        select: OriginSelect,
+    ) -> Result<String, AgentError> {
         self.check_primary_select(&select)?;
+        let caller = header.sender().map_or_else(String::new, |s| s.to_string());
+        let _admitted = self.reporting.callers.admit(&caller)?;
         let started = Instant::now();
         let hits = self.backend.search(query, limit, filters, select).await?;
         self.search_latency.record(started.elapsed());
@@ -109,20 +118,25 @@ impl PortAgent {
     }
 
     /// Natural-language search over all events; a JSON array of hits, best first.
-    async fn semantic_search(&self, query: &str, limit: u32) -> Result<String, AgentError> {
+    async fn semantic_search(&self, #[zbus(header)] header: Header<'_>, query: &str, limit: u32) -> Result<String, AgentError> {
         let query = args::query(query)?;
         let limit = args::limit(limit)?;
-        self.run_search(query, limit, Filters::default(), OriginSelect::default()).await
+        self.run_search(&header, query, limit, Filters::default(), OriginSelect::default()).await
     }
 
     /// Search with filters: limit (u), element_id, element_type, action, source,
     /// min_priority (s), since_unix_ms, until_unix_ms (x); on a replica holding several
     /// hosts: hosts (as), and freshness: min_seq (t, with one host; waits up to wait_ms, u),
     /// max_staleness_ms (t).
-    async fn search(&self, query: &str, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
+    async fn search(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        query: &str,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<String, AgentError> {
         let query = args::query(query)?;
         let (filters, limit, select) = args::search_options(&options)?;
-        self.run_search(query, limit, filters, select).await
+        self.run_search(&header, query, limit, filters, select).await
     }
 
     /// One element's events, newest first, with their details (before/after, changed).

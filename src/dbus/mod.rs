@@ -4,6 +4,7 @@
 pub mod args;
 pub mod backend;
 pub mod error;
+pub mod fairness;
 pub mod interface;
 
 pub use crate::bus::connect;

@@ -144,6 +144,7 @@ impl EmbedPool {
             let files = files.clone();
             let loaded_tx = loaded_tx.clone();
             threads.push(std::thread::Builder::new().name(format!("embed-{i}")).spawn(move || {
+                lower_priority();
                 match SentenceModel::load(&files, max_length) {
                     Ok(model) => {
                         let _ = loaded_tx.send(Ok(()));
@@ -250,6 +251,25 @@ impl EmbedPool {
 impl Drop for EmbedPool {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How much lower than the daemon's other threads the embedding workers run.
+const WORKER_NICE_STEP: i32 = 5;
+
+/// Embedding is throughput work, answering the bus is latency work: when both want the cores,
+/// the workers yield them (a flood of searches then slows its own embeddings, not every
+/// caller's Ping). Threads the runtime starts from here inherit it; lowering one's own
+/// priority needs no privilege.
+fn lower_priority() {
+    // SAFETY: plain syscalls on this thread's own id.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (nice + WORKER_NICE_STEP).min(19)) != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the embedding worker's priority");
+        }
     }
 }
 
