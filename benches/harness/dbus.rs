@@ -203,9 +203,91 @@ pub fn run(dir: &Path, n: usize) {
         }
     });
     one_client("idle", &mut report);
+    flood(&rt, &address, n, &mut report);
     drop(daemon);
     let _ = std::fs::remove_dir_all(&state);
     report.finish();
+}
+
+/// One client's Ping and SemanticSearch latencies, one call after another, until `done`
+/// (or `calls` of each when there is no `done`).
+async fn observe(address: &str, label: &str, calls: usize, done: Option<&std::sync::atomic::AtomicBool>) -> (Vec<f64>, Vec<f64>) {
+    let conn = zbus::connection::Builder::address(address).unwrap().build().await.unwrap();
+    let (mut ping, mut search) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let finished = match done {
+            Some(d) => d.load(std::sync::atomic::Ordering::Relaxed) && i >= 20,
+            None => i >= calls,
+        };
+        if finished {
+            break;
+        }
+        let t = Instant::now();
+        call_agent(&conn, "Ping", &()).await.expect("Ping answered");
+        ping.push(t.elapsed().as_secs_f64() * 1000.0);
+        let q = format!("{} {label} {i}", QUERIES[i % QUERIES.len()]);
+        let t = Instant::now();
+        call_agent(&conn, "SemanticSearch", &(q.as_str(), 10u32)).await.expect("SemanticSearch answered");
+        search.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (ping, search)
+}
+
+/// A client floods 10,000 SemanticSearch requests as fast as it can (100 in flight, the most
+/// the bus lets one connection have waiting) while another client's Ping and SemanticSearch
+/// are timed; their p99 against the same client's on a quiet daemon (target: within 3x).
+fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Report) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (mut quiet_ping, mut quiet_search) = rt.block_on(observe(address, "quiet", 200, None));
+    let done = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let started = Instant::now();
+    // The flooder is another client: its own thread and runtime, so the observer never waits
+    // for the flooder's polling (only for the daemon and the cores, as a real client would).
+    let flooder = {
+        let (address, done, counts) = (address.to_owned(), done.clone(), counts.clone());
+        let own = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        std::thread::spawn(move || {
+            own.block_on(async move {
+                let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
+                for round in 0..100 {
+                    let calls = (0..100).map(|i| {
+                        let conn = conn.clone();
+                        async move {
+                            let q = format!("flood {} {round} {i}", QUERIES[i % QUERIES.len()]);
+                            call_agent(&conn, "SemanticSearch", &(q.as_str(), 10u32)).await
+                        }
+                    });
+                    for result in futures_util::future::join_all(calls).await {
+                        match result {
+                            Ok(_) => counts.0.fetch_add(1, Ordering::Relaxed),
+                            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "dev.ovs.PortAgent1.Error.Busy" => {
+                                counts.1.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => panic!("a flood request got {e}"),
+                        };
+                    }
+                }
+                done.store(true, Ordering::Relaxed);
+            })
+        })
+    };
+    let (mut ping, mut search) = rt.block_on(observe(address, "flooded", 0, Some(&done)));
+    flooder.join().unwrap();
+    let flood_secs = started.elapsed().as_secs_f64();
+    let (qp50, qp99) = median_p99(&mut quiet_ping);
+    let (_, qs99) = median_p99(&mut quiet_search);
+    let (fp50, fp99) = median_p99(&mut ping);
+    let (_, fs99) = median_p99(&mut search);
+    report.add(&format!("flood: 10,000 SemanticSearch from one client, {n} events, took"), flood_secs, "s");
+    let (answered, busy) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed));
+    report.add("flood: answered / refused busy", answered as f64, &format!("answered, {busy} busy"));
+    report.add("another client's Ping p50 / p99, quiet", qp50, &format!("ms / {qp99:.2} ms"));
+    report.add("another client's Ping p50 / p99, during the flood", fp50, &format!("ms / {fp99:.2} ms"));
+    report.add("another client's Ping p99 during ÷ quiet (target ≤ 3)", fp99 / qp99, "x");
+    report.add("another client's SemanticSearch p99, quiet", qs99, "ms");
+    report.add("another client's SemanticSearch p99, during the flood", fs99, "ms");
+    report.add("another client's SemanticSearch p99 during ÷ quiet (target ≤ 3)", fs99 / qs99, "x");
 }
 
 /// Bytes on disk per event: the ledger, the index (rows, vectors, lexical index), and what the

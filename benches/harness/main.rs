@@ -1,15 +1,17 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
 //! `ledger`, `embed`, `quality`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes`,
-//! `analytics`, `analytics-1m`, `fleet`, `fleet-50`, `fanout` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
+//! `analytics`, `analytics-1m`, `fleet`, `fleet-50`, `fanout`, `peers-20k`, `peers`, `peers-1m`, `peers-replication` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
 mod analytics;
+mod btrbk;
 mod dbus;
 mod embed;
 mod fleet;
 mod ingest;
 mod ledger;
+mod peers;
 mod quality;
 mod replicate;
 mod report;
@@ -34,6 +36,8 @@ fn main() {
     } else {
         args.iter().map(String::as_str).collect()
     };
+    // `--report=MODE` (scripts/bench.sh): the whole run in bench-results/report.json too.
+    let report_mode = std::env::args().find_map(|a| a.strip_prefix("--report=").map(str::to_owned));
     let (dir, _mount) = bench_dir();
     for section in sections {
         println!("\n== {section} ==");
@@ -53,12 +57,19 @@ fn main() {
             "fleet" => fleet::aggregating_replica(10, 20_000),
             "fleet-50" => fleet::aggregating_replica(50, 20_000),
             "fanout" => fleet::fan_out(),
+            "peers-20k" => peers::vectors(&dir, 20_000),
+            "peers" => peers::vectors(&dir, 100_000),
+            "peers-1m" => peers::vectors(&dir, 1_000_000),
+            "peers-replication" => btrbk::run(),
             other => {
                 eprintln!(
-                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fanout)"
+                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fanout, peers-20k, peers, peers-1m, peers-replication)"
                 )
             }
         }
+    }
+    if let Some(mode) = report_mode {
+        report::write_run(&mode);
     }
 }
 

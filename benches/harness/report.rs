@@ -27,20 +27,81 @@ impl Report {
         self.json.insert(key.to_owned(), value);
     }
 
-    /// Writes `bench-results/<section>.json` and prints the table once more.
+    /// Writes `bench-results/<section>.json` and prints the table once more; the section
+    /// is kept for the run's combined report.
     pub fn finish(self) {
-        let dir = PathBuf::from(std::env::var("BENCH_RESULTS").unwrap_or_else(|_| "bench-results".into()));
+        let dir = results_dir();
         std::fs::create_dir_all(&dir).expect("creating the results directory");
         let path = dir.join(format!("{}.json", self.section));
         let mut doc = self.json;
-        doc.insert("machine".into(), json!({"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()}));
-        std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(doc)).unwrap()).expect("writing results");
-        println!("\n| {} | value | unit |\n|---|---:|---|", self.section);
-        for (k, v, u) in &self.rows {
-            println!("| {k} | {v} | {u} |");
-        }
+        doc.insert("machine".into(), machine());
+        std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(doc.clone())).unwrap()).expect("writing results");
+        print_table(&self.section, &self.rows);
         println!("\nwritten to {}", path.display());
+        doc.remove("machine");
+        RUN.lock().unwrap().push(Finished { section: self.section, rows: self.rows, json: doc });
     }
+}
+
+/// A section finished in this run.
+struct Finished {
+    section: String,
+    rows: Vec<(String, String, String)>,
+    json: serde_json::Map<String, Value>,
+}
+
+static RUN: std::sync::Mutex<Vec<Finished>> = std::sync::Mutex::new(Vec::new());
+
+fn results_dir() -> PathBuf {
+    PathBuf::from(std::env::var("BENCH_RESULTS").unwrap_or_else(|_| "bench-results".into()))
+}
+
+fn print_table(section: &str, rows: &[(String, String, String)]) {
+    println!("\n| {section} | value | unit |\n|---|---:|---|");
+    for (k, v, u) in rows {
+        println!("| {k} | {v} | {u} |");
+    }
+}
+
+/// The machine the figures were taken on.
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
+}
+
+/// Writes `bench-results/report.json` with every section of this run, the machine, the date
+/// and the commit, and prints all the run's tables as one.
+pub fn write_run(mode: &str) {
+    let run = RUN.lock().unwrap();
+    let commit = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok().filter(|o| o.status.success());
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let sections: serde_json::Map<String, Value> = run.iter().map(|f| (f.section.clone(), Value::Object(f.json.clone()))).collect();
+    let doc = json!({
+        "date": date,
+        "mode": mode,
+        "commit": commit.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        "machine": machine(),
+        "sections": sections,
+    });
+    let path = results_dir().join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("writing the report");
+    println!("\n\n# Benchmark report ({mode}), {date}, {}\n", doc["machine"]);
+    println!("| section | figure | value | unit |\n|---|---|---:|---|");
+    for f in run.iter() {
+        for (k, v, u) in &f.rows {
+            println!("| {} | {k} | {v} | {u} |", f.section);
+        }
+    }
+    println!("\nwritten to {}", path.display());
 }
 
 fn fmt(v: f64) -> String {

@@ -73,18 +73,10 @@ pub fn run(dir: &Path, sizes: &[usize]) {
         );
         let graph = state.graph.read().unwrap().clone();
 
-        // Queries: real query embeddings and perturbed real event embeddings.
-        let mut rng = StdRng::seed_from_u64(7);
-        let mut queries: Vec<Vec<f32>> = QUERIES.iter().map(|q| model.embed(&[*q]).unwrap().pop().unwrap()).collect();
-        while queries.len() < RECALL_QUERIES {
-            let mut v = synth(&base, rng.gen_range(0..usize::MAX / 2));
-            v.iter_mut().for_each(|x| *x += rng.gen_range(-0.02f32..0.02));
-            normalize(&mut v);
-            queries.push(v);
-        }
+        let queries = recall_queries(&mut model, &base);
         // Brute force truth.
         let started = Instant::now();
-        let truth: Vec<Vec<u64>> = brute_force(&base, n, &queries, 10);
+        let truth: Vec<Vec<u64>> = brute_force(&base, n, &queries, 10, |_| true);
         report.add("brute-force top-10 for 200 queries (the recall reference)", started.elapsed().as_secs_f64(), "s");
         for ef in [64usize, 128] {
             let mut lat = Vec::new();
@@ -146,8 +138,23 @@ pub fn run(dir: &Path, sizes: &[usize]) {
     }
 }
 
-/// Exact top-k by dot product, regenerating the vectors in parallel chunks.
-fn brute_force(base: &[Vec<f32>], n: usize, queries: &[Vec<f32>], k: usize) -> Vec<Vec<u64>> {
+/// The recall queries: real query embeddings, then perturbed synthetic vectors.
+pub fn recall_queries(model: &mut SentenceModel, base: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut queries: Vec<Vec<f32>> = QUERIES.iter().map(|q| model.embed(&[*q]).unwrap().pop().unwrap()).collect();
+    while queries.len() < RECALL_QUERIES {
+        let mut v = synth(base, rng.gen_range(0..usize::MAX / 2));
+        v.iter_mut().for_each(|x| *x += rng.gen_range(-0.02f32..0.02));
+        normalize(&mut v);
+        queries.push(v);
+    }
+    queries
+}
+
+/// Exact top-k by dot product among the vectors whose key (`i + 1`) `keep` accepts,
+/// regenerating the vectors in parallel chunks.
+pub fn brute_force(base: &[Vec<f32>], n: usize, queries: &[Vec<f32>], k: usize, keep: impl Fn(u64) -> bool + Sync) -> Vec<Vec<u64>> {
+    let keep = &keep;
     let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
     let per = n.div_ceil(threads);
     let partials: Vec<Vec<Vec<(f32, u64)>>> = std::thread::scope(|s| {
@@ -156,6 +163,9 @@ fn brute_force(base: &[Vec<f32>], n: usize, queries: &[Vec<f32>], k: usize) -> V
                 s.spawn(move || {
                     let mut best: Vec<Vec<(f32, u64)>> = vec![Vec::with_capacity(k + 1); queries.len()];
                     for i in t * per..((t + 1) * per).min(n) {
+                        if !keep(i as u64 + 1) {
+                            continue;
+                        }
                         let v = synth(base, i);
                         debug_assert_eq!(v.len(), DIMENSION);
                         for (qi, q) in queries.iter().enumerate() {
