@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The one benchmark command. Sets up what the benchmarks use (Debian packages, the model and
-# runtime, ChromaDB in a venv of its own for the peers section), builds in release once, runs
+# The one benchmark command. Sets up what the benchmarks use (Debian packages with btrbk, the
+# model and runtime, ChromaDB in a venv of its own), builds in release once, runs
 # the sections on real parts (loop-mounted Btrfs, private buses, replica namespaces with sshd)
 # and prints one table, writing bench-results/report.json (and one JSON per section).
 #
 # Usage: scripts/bench.sh [--quick]
 #   --quick   about ten minutes on 2 cores: the ledger, embedding, search quality (ours vs
-#             BM25), the peers' vector search at 20k (ours, usearch, ChromaDB), D-Bus at 10k
-#             with the flood, replication latency
+#             BM25), the peers' vector search at 20k (ours, usearch, ChromaDB), our streaming
+#             beside btrbk, D-Bus at 10k with the flood, replication latency
 #   (none)    everything: vector search and the peers at 100k and 1M, btrbk beside our
 #             streaming, the 1M variants, ingestion, incremental bytes at 1k/100k/1M,
 #             analytics, the fleet, and the fault suite's long variant (20 SIGKILLs); hours
@@ -31,15 +31,13 @@ esac
 bash scripts/install-deps.sh
 bash scripts/provision-model.sh .dev/model .dev/lib/libonnxruntime.so.1.24.4
 
-# ChromaDB, embedded, from its package, in a venv of the bench's own (nothing system-wide).
+# ChromaDB, embedded, from its package, in a venv of the bench's own (btrbk and python3-venv
+# come with install-deps.sh).
 venv=.dev/peers-venv
 chromadb_version=1.5.9
 if ! "$venv/bin/python" -c "import chromadb, sys; sys.exit(chromadb.__version__ != '$chromadb_version')" 2>/dev/null; then
   echo "installing chromadb $chromadb_version into $venv"
-  python3 -m venv "$venv" 2>/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$venv"
-  }
+  python3 -m venv "$venv"
   "$venv/bin/pip" install -q "chromadb==$chromadb_version"
 fi
 
@@ -49,7 +47,7 @@ export PEERS_PYTHON=$PWD/$venv/bin/python
 export CARGO_TERM_COLOR=never
 
 if [ "$quick" = yes ]; then
-  sections=(ledger embed quality peers-20k dbus replicate)
+  sections=(ledger embed quality peers-20k peers-replication dbus replicate)
 else
   sections=(ledger embed quality search search-1m peers peers-1m peers-replication dbus dbus-1m ingest replicate
     replicate-bytes analytics analytics-1m fleet fanout)

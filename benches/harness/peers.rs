@@ -8,7 +8,7 @@
 //!   expansion settings, inserted from two threads; searched in memory and as a memory-mapped
 //!   view of its saved file.
 //! - **ChromaDB** (embedded, `PersistentClient`, from its PyPI package in the bench's own
-//!   venv, `scripts/bench` installs it): the same HNSW settings, cosine space.
+//!   venv, `scripts/bench.sh` installs it): the same HNSW settings, cosine space.
 //!
 //! Vectors are the `search` section's (mixtures of real embeddings); recall@10 is against
 //! brute force. The filtered search keeps every second key (a predicate on ours and usearch,
@@ -258,11 +258,11 @@ fn usearch_side(dir: &Path, stored: &Path, work: &Workload, report: &mut Report)
 
 #[cfg(not(feature = "peers"))]
 fn usearch_side(_: &Path, _: &Path, _: &Workload, report: &mut Report) -> Option<Measured> {
-    report.note("usearch", "not measured: built without --features peers (scripts/bench builds with it)");
+    report.note("usearch", "not measured: built without --features peers (scripts/bench.sh builds with it)");
     None
 }
 
-/// The Python that has ChromaDB (`scripts/bench` makes the venv).
+/// The Python that has ChromaDB (`scripts/bench.sh` makes the venv).
 fn peers_python() -> PathBuf {
     std::env::var_os("PEERS_PYTHON")
         .map(PathBuf::from)
@@ -273,7 +273,7 @@ fn peers_python() -> PathBuf {
 fn chroma(dir: &Path, work: &Workload, report: &mut Report) -> Option<Measured> {
     let python = peers_python();
     if !python.exists() {
-        report.note("ChromaDB", format!("not measured: no {} (scripts/bench installs ChromaDB there)", python.display()));
+        report.note("ChromaDB", format!("not measured: no {} (scripts/bench.sh installs ChromaDB there)", python.display()));
         return None;
     }
     let data = dir.join(format!("peers-chroma-{}", work.n));

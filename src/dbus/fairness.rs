@@ -1,13 +1,14 @@
-//! One caller cannot take every search: each bus connection may have a few searches in
-//! progress at once, and its calls beyond that are refused as busy at once. A client flooding
-//! requests then holds only its share of the search slots and of the query-embedding queue,
-//! and everyone else's searches are answered in about their usual time.
+//! One caller cannot take every search: each bus connection may have a few searches and
+//! analyses in progress at once (the members that take a search slot and may embed a query),
+//! and its calls beyond that are refused as busy at once. A client flooding requests then
+//! holds only its share of the search slots and of the query-embedding queue, and everyone
+//! else's calls are answered.
 
 use super::error::AgentError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Searches one bus connection may have in progress (waiting or running) at once.
+/// Searches and analyses one bus connection may have in progress (waiting or running) at once.
 pub const SEARCHES_PER_CALLER: usize = 4;
 
 /// The searches in progress per caller (a bus unique name), shared by the daemon's objects.
@@ -30,7 +31,7 @@ impl CallerSearches {
         let count = in_progress.entry(caller.to_owned()).or_default();
         if *count >= SEARCHES_PER_CALLER {
             return Err(AgentError::Busy(format!(
-                "this caller already has {SEARCHES_PER_CALLER} searches in progress; wait for their answers before sending more"
+                "this caller already has {SEARCHES_PER_CALLER} searches or analyses in progress; wait for their answers before sending more"
             )));
         }
         *count += 1;

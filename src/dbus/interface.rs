@@ -4,6 +4,7 @@
 use super::args;
 use super::backend::{Backend, Reporting, VerifyGate};
 use super::error::AgentError;
+use super::fairness::Admitted;
 use crate::analytics;
 use crate::config::Role;
 use crate::event::{NewEvent, element_type_of};
@@ -54,12 +55,20 @@ impl PortAgent {
     /// Runs an analysis and returns its answer as JSON.
     async fn analyze<T: serde::Serialize + Send + 'static>(
         &self,
+        header: &Header<'_>,
         f: impl FnOnce(&crate::index::Index, &crate::search::SearchState, &dyn Fn(&str) -> anyhow::Result<Arc<[f32]>>) -> anyhow::Result<T>
         + Send
         + 'static,
     ) -> Result<String, AgentError> {
+        let _admitted = self.admit(header)?;
         let answer = self.backend.analyze(f).await?;
         serde_json::to_string(&answer).map_err(AgentError::internal)
+    }
+
+    /// One more search or analysis for the caller, within its share (`fairness`).
+    fn admit(&self, header: &Header<'_>) -> Result<Admitted<'_>, AgentError> {
+        let caller = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
+        self.reporting.callers.admit(caller.as_str())
     }
 
     async fn run_search(
@@ -71,8 +80,7 @@ impl PortAgent {
         select: OriginSelect,
     ) -> Result<String, AgentError> {
         self.check_primary_select(&select)?;
-        let caller = header.sender().map_or_else(String::new, |s| s.to_string());
-        let _admitted = self.reporting.callers.admit(&caller)?;
+        let _admitted = self.admit(header)?;
         let started = Instant::now();
         let hits = self.backend.search(query, limit, filters, select).await?;
         self.search_latency.record(started.elapsed());
@@ -316,9 +324,15 @@ impl PortAgent {
     /// The timeline of `window_ms` centred on `center_unix_ms`: events in order, grouped by
     /// element, the first critical one marked, what changed on each element. Options:
     /// element_id (s: that element and those related to it), limit (u, events).
-    async fn get_timeline(&self, center_unix_ms: i64, window_ms: u64, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
+    async fn get_timeline(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        center_unix_ms: i64,
+        window_ms: u64,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<String, AgentError> {
         let options = args::timeline_options(&options)?;
-        self.analyze(move |index, search, _| {
+        self.analyze(&header, move |index, search, _| {
             let catalog = search.catalog.read().expect("catalog lock");
             analytics::timeline::timeline(index, &catalog, center_unix_ms, window_ms, &options)
         })
@@ -326,49 +340,59 @@ impl PortAgent {
     }
 
     /// The element's exact state at `at_unix_ms`, each field with the event that set it.
-    async fn get_element_state(&self, element_id: &str, at_unix_ms: i64) -> Result<String, AgentError> {
+    async fn get_element_state(&self, #[zbus(header)] header: Header<'_>, element_id: &str, at_unix_ms: i64) -> Result<String, AgentError> {
         let element_id = args::element_id(element_id)?.to_owned();
         let at = args::ms_to_ns("at_unix_ms", at_unix_ms)?;
-        self.analyze(move |index, _, _| analytics::state::element_state(index, &element_id, at)).await
+        self.analyze(&header, move |index, _, _| analytics::state::element_state(index, &element_id, at)).await
     }
 
     /// How the element changed since `since_unix_ms`: fields then → now with the event that
     /// set each (blame), and the fields that flapped, with counts.
-    async fn analyze_configuration_drift(&self, element_id: &str, since_unix_ms: i64) -> Result<String, AgentError> {
+    async fn analyze_configuration_drift(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        element_id: &str,
+        since_unix_ms: i64,
+    ) -> Result<String, AgentError> {
         let element_id = args::element_id(element_id)?.to_owned();
         let since = args::ms_to_ns("since_unix_ms", since_unix_ms)?;
         let now = crate::event::now_ns();
         if since > now {
             return Err(AgentError::invalid("since_unix_ms is in the future"));
         }
-        self.analyze(move |index, _, _| analytics::state::drift(index, &element_id, since, now)).await
+        self.analyze(&header, move |index, _, _| analytics::state::drift(index, &element_id, since, now)).await
     }
 
     /// The present elements of the same type whose configuration is nearest this one's, with
     /// the fields shared and differing and each one's track record; the healthiest variant.
-    async fn find_similar_configs(&self, element_id: &str, limit: u32) -> Result<String, AgentError> {
+    async fn find_similar_configs(&self, #[zbus(header)] header: Header<'_>, element_id: &str, limit: u32) -> Result<String, AgentError> {
         let element_id = args::element_id(element_id)?.to_owned();
         let limit = args::limit(limit)?;
         let now = crate::event::now_ns();
-        self.analyze(move |index, _, embed| analytics::similar::similar_configs(index, &element_id, limit, now, embed)).await
+        self.analyze(&header, move |index, _, embed| analytics::similar::similar_configs(index, &element_id, limit, now, embed)).await
     }
 
     /// The earlier events most like event `seq`, each with what followed on its element and
     /// how it ended (recovered, repeated, escalated).
-    async fn find_similar_incidents(&self, seq: u64, limit: u32) -> Result<String, AgentError> {
+    async fn find_similar_incidents(&self, #[zbus(header)] header: Header<'_>, seq: u64, limit: u32) -> Result<String, AgentError> {
         let limit = args::limit(limit)?;
         if seq == 0 {
             return Err(AgentError::invalid("seq starts at 1"));
         }
-        self.analyze(move |index, search, _| analytics::similar::similar_incidents(index, search, seq, limit)).await
+        self.analyze(&header, move |index, search, _| analytics::similar::similar_incidents(index, search, seq, limit)).await
     }
 
     /// What is unusual in the `window_ms` before now (or until_unix_ms): findings by rule
     /// (first_seen, burst, novelty, precursor), each with its score, threshold and evidence.
     /// Options: until_unix_ms (x), element_type (s), baseline_days (u), limit (u), rules (as).
-    async fn detect_anomalies(&self, window_ms: u64, options: HashMap<String, OwnedValue>) -> Result<String, AgentError> {
+    async fn detect_anomalies(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        window_ms: u64,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<String, AgentError> {
         let options = args::anomaly_options(&options, crate::event::now_ns())?;
-        self.analyze(move |index, search, _| analytics::anomaly::detect(index, search, window_ms, &options)).await
+        self.analyze(&header, move |index, search, _| analytics::anomaly::detect(index, search, window_ms, &options)).await
     }
 
     /// An event the live scorer found unusual (a finding as `DetectAnomalies` lists them);

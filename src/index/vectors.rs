@@ -72,7 +72,7 @@ impl Index {
         Ok(out)
     }
 
-    /// The vectors of the given events (those that have one).
+    /// The vectors of the given events (those that have one), in seq order.
     pub fn vectors_for(&self, seqs: &[u64]) -> IndexResult<Vec<(u64, Vec<f32>)>> {
         let mut stmt = self.conn.prepare_cached("SELECT vector FROM vectors WHERE seq = ?1")?;
         // In seq order: neighbouring lookups share the B-tree's pages (fewer page reads).
