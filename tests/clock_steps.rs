@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, local_replica_toml, replica_head, wait_until,
+    AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, quick_local_stream_toml, replica_head, wait_until,
     write_streaming_config,
 };
 use std::process::Command;
@@ -27,10 +27,6 @@ fn libfaketime() -> std::path::PathBuf {
 const STEPS: [(&str, i64); 5] = [("+0", 0), ("-2h", -7200), ("+1d", 86_400), ("-30d", -30 * 86_400), ("+0", 0)];
 const EVENTS_PER_STEP: usize = 8;
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
-}
-
 #[test]
 fn clock_stepped_back_and_forward_keeps_order_hashes_and_streaming() {
     let primary = BtrfsMount::new(300);
@@ -40,11 +36,7 @@ fn clock_stepped_back_and_forward_keeps_order_hashes_and_streaming() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = tmp.path().join("faketime");
     std::fs::write(&clock, "+0").unwrap();
-    let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nhigh_delay_ms = 100\nmedium_delay_ms = 200\nlow_delay_ms = 300\n{}",
-        local_replica_toml("local1", &rep_dir)
-    );
-    let config = write_streaming_config(tmp.path(), &extra);
+    let config = write_streaming_config(tmp.path(), &quick_local_stream_toml(&rep_dir));
     let state = primary.path().join("state");
     let mut cmd = Command::new(common::agent_bin());
     cmd.env("LD_PRELOAD", libfaketime())
@@ -57,7 +49,7 @@ fn clock_stepped_back_and_forward_keeps_order_hashes_and_streaming() {
     let mut recorded = 0u64;
     for (step, (offset, offset_s)) in STEPS.iter().enumerate() {
         std::fs::write(&clock, offset).unwrap();
-        let real_before = now_ns();
+        let real_before = ovs_port_agent::event::now_ns();
         for i in 0..EVENTS_PER_STEP {
             let details = format!("{{\"summary\":\"clock step {step}: uplink bond{i} flapped\",\"step\":{step}}}");
             let (ok, out, err) = daemon

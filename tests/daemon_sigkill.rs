@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, local_replica_toml, replica_head,
+    AgentDaemon, BtrfsMount, PrivateBus, assert_clean, gdbus_string, ledger_records, quick_local_stream_toml, replica_head,
     write_streaming_config,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -54,11 +54,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_everything_converges
     let rep_dir = replica.path().join("rep");
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nhigh_delay_ms = 100\nmedium_delay_ms = 200\nlow_delay_ms = 300\n{}",
-        local_replica_toml("local1", &rep_dir)
-    );
-    let config = write_streaming_config(tmp.path(), &extra);
+    let config = write_streaming_config(tmp.path(), &quick_local_stream_toml(&rep_dir));
     let state = primary.path().join("state");
     let mut rng = StdRng::seed_from_u64(20261201);
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -48,6 +48,15 @@ pub fn local_replica_toml(name: &str, dir: &Path) -> String {
     format!("\n[[stream.replicas]]\nname = \"{name}\"\ntransport = \"local\"\nremote_dir = \"{}\"\n", dir.display())
 }
 
+/// The config additions of a primary without sources that snapshots within 100–300 ms and
+/// streams to one local replica in `dir` (named `local1`).
+pub fn quick_local_stream_toml(dir: &Path) -> String {
+    format!(
+        "\n[sources]\novsdb = false\nnetworkmanager = false\n\n[stream]\nhigh_delay_ms = 100\nmedium_delay_ms = 200\nlow_delay_ms = 300\n{}",
+        local_replica_toml("local1", dir)
+    )
+}
+
 /// `ovs-port-agent daemon` running against a private bus; SIGTERMed on drop.
 pub struct AgentDaemon {
     pub child: std::process::Child,

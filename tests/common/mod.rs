@@ -18,8 +18,8 @@ mod sshd;
 pub use btrfs::BtrfsMount;
 pub use bus::PrivateBus;
 pub use daemon::{
-    AgentDaemon, gdbus_string, local_replica_toml, start_fleet_asker, write_daemon_config, write_replica_config, write_streaming_config,
-    write_streaming_config_as,
+    AgentDaemon, gdbus_string, local_replica_toml, quick_local_stream_toml, start_fleet_asker, write_daemon_config, write_replica_config,
+    write_streaming_config, write_streaming_config_as,
 };
 pub use netns::Netns;
 pub use nm::NmSandbox;
