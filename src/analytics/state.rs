@@ -7,7 +7,7 @@
 //! forged index) is an error, never an answer.
 
 use super::{Cite, known_element};
-use crate::index::{FieldFold, FoldBasis, Index, state_updates};
+use crate::index::{FieldFold, FoldBasis, Index, list_changes, state_updates};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::Value;
@@ -188,7 +188,11 @@ impl<'a> Confirmer<'a> {
         let event = self.event(field.seq)?;
         let (updates, removed) = state_updates(&event.details);
         let set = if name == "present" { Some(Value::Bool(!removed)) } else { updates.get(name).cloned() };
-        if set.as_ref() != Some(&field.value) {
+        // A list changed by items: the event names the items, not the whole list.
+        let by_items = list_changes(&event.details).into_iter().find(|(f, _, _)| *f == name).is_some_and(|(_, added, dropped)| {
+            field.value.as_array().is_some_and(|list| added.iter().all(|v| list.contains(v)) && !dropped.iter().any(|v| list.contains(v)))
+        });
+        if !by_items && set.as_ref() != Some(&field.value) {
             bail!(crate::index::IndexError::Corrupt(format!(
                 "the index's state checkpoint says event {} set {name} to {}, but that event does not",
                 field.seq, field.value

@@ -95,14 +95,15 @@ pub(super) fn apply_to_element(tx: &Transaction<'_>, record: &Record, hash: &str
 }
 
 /// An element's state after one of its events: the event's `after` values (or, for events
-/// without before/after, its plain detail fields) merged over the previous state. An event
-/// with `before` and no `after` removed the element (`present: false`).
+/// without before/after, its plain detail fields) and its list changes merged over the
+/// previous state. An event with `before` and no `after` removed the element
+/// (`present: false`).
 pub fn next_state(state: Value, details: &Value) -> Value {
     let mut state = match state {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    let (updates, removed) = state_updates(details);
+    let (updates, removed) = state_updates_over(details, |field| state.get(field));
     for (key, value) in updates {
         state.insert(key, value);
     }
@@ -110,15 +111,72 @@ pub fn next_state(state: Value, details: &Value) -> Value {
     Value::Object(state)
 }
 
+/// [`state_updates`], with each list an event changed by items (`"added": {"ports": […]}`,
+/// `"removed": {…}`) merged into that list's `current` value.
+pub fn state_updates_over<'a>(details: &Value, current: impl Fn(&str) -> Option<&'a Value>) -> (Map<String, Value>, bool) {
+    let (mut updates, removed) = state_updates(details);
+    for (field, added, dropped) in list_changes(details) {
+        let base = updates.get(field).or_else(|| current(field)).and_then(Value::as_array).cloned().unwrap_or_default();
+        updates.insert(field.to_owned(), Value::Array(merge_list(base, added, dropped)));
+    }
+    (updates, removed)
+}
+
+/// The lists an event changed by items rather than whole: `(field, added, removed)`. A
+/// bridge of thousands of ports records a port's arrival as `"added": {"ports": ["vnet7"]}`,
+/// not as the whole list before and after.
+pub fn list_changes(details: &Value) -> Vec<(&str, &[Value], &[Value])> {
+    let items = |key: &str, field: &str| -> &[Value] {
+        details.get(key).and_then(|d| d.get(field)).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    };
+    let mut fields: Vec<&str> = ["added", "removed"]
+        .iter()
+        .filter_map(|key| details.get(*key).and_then(Value::as_object))
+        .flat_map(|changes| changes.iter().filter(|(_, items)| items.is_array()).map(|(field, _)| field.as_str()))
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    fields.into_iter().map(|field| (field, items("added", field), items("removed", field))).collect()
+}
+
+/// A list with `added` items appended (those not in it yet) and `removed` ones taken out,
+/// sorted when it was.
+fn merge_list(mut list: Vec<Value>, added: &[Value], removed: &[Value]) -> Vec<Value> {
+    let sorted = list.windows(2).all(|w| value_order(&w[0], &w[1]).is_le());
+    list.retain(|v| !removed.contains(v));
+    for item in added {
+        if !list.contains(item) {
+            list.push(item.clone());
+        }
+    }
+    if sorted {
+        list.sort_by(value_order);
+    }
+    list
+}
+
+/// `added` / `removed` holding lists by field (see [`list_changes`]).
+fn is_list_change(key: &str, value: &Value) -> bool {
+    matches!(key, "added" | "removed") && value.as_object().is_some_and(|changes| changes.values().any(Value::is_array))
+}
+
+fn value_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a.as_str(), b.as_str()) {
+        (Some(a), Some(b)) => a.cmp(b),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
 /// The fields an event sets — its `after` values, or, for events without before/after, its
 /// plain detail fields — and whether it removed its element (a `before` and no `after`).
+/// Lists changed by items are not here: see [`state_updates_over`].
 pub fn state_updates(details: &Value) -> (Map<String, Value>, bool) {
     let updates = match details {
         Value::Object(details) => match details.get("after") {
             Some(Value::Object(after)) => after.clone(),
             _ => details
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "before" | "after" | "changed"))
+                .filter(|(k, v)| !matches!(k.as_str(), "before" | "after" | "changed") && !is_list_change(k, v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         },

@@ -6,7 +6,7 @@
 //! The state at a time is then one checkpoint plus at most [`FOLD_EVERY`] events, whatever
 //! the length of the history.
 
-use super::elements::state_updates;
+use super::elements::state_updates_over;
 use super::events::event_row;
 use super::{Index, IndexError, IndexResult};
 use crate::index::EventRow;
@@ -62,7 +62,8 @@ pub struct ElementFold {
 impl ElementFold {
     /// Folds one more event of the element (events must come in ledger order).
     pub fn apply(&mut self, seq: u64, ts: i64, details: &Value) {
-        let (updates, removed) = state_updates(details);
+        let fields = &self.fields;
+        let (updates, removed) = state_updates_over(details, |field| fields.get(field).map(|f| &f.value));
         let present = Value::Bool(!removed);
         for (key, value) in updates.into_iter().chain([("present".to_owned(), present)]) {
             match self.fields.get_mut(&key) {
@@ -242,6 +243,7 @@ impl Index {
 mod tests {
     use super::*;
     use crate::index::events::tests::record;
+    use crate::index::next_state;
     use serde_json::json;
 
     fn with_details(seq: u64, element: &str, details: Value) -> crate::ledger::Record {
@@ -264,6 +266,21 @@ mod tests {
         f.apply(5, 50, &json!({"before": {"mtu": 1500}}));
         assert_eq!(f.fields["present"].value, json!(false));
         assert_eq!((f.events, f.max_ts), (5, 50));
+    }
+
+    #[test]
+    fn lists_changed_by_items_keep_the_whole_list_in_the_state() {
+        let mut f = ElementFold::default();
+        f.apply(1, 10, &json!({"after": {"name": "br0", "ports": ["br0", "p2"]}}));
+        f.apply(2, 20, &json!({"port": "p1", "after": {"port_count": 3}, "added": {"ports": ["p1"]}}));
+        assert_eq!(f.fields["ports"].value, json!(["br0", "p1", "p2"]), "sorted as it came");
+        f.apply(3, 30, &json!({"port": "p2", "after": {"port_count": 2}, "removed": {"ports": ["p2"]}}));
+        assert_eq!((f.fields["ports"].value.clone(), f.fields["ports"].seq), (json!(["br0", "p1"]), 3));
+        let state = next_state(json!({"ports": ["br0", "p1"]}), &json!({"after": {"port_count": 3}, "added": {"ports": ["p9"]}}));
+        assert_eq!(state["ports"], json!(["br0", "p1", "p9"]));
+        // A plain detail named "added" (an imported event) is a field, not a list change.
+        let state = next_state(json!({}), &json!({"added": "yesterday"}));
+        assert_eq!(state["added"], "yesterday");
     }
 
     #[test]

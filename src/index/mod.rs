@@ -21,7 +21,7 @@ mod meta;
 mod schema;
 mod vectors;
 
-pub use elements::{ElementRow, next_state, state_updates};
+pub use elements::{ElementRow, list_changes, next_state, state_updates, state_updates_over};
 pub use error::IndexError;
 pub use events::EventRow;
 pub use folds::{ElementFold, FOLD_EVERY, FieldFold, FoldBasis};

@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::event::{NewEvent, Priority};
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,7 +94,10 @@ impl Rows {
         match table {
             "Bridge" => {
                 if let Some(p) = row.get("ports") {
-                    out.insert("ports".into(), names("Port", p));
+                    let ports = names("Port", p);
+                    // Membership events carry the count (not the list), so the state does too.
+                    out.insert("port_count".into(), Value::from(ports.as_array().map_or(0, Vec::len)));
+                    out.insert("ports".into(), ports);
                 }
             }
             "Port" => {
@@ -351,30 +354,38 @@ fn modification_events(
     let mut out = Vec::new();
     let text = |v: Option<&Value>| value_text(v.unwrap_or(&Value::Null));
     if table == "Bridge" && d.changed.iter().any(|c| c == "ports") {
+        // Each port's arrival or departure names the port and the count, not the whole list
+        // before and after: on a bridge of thousands of ports that was kilobytes per event,
+        // and a burst of N ports cost N² in the ledger, the index and every incremental.
         let before: Vec<Value> = as_list(old.get("ports").unwrap_or(&Value::Null));
         let after: Vec<Value> = as_list(new.get("ports").unwrap_or(&Value::Null));
-        for p in after.iter().filter(|p| !before.contains(p)) {
-            let p = p.as_str().unwrap_or_default();
+        let (was, is) = (before.len(), after.len());
+        let before_set: HashSet<&Value> = before.iter().collect();
+        let after_set: HashSet<&Value> = after.iter().collect();
+        let membership = |p: &Value, change: &str| json!({"port": p, "before": {"port_count": was}, "after": {"port_count": is}, "changed": ["port_count"], change: {"ports": [p]}});
+        for p in after.iter().filter(|p| !before_set.contains(p)) {
+            let name_of_port = p.as_str().unwrap_or_default();
             out.push(event(
                 element_id,
                 "port.added",
                 Priority::Medium,
-                json!({"port": p, "before": {"ports": before}, "after": {"ports": after}, "changed": ["ports"]}),
-                format!("port {p} added to OVS bridge {name}"),
+                membership(p, "added"),
+                format!("port {name_of_port} added to OVS bridge {name}"),
             ));
         }
-        for p in before.iter().filter(|p| !after.contains(p)) {
-            let p = p.as_str().unwrap_or_default();
+        for p in before.iter().filter(|p| !after_set.contains(p)) {
+            let name_of_port = p.as_str().unwrap_or_default();
             out.push(event(
                 element_id,
                 "port.removed",
                 Priority::Medium,
-                json!({"port": p, "before": {"ports": before}, "after": {"ports": after}, "changed": ["ports"]}),
-                format!("port {p} removed from OVS bridge {name}"),
+                membership(p, "removed"),
+                format!("port {name_of_port} removed from OVS bridge {name}"),
             ));
         }
     }
-    let rest: Vec<String> = d.changed.iter().filter(|c| !(table == "Bridge" && *c == "ports")).cloned().collect();
+    let rest: Vec<String> =
+        d.changed.iter().filter(|c| !(table == "Bridge" && matches!(c.as_str(), "ports" | "port_count"))).cloned().collect();
     if rest.is_empty() {
         return out;
     }
@@ -487,6 +498,21 @@ mod tests {
         let e = change_events("Bridge", Some(&old), Some(&new));
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].action.as_str(), e[0].details["port"].as_str()), ("port.added", Some("p1")));
+        assert_eq!(e[0].details["added"], json!({"ports": ["p1"]}));
+        assert_eq!((e[0].details["before"]["port_count"].as_u64(), e[0].details["after"]["port_count"].as_u64()), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn a_port_joining_a_big_bridge_is_a_small_event() {
+        let ports: Vec<String> = (0..3000).map(|i| format!("vm-port-{i:05}")).collect();
+        let old = json!({"name": "br-int", "ports": ports[..2999]}).as_object().unwrap().clone();
+        let new = json!({"name": "br-int", "ports": ports}).as_object().unwrap().clone();
+        let e = change_events("Bridge", Some(&old), Some(&new));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].details.to_string().len() < 200, "{}", e[0].details);
+        assert_eq!(e[0].details["added"]["ports"], json!(["vm-port-02999"]));
+        let e = change_events("Bridge", Some(&new), Some(&old));
+        assert_eq!((e[0].action.as_str(), &e[0].details["removed"]), ("port.removed", &json!({"ports": ["vm-port-02999"]})));
     }
 }
 
