@@ -1,10 +1,11 @@
 //! The fault suite (issue 15): a burst of about 10,000 events from a real source (ovs-vsctl
 //! adding 3,000 ports to ovsdb-server in three transactions) with a critical event recorded
-//! in the middle of it, streamed to a local replica. Nothing is dropped silently: every port
-//! is in the ledger, live or reconciled, and anything beyond the queue is counted. The
-//! critical event reaches the replica; how soon is printed (the issue's target is 1 s; a
-//! timing, so reported rather than asserted: measured 15 s, because a snapshot is cut at the
-//! vectorized watermark, which waits for every earlier event's embedding — benches/REPORT.md).
+//! in the middle of it, streamed to a local replica that already holds the history before
+//! the burst. Nothing is dropped silently: every port is in the ledger, live or reconciled,
+//! and anything beyond the queue is counted. The critical event reaches the replica; how
+//! soon is printed, watched from a thread while the burst goes on (the issue's target is
+//! 1 s; a timing on a shared 2-core machine, so reported rather than asserted —
+//! benches/REPORT.md).
 
 mod common;
 
@@ -32,6 +33,12 @@ fn a_real_source_burst_drops_nothing_silently_and_a_critical_event_in_it_reaches
     let state = primary.path().join("state");
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
     wait_until("the OVS baseline", Duration::from_secs(30), || ledger_records(&state).iter().any(|r| r.action == "baseline"));
+    // A replica in service already holds the history: the burst's snapshots are incrementals.
+    // (A critical event sends the baseline at once.)
+    let (ok, _, err) = daemon.gdbus_call("RecordEvent", &["host:test", "burst.begins", r#"{"summary":"a burst begins"}"#, "critical"]);
+    assert!(ok, "{err}");
+    let before_burst = ledger_records(&state).last().map(|r| r.seq).expect("recorded");
+    wait_until("the replica holds the history before the burst", Duration::from_secs(30), || replica_head(&rep_dir) >= before_burst);
 
     // Three transactions of 1,000 ports each (a Port and an Interface row apiece, and the
     // bridge's port list each time), the critical event recorded after the first.
@@ -55,10 +62,24 @@ fn a_real_source_burst_drops_nothing_silently_and_a_critical_event_in_it_reaches
     let critical_at = Instant::now();
     let critical_seq =
         ledger_records(&state).iter().find(|r| r.hash_hex() == critical_hash).map(|r| r.seq).expect("acknowledged, so in the ledger");
-    transaction(PORTS / 3);
-    transaction(2 * PORTS / 3);
-    wait_until("the critical event is on the replica", Duration::from_secs(60), || replica_head(&rep_dir) >= critical_seq);
-    let to_replica = critical_at.elapsed();
+    // Watched from the side while the burst goes on, so the figure is the replica's, not
+    // the time the next two transactions take.
+    let to_replica = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let deadline = critical_at + Duration::from_secs(60);
+            while replica_head(&rep_dir) < critical_seq {
+                assert!(Instant::now() < deadline, "the critical event did not reach the replica in 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            critical_at.elapsed()
+        });
+        transaction(PORTS / 3);
+        transaction(2 * PORTS / 3);
+        watcher.join().expect("the watcher")
+    });
+    // Not the target (1 s, a benchmark figure), a guard ten times above what this takes: a
+    // critical event held back by the burst's embedding took 15 s.
+    assert!(to_replica < Duration::from_secs(5), "the critical event took {to_replica:?} to reach the replica");
 
     let ports = |records: &[ovs_port_agent::ledger::Record]| -> HashSet<String> {
         records

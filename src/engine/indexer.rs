@@ -225,10 +225,19 @@ impl Indexer {
         loop {
             let records = self.follower.read_chunk()?;
             let Some(last) = records.last().map(|r| r.seq) else { return Ok(()) };
+            let started = Instant::now();
             match self.follower.apply(&mut self.index, &self.search.catalog, &records) {
                 Ok(()) => {
+                    let applied = started.elapsed();
                     self.scheduler.submit(&records, Scheduler::texts_for(&records));
                     self.stats.indexed_seq.store(last, Ordering::Relaxed);
+                    tracing::debug!(
+                        records = records.len(),
+                        last,
+                        apply_us = applied.as_micros() as u64,
+                        total_us = started.elapsed().as_micros() as u64,
+                        "indexed"
+                    );
                 }
                 Err(e) => {
                     let covered = self.index.covered_seq().unwrap_or(records[0].seq - 1);

@@ -112,7 +112,7 @@ impl AgentDaemon {
             .arg(config)
             .args(["daemon", "--bus", bus, "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("TEST_DAEMON_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
