@@ -69,6 +69,7 @@ pub struct StreamHandle {
     /// The snapshot each replica was last sent (or is being sent): not to be pruned under
     /// the sender, and once acknowledged it is the parent of that replica's next incremental.
     sending: Mutex<HashMap<String, String>>,
+    pruning: Mutex<()>,
     root: PathBuf,
     snapshots: PathBuf,
     host: String,
@@ -122,6 +123,9 @@ impl StreamHandle {
     /// Keeps the newest snapshot and every replica's acknowledged or in-flight one (the
     /// parents of their next incrementals); deletes the rest.
     fn prune(&self) {
+        // The trigger and every replica worker prune; one at a time, or two would delete
+        // the same snapshot and the second would fail.
+        let _pruning = self.pruning.lock().expect("prune lock");
         let mut keep: Vec<String> = self.statuses.lock().expect("status lock").values().filter_map(|s| s.acked_snapshot.clone()).collect();
         keep.extend(self.sending.lock().expect("sending lock").values().cloned());
         let all = snapshot::list(&self.snapshots);
@@ -247,6 +251,7 @@ pub fn start(supervisor: &mut Supervisor, engine: Arc<Engine>, config: &Config, 
         sync_now: Notify::new(),
         notices,
         sending: Mutex::default(),
+        pruning: Mutex::default(),
         root,
         snapshots,
         host: config.host(),
@@ -310,6 +315,7 @@ async fn trigger_loop(
             // A failing snapshot is retried with backoff, not on every tick.
             tokio::time::sleep(crate::backoff::backoff(failures.min(5))).await;
         }
+        tracing::debug!(through, last, "snapshot due");
         match handle.snapshot(&engine).await {
             Ok(covered) => {
                 failures = 0;
