@@ -5,7 +5,8 @@
 //! findable by their words there, and their vectors follow with a later snapshot — in a
 //! burst, the vectors of thousands of earlier events may take tens of seconds. A snapshot is
 //! named by its vectorized seq, so a new one needs at least one new vector. A batch of
-//! vectorized events is due at once; nothing new, nothing snapshotted.
+//! vectorized events is due at once; nothing new, nothing snapshotted. Medium and low events
+//! past their delay go once all of them are vectorized, or with a batch.
 //!
 //! The pending set is bounded: per priority class at most [`RANGES_PER_CLASS`] ranges of
 //! seqs, each with the earliest due time of the events in it. When a burst would exceed
@@ -94,9 +95,25 @@ impl Pending {
         if vectorized <= last {
             return false;
         }
-        vectorized - last >= self.batch_events
-            || self.missed.is_some_and(|at| at <= now)
-            || self.classes.iter().filter_map(VecDeque::front).any(|r| r.due <= now && (r.by_head || r.first <= vectorized))
+        vectorized - last >= self.batch_events || self.missed.is_some_and(|at| at <= now) || self.overdue_ready(vectorized, now)
+    }
+
+    /// Whether some class's overdue events can go now. Critical and high ones go at the
+    /// head; events no snapshot covered at start (the critical class, not by head) go as
+    /// their vectors come; medium and low ones once every overdue one of the class has its
+    /// vector (the batch rule covers a long backlog) — going with every new vector of a
+    /// backlog was a snapshot every few tens of milliseconds.
+    fn overdue_ready(&self, vectorized: u64, now: Instant) -> bool {
+        let critical = Priority::Critical.rank() as usize;
+        self.classes.iter().enumerate().any(|(class, ranges)| {
+            let Some(front) = ranges.front().filter(|r| r.due <= now) else { return false };
+            if front.by_head || (class == critical && front.first <= vectorized) {
+                return true;
+            }
+            // Due times grow along a class, so the overdue ranges are its first ones.
+            let overdue_through = ranges.iter().take_while(|r| r.due <= now).map(|r| r.last).max().unwrap_or(front.last);
+            overdue_through <= vectorized
+        })
     }
 
     /// A snapshot holding the vectors of everything through `seq` and the ledger through
@@ -177,6 +194,25 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_of_overdue_events_goes_out_in_batches_not_with_every_vector() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(&config());
+        for seq in 1..=3000 {
+            p.note(seq, Priority::Medium, t0);
+        }
+        let later = t0 + Duration::from_secs(11);
+        assert!(!p.due(40, 0, later), "overdue, but 40 of 3,000 vectors are not a batch");
+        assert!(p.due(100, 0, later), "a batch");
+        p.covered(100, 3000);
+        assert!(!p.due(130, 100, later), "not with every vector that follows");
+        assert!(p.due(200, 100, later));
+        p.covered(2950, 3000);
+        assert!(p.due(3000, 2950, later), "the rest, once all of it is vectorized");
+        p.covered(3000, 3000);
+        assert!(p.is_empty());
+    }
+
+    #[test]
     fn events_no_snapshot_covers_at_start_stay_due_until_all_are_covered() {
         let t0 = Instant::now();
         let mut p = Pending::new(&config());
@@ -202,6 +238,10 @@ mod tests {
         assert!(!p.due(50, 0, t0));
         assert!(p.due(100, 0, t0), "a batch of 100");
         p.covered(500_000, 1_000_000);
-        assert!(p.due(500_001, 500_000, t0 + Duration::from_secs(31)), "the rest of a merged range stays pending");
+        let later = t0 + Duration::from_secs(31);
+        assert!(!p.is_empty(), "the rest of a merged range stays pending");
+        assert!(!p.due(500_001, 500_000, later), "not with every new vector");
+        assert!(p.due(500_100, 500_000, later), "with a batch");
+        assert!(p.due(1_000_000, 999_950, later), "or once all of it is vectorized");
     }
 }
