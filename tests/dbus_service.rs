@@ -509,8 +509,16 @@ fn the_shipped_policy_lets_root_write_the_group_read_and_others_only_introspect(
     assert!(ok, "netdev may read stats: {out}");
     let (ok, out) = as_user(&reader, &["get-property", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "HeadSeq"]);
     assert!(ok && out.trim() == "t 1", "netdev may read properties: {out}");
+    let anomalies =
+        ["call", "dev.ovs.PortAgent1", "/dev/ovs/PortAgent1", "dev.ovs.PortAgent1", "DetectAnomalies", "ta{sv}", "3600000", "0"];
+    let (ok, out) = as_user(&reader, &anomalies);
+    assert!(ok, "netdev may run the analyses: {out}");
+    let (ok, out) = as_user(&nobody, &anomalies);
+    assert!(!ok && out.contains("denied"), "nobody must not run them: {out}");
     let (ok, out) = as_user(&reader, &record);
     assert!(!ok && out.contains("denied"), "netdev must not record: {out}");
+    let (ok, out) = as_user(&reader, &call("SyncNow"));
+    assert!(!ok && out.contains("denied"), "netdev must not force a sync: {out}");
     // Only root may own the name.
     let (ok, out) = as_user(
         &nobody,
