@@ -118,6 +118,11 @@ fn one_replica_host_keeps_many_primaries_apart_and_serves_them_all() {
     let answer = json_of(search(&served, "uplink lost carrier", "{'limit': <uint32 5>}"));
     assert_eq!(answer["hits"][0]["host"], "hv-a", "{answer}");
     assert_eq!(answer["hits"][0]["summary"], "uplink eth0 lost carrier on hv-a");
+    // Each origin searched as deep as one: on these small histories, the same answer.
+    let thorough = json_of(search(&served, "uplink lost carrier", "{'limit': <uint32 5>, 'thorough': <true>}"));
+    let seqs =
+        |a: &serde_json::Value| a["hits"].as_array().unwrap().iter().map(|h| (h["host"].clone(), h["seq"].clone())).collect::<Vec<_>>();
+    assert_eq!(seqs(&thorough), seqs(&answer), "{thorough}");
     let origins: Vec<&str> = answer["origins"].as_array().unwrap().iter().map(|o| o["host"].as_str().unwrap()).collect();
     assert_eq!(origins, ["hv-a", "hv-b"], "{answer}");
     assert!(answer["origins"][1]["head_hash"].as_str().unwrap().len() == 64);

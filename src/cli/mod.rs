@@ -456,6 +456,11 @@ pub struct FleetArgs {
     /// Leave out histories whose newest snapshot is older than this (e.g. 10min).
     #[arg(long, value_name = "DURATION")]
     max_staleness: Option<humantime::Duration>,
+    /// On a replica holding several hosts' histories: search each as deep as a search of
+    /// one (slower; by default each goes shallower, as only its first hits can make the
+    /// merged answer).
+    #[arg(long)]
+    thorough: bool,
 }
 
 impl FleetArgs {
@@ -481,6 +486,9 @@ impl FleetArgs {
         }
         if let Some(bound) = self.max_staleness {
             options.insert("max_staleness_ms", Value::U64(bound.as_millis() as u64));
+        }
+        if self.thorough {
+            options.insert("thorough", Value::Bool(true));
         }
         Ok(())
     }

@@ -75,6 +75,7 @@ pub const SEARCH_OPTIONS: &[(&str, &str)] = &[
     ("min_seq", "t"),
     ("max_staleness_ms", "t"),
     ("wait_ms", "u"),
+    ("thorough", "b"),
 ];
 
 /// Hosts named in one `hosts` option, at most.
@@ -108,6 +109,7 @@ pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters,
             ("max_staleness_ms", Value::U64(ms)) => select.max_staleness_ms = Some(*ms),
             ("wait_ms", Value::U32(ms)) if *ms <= MAX_WAIT_MS => select.wait_ms = u64::from(*ms),
             ("wait_ms", _) => return Err(AgentError::invalid(format!("wait_ms must be at most {MAX_WAIT_MS}"))),
+            ("thorough", Value::Bool(thorough)) => select.thorough = *thorough,
             _ => return Err(wrong()),
         }
     }
@@ -282,6 +284,10 @@ mod tests {
         assert!(err.to_string().contains("limit must be of type u"), "{err}");
         assert!(search_options(&opts(vec![("limit", Value::U32(0))])).is_err());
         assert!(search_options(&opts(vec![("since_unix_ms", Value::I64(i64::MAX))])).is_err());
+        let (_, _, select) = search_options(&opts(vec![("thorough", Value::Bool(true))])).unwrap();
+        assert!(select.thorough);
+        let err = search_options(&opts(vec![("thorough", Value::U32(1))])).unwrap_err();
+        assert!(err.to_string().contains("thorough must be of type b"), "{err}");
     }
 
     #[test]

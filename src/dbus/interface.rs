@@ -135,7 +135,7 @@ impl PortAgent {
     /// Search with filters: limit (u), element_id, element_type, action, source,
     /// min_priority (s), since_unix_ms, until_unix_ms (x); on a replica holding several
     /// hosts: hosts (as), and freshness: min_seq (t, with one host; waits up to wait_ms, u),
-    /// max_staleness_ms (t).
+    /// max_staleness_ms (t); thorough (b): each of several hosts searched as deep as one.
     async fn search(
         &self,
         #[zbus(header)] header: Header<'_>,

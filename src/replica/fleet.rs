@@ -14,7 +14,7 @@ use crate::embed::QueryEmbedder;
 use crate::failure::{Invalid, Stale};
 use crate::index::EventRow;
 use crate::names::{check_origin_name, origin_object_path};
-use crate::search::{Answer, Freshness, Hit};
+use crate::search::{Answer, Depth, Freshness, Hit};
 use crate::stream::receive::{self, ORIGINS_DIR};
 use crate::vector::Filters;
 use anyhow::{Result, anyhow};
@@ -37,6 +37,9 @@ pub struct OriginSelect {
     /// Origins whose snapshot is older than this are left out (and named in the notes).
     pub max_staleness_ms: Option<u64>,
     pub wait_ms: u64,
+    /// Search each of several origins as deep as a search of one (slower; see
+    /// [`Depth::merged`]).
+    pub thorough: bool,
 }
 
 /// What a D-Bus object of a replica serves: every origin, or one.
@@ -302,7 +305,8 @@ impl Fleet {
         let plan = crate::search::plan(query, crate::event::now_ns(), crate::search::local_utc_offset())?;
         let vector = if plan.semantic.is_empty() { None } else { Some(self.queries.embed(&plan.semantic)?) };
         let several = selected.len() > 1;
-        let answers = answer_each(&selected, |view| view.answer(&plan, vector.as_deref(), limit, filters));
+        let depth = if several && !select.thorough { Depth::merged(limit) } else { Depth::full(limit) };
+        let answers = answer_each(&selected, |view| view.answer(&plan, vector.as_deref(), limit, filters, depth));
         let mut merged = Answer::default();
         let mut hits: Vec<Hit> = Vec::new();
         for (i, ((name, view), answer)) in selected.iter().zip(answers).enumerate() {

@@ -22,7 +22,7 @@ use crate::embed::QueryEmbedder;
 use crate::index::{EventRow, Index};
 use crate::layout::Layout;
 use crate::lock::DataDirLock;
-use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
+use crate::search::{Answer, Depth, ReadMode, Readers, SearchState, catalog_events_after, load_graph};
 use crate::stream::receive::{self, ReplicaState};
 use crate::stream::snapshot::Manifest;
 use crate::vector::{Catalog, Filters, VectorIndex};
@@ -247,9 +247,16 @@ impl ReplicaView {
     }
 
     /// The answer to a query already planned and embedded (once for many origins).
-    pub fn answer(&self, plan: &crate::search::Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters) -> Result<Answer> {
+    pub fn answer(
+        &self,
+        plan: &crate::search::Plan,
+        vector: Option<&[f32]>,
+        limit: usize,
+        filters: &Filters,
+        depth: Depth,
+    ) -> Result<Answer> {
         let current = self.current()?;
-        let mut answer = self.search.hybrid(plan, vector, limit, filters)?;
+        let mut answer = self.search.hybrid_at(plan, vector, limit, filters, depth)?;
         answer.note_unvectorized(
             current.manifest.head_seq.saturating_sub(self.vectorized_seq()),
             "the primary embeds them; they arrive with a later snapshot",

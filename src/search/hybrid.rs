@@ -34,6 +34,36 @@ const NOT_A_FAILURE: f64 = 0.75;
 /// keeps this share of its score.
 const OTHER_ELEMENT: f64 = 0.5;
 
+/// How deep one search goes: its candidate pools.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depth {
+    /// Nearest events taken from the semantic side (each re-scored exactly from
+    /// `RERANK_FACTOR` times as many graph candidates).
+    pub semantic: usize,
+    /// The graph walk's breadth, when narrower than the configured `vector.ef_search`.
+    pub ef_search: Option<usize>,
+    /// Fused candidates read from the index and re-ranked.
+    pub rows: usize,
+}
+
+/// The graph walk's breadth for one of several searches merged into one answer.
+const MERGED_EF_SEARCH: usize = 48;
+
+impl Depth {
+    /// A search answered on its own.
+    pub fn full(limit: usize) -> Self {
+        Self { semantic: SEMANTIC_CANDIDATES.max(limit * 3), ef_search: None, rows: RERANKED.max(limit * 4) }
+    }
+
+    /// One of several searches (a replica's origins) merged by their rank scores: only the
+    /// first few hits of each can reach the merged answer, so each goes a third as deep on
+    /// the semantic side and half as deep in rows (measured against `full` in
+    /// benches/REPORT.md, "The fleet").
+    pub fn merged(limit: usize) -> Self {
+        Self { semantic: limit.max(SEMANTIC_CANDIDATES / 3), ef_search: Some(MERGED_EF_SEARCH), rows: (limit * 2).max(RERANKED / 2) }
+    }
+}
+
 /// The name part of an element id (`interface:ens3` → `ens3`), lowercased.
 fn element_name(element_id: &str) -> String {
     element_id.split_once(':').map_or(element_id, |(_, name)| name).to_lowercase()
@@ -197,6 +227,11 @@ impl AnswerTime {
 impl SearchState {
     /// The `limit` best events for a query plan (and its embedding, when it has words).
     pub fn hybrid(&self, plan: &Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters) -> Result<Answer> {
+        self.hybrid_at(plan, vector, limit, filters, Depth::full(limit))
+    }
+
+    /// [`hybrid`](Self::hybrid) with the candidate pools of `depth`.
+    pub fn hybrid_at(&self, plan: &Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters, depth: Depth) -> Result<Answer> {
         let mut filters = filters.clone();
         if let Some(w) = &plan.time {
             filters.since_ns = Some(filters.since_ns.map_or(w.since_ns, |s| s.max(w.since_ns)));
@@ -212,7 +247,10 @@ impl SearchState {
             ..Default::default()
         };
         let semantic = match vector {
-            Some(v) if !plan.semantic.is_empty() => self.nearest(v, SEMANTIC_CANDIDATES.max(limit * 3), &filters)?,
+            Some(v) if !plan.semantic.is_empty() => {
+                let ef_search = depth.ef_search.map_or(self.ef_search, |ef| ef.min(self.ef_search));
+                self.readers.with(|index| self.nearest_with_effort(index, v, depth.semantic, &filters, ef_search))?
+            }
             _ => Vec::new(),
         };
         let lexical = match &plan.lexical {
@@ -247,7 +285,7 @@ impl SearchState {
         let mut fused: Vec<(u64, f64, Why)> = fused.into_iter().map(|(seq, (score, why))| (seq, score / best, why)).collect();
         fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         // Only the best few are read and re-ranked (details can be 64 KiB each).
-        fused.truncate(RERANKED.max(limit * 4));
+        fused.truncate(depth.rows);
         let mut ranked = self.rows(fused)?;
         if let Some(wanted) = plan.direction {
             for c in &mut ranked {
@@ -353,6 +391,13 @@ fn hit(c: Candidate) -> Hit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merged_search_goes_shallower_but_never_below_its_limit() {
+        let (full, merged) = (Depth::full(10), Depth::merged(10));
+        assert!(merged.semantic < full.semantic && merged.rows < full.rows && merged.ef_search.is_some());
+        assert!(Depth::merged(50).semantic >= 50 && Depth::merged(50).rows >= 50);
+    }
 
     #[test]
     fn a_word_naming_a_candidates_element_is_a_named_element() {

@@ -15,7 +15,7 @@ mod thesaurus;
 mod time;
 
 pub use direction::{Direction, of_event as event_direction};
-pub use hybrid::{Answer, AnswerTime, Change, Freshness, Hit, Why};
+pub use hybrid::{Answer, AnswerTime, Change, Depth, Freshness, Hit, Why};
 pub use load::{catalog_events_after, insert_stored_after, load_graph};
 pub use query::{MAX_QUERY_BYTES, Plan, Unsearchable, plan};
 pub use time::{TimeWindow, local_utc_offset};
