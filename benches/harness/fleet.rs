@@ -95,6 +95,38 @@ fn search_latencies(rt: &tokio::runtime::Runtime, conn: &zbus::Connection, calls
     lat
 }
 
+/// Every bench query asked as usual and with `thorough`: the thorough calls' latencies, the
+/// mean share of the usual top 10 (host, seq) that the thorough top 10 holds, and the share
+/// of queries answered identically.
+fn against_thorough(rt: &tokio::runtime::Runtime, conn: &zbus::Connection) -> (Vec<f64>, f64, f64) {
+    let top = |thorough: bool, q: &str| -> (Vec<(String, u64)>, f64) {
+        let mut opts = std::collections::HashMap::new();
+        opts.insert("thorough", zbus::zvariant::Value::from(thorough));
+        let t = Instant::now();
+        let reply = rt.block_on(call_agent(conn, "Search", &(q, opts))).expect("every search is answered");
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let json: String = reply.body().deserialize().expect("a string");
+        let answer: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        let hits = answer["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| (h["host"].as_str().unwrap_or("").to_owned(), h["seq"].as_u64().unwrap_or(0)));
+        (hits.collect(), ms)
+    };
+    let (mut latencies, mut overlap, mut identical) = (Vec::new(), 0.0, 0usize);
+    let asked = 5 * QUERIES.len();
+    for i in 0..asked {
+        let q = format!("{} {i}", QUERIES[i % QUERIES.len()]);
+        let (merged, _) = top(false, &q);
+        let (deep, ms) = top(true, &q);
+        latencies.push(ms);
+        overlap += merged.iter().filter(|h| deep.contains(h)).count() as f64 / merged.len().max(1) as f64;
+        identical += usize::from(merged == deep);
+    }
+    (latencies, overlap / asked as f64, identical as f64 / asked as f64)
+}
+
 pub fn aggregating_replica(origins: usize, events: usize) {
     let mut report = Report::new(&format!("fleet-{origins}x{}", crate::size_name(events)));
     let files = ModelFiles::locate(&crate::model_config()).expect("provision the model first");
@@ -147,6 +179,14 @@ pub fn aggregating_replica(origins: usize, events: usize) {
     let (p50, p99) = median_p99(&mut all);
     report.add(&format!("SemanticSearch across {origins} origins x {events}, one client, p50"), p50, "ms");
     report.add(&format!("SemanticSearch across {origins} origins x {events}, one client, p99"), p99, "ms");
+    // Each origin searched as deep as a search of one ("thorough", what every search did
+    // before merged searches went shallower): its latency, and how far the merged answers
+    // agree with it.
+    let (mut thorough, overlap, identical) = against_thorough(&rt, &conn);
+    let (p50, p99) = median_p99(&mut thorough);
+    report.add("the same, thorough (each origin as deep as a search of one), p50 / p99", p50, &format!("ms / {p99:.1} ms"));
+    report.add("merged answers' top 10 found by the thorough search too, mean", overlap, "share");
+    report.add("merged answers identical to the thorough ones (same hits, same order)", identical, "share");
     let mut one = search_latencies(&rt, &conn, QUERY_CALLS, "hv00");
     let (p50, p99) = median_p99(&mut one);
     report.add("Search of one origin (hosts = [hv00]), p50 / p99", p50, &format!("ms / {p99:.1} ms"));
