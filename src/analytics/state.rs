@@ -190,7 +190,11 @@ impl<'a> Confirmer<'a> {
         let set = if name == "present" { Some(Value::Bool(!removed)) } else { updates.get(name).cloned() };
         // A list changed by items: the event names the items, not the whole list.
         let by_items = list_changes(&event.details).into_iter().find(|(f, _, _)| *f == name).is_some_and(|(_, added, dropped)| {
-            field.value.as_array().is_some_and(|list| added.iter().all(|v| list.contains(v)) && !dropped.iter().any(|v| list.contains(v)))
+            let list: std::collections::HashSet<&Value> = field.value.as_array().into_iter().flatten().collect();
+            // Taken out, then put in: an item named by both is in the list.
+            field.value.is_array()
+                && added.iter().all(|v| list.contains(v))
+                && !dropped.iter().any(|v| list.contains(v) && !added.contains(v))
         });
         if !by_items && set.as_ref() != Some(&field.value) {
             bail!(crate::index::IndexError::Corrupt(format!(

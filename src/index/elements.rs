@@ -6,6 +6,7 @@ use crate::ledger::Record;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 /// An element's current state as the index derives it from its events.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,7 +117,11 @@ pub fn next_state(state: Value, details: &Value) -> Value {
 pub fn state_updates_over<'a>(details: &Value, current: impl Fn(&str) -> Option<&'a Value>) -> (Map<String, Value>, bool) {
     let (mut updates, removed) = state_updates(details);
     for (field, added, dropped) in list_changes(details) {
-        let base = updates.get(field).or_else(|| current(field)).and_then(Value::as_array).cloned().unwrap_or_default();
+        let base = match updates.get(field).or_else(|| current(field)) {
+            Some(Value::Array(items)) => items.clone(),
+            None | Some(Value::Null) => Vec::new(),
+            Some(single) => vec![single.clone()],
+        };
         updates.insert(field.to_owned(), Value::Array(merge_list(base, added, dropped)));
     }
     (updates, removed)
@@ -139,13 +144,15 @@ pub fn list_changes(details: &Value) -> Vec<(&str, &[Value], &[Value])> {
     fields.into_iter().map(|field| (field, items("added", field), items("removed", field))).collect()
 }
 
-/// A list with `added` items appended (those not in it yet) and `removed` ones taken out,
-/// sorted when it was.
+/// A list with `removed` items taken out, then `added` ones appended (those not in it yet),
+/// sorted when it was. Linear in the sizes (an imported event may name thousands).
 fn merge_list(mut list: Vec<Value>, added: &[Value], removed: &[Value]) -> Vec<Value> {
     let sorted = list.windows(2).all(|w| value_order(&w[0], &w[1]).is_le());
+    let removed: HashSet<&Value> = removed.iter().collect();
     list.retain(|v| !removed.contains(v));
+    let mut held: HashSet<Value> = list.iter().cloned().collect();
     for item in added {
-        if !list.contains(item) {
+        if held.insert(item.clone()) {
             list.push(item.clone());
         }
     }

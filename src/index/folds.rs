@@ -272,12 +272,17 @@ mod tests {
     fn lists_changed_by_items_keep_the_whole_list_in_the_state() {
         let mut f = ElementFold::default();
         f.apply(1, 10, &json!({"after": {"name": "br0", "ports": ["br0", "p2"]}}));
-        f.apply(2, 20, &json!({"port": "p1", "after": {"port_count": 3}, "added": {"ports": ["p1"]}}));
+        f.apply(2, 20, &json!({"port": "p1", "after": {}, "added": {"ports": ["p1"]}}));
         assert_eq!(f.fields["ports"].value, json!(["br0", "p1", "p2"]), "sorted as it came");
-        f.apply(3, 30, &json!({"port": "p2", "after": {"port_count": 2}, "removed": {"ports": ["p2"]}}));
+        f.apply(3, 30, &json!({"port": "p2", "after": {}, "removed": {"ports": ["p2"]}}));
         assert_eq!((f.fields["ports"].value.clone(), f.fields["ports"].seq), (json!(["br0", "p1"]), 3));
-        let state = next_state(json!({"ports": ["br0", "p1"]}), &json!({"after": {"port_count": 3}, "added": {"ports": ["p9"]}}));
-        assert_eq!(state["ports"], json!(["br0", "p1", "p9"]));
+        let state = next_state(
+            json!({"ports": ["br0", "p1"]}),
+            &json!({"after": {}, "added": {"ports": ["p9"]}, "removed": {"ports": ["p9", "p1"]}}),
+        );
+        assert_eq!(state["ports"], json!(["br0", "p9"]), "taken out, then put in");
+        let state = next_state(json!({"ports": "br0"}), &json!({"added": {"ports": ["p1"]}}));
+        assert_eq!(state["ports"], json!(["br0", "p1"]), "a single value is a list of one");
         // A plain detail named "added" (an imported event) is a field, not a list change.
         let state = next_state(json!({}), &json!({"added": "yesterday"}));
         assert_eq!(state["added"], "yesterday");

@@ -9,7 +9,7 @@ use super::direction::{self, Direction};
 use super::query::Plan;
 use super::time::TimeWindow;
 use crate::event::Priority;
-use crate::index::EventRow;
+use crate::index::{EventRow, list_changes};
 use crate::text::facts;
 use crate::vector::Filters;
 use anyhow::Result;
@@ -342,8 +342,13 @@ impl SearchState {
         let mut groups: HashMap<(String, String), usize> = HashMap::new();
         for c in ranked {
             // Near-duplicates: the same element, the same action, the same fields changed to the
-            // same values (connectivity lost four times; not lost and then restored).
-            let changed: Vec<String> = c.changes.iter().map(|ch| format!("{}={}", ch.field, ch.after)).collect();
+            // same values (connectivity lost four times; not lost and then restored; not two
+            // different ports joining one bridge).
+            let mut changed: Vec<String> = c.changes.iter().map(|ch| format!("{}={}", ch.field, ch.after)).collect();
+            // A list changed by items ("port vnet7 joined the bridge"): which items.
+            for (field, added, removed) in list_changes(&c.row.details) {
+                changed.push(format!("{field}+{added:?}-{removed:?}"));
+            }
             let key = (c.row.element_id.clone(), format!("{} {}", c.row.action, changed.join(",")));
             if let Some(&at) = groups.get(&key) {
                 hits[at].similar.push(c.row.seq);
@@ -391,6 +396,32 @@ fn hit(c: Candidate) -> Hit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn candidate(seq: u64, action: &str, details: serde_json::Value) -> Candidate {
+        let row = EventRow {
+            seq,
+            ts: 0,
+            element_id: "bridge:br0".into(),
+            element_type: "bridge".into(),
+            action: action.into(),
+            priority: Priority::Medium,
+            source: "ovsdb".into(),
+            hash: String::new(),
+            summary: String::new(),
+            details: details.clone(),
+        };
+        Candidate { row, score: 1.0, why: Why::default(), changes: Change::all_in(&details) }
+    }
+
+    #[test]
+    fn different_ports_joining_one_bridge_are_different_hits_the_same_change_twice_is_one() {
+        use serde_json::json;
+        let joined = |seq, port: &str| {
+            candidate(seq, "port.added", json!({"port": port, "added": {"ports": [port]}, "after": {}, "changed": ["ports"]}))
+        };
+        let hits = SearchState::hits(vec![joined(3, "vnet7"), joined(2, "vnet8"), joined(1, "vnet7")], 10);
+        assert_eq!(hits.iter().map(|h| (h.seq, h.similar.clone())).collect::<Vec<_>>(), vec![(3, vec![1]), (2, vec![])]);
+    }
 
     #[test]
     fn a_merged_search_goes_shallower_but_never_below_its_limit() {

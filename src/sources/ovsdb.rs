@@ -94,10 +94,7 @@ impl Rows {
         match table {
             "Bridge" => {
                 if let Some(p) = row.get("ports") {
-                    let ports = names("Port", p);
-                    // Membership events carry the count (not the list), so the state does too.
-                    out.insert("port_count".into(), Value::from(ports.as_array().map_or(0, Vec::len)));
-                    out.insert("ports".into(), ports);
+                    out.insert("ports".into(), names("Port", p));
                 }
             }
             "Port" => {
@@ -354,15 +351,16 @@ fn modification_events(
     let mut out = Vec::new();
     let text = |v: Option<&Value>| value_text(v.unwrap_or(&Value::Null));
     if table == "Bridge" && d.changed.iter().any(|c| c == "ports") {
-        // Each port's arrival or departure names the port and the count, not the whole list
-        // before and after: on a bridge of thousands of ports that was kilobytes per event,
-        // and a burst of N ports cost N² in the ledger, the index and every incremental.
+        // Each port's arrival or departure names the port, not the whole list before and
+        // after: on a bridge of thousands of ports that was kilobytes per event, and a burst
+        // of N ports cost N² in the ledger, the index and every incremental. The element
+        // fold merges `added` / `removed` into the list the state holds; `after` is empty,
+        // as nothing else changed.
         let before: Vec<Value> = as_list(old.get("ports").unwrap_or(&Value::Null));
         let after: Vec<Value> = as_list(new.get("ports").unwrap_or(&Value::Null));
-        let (was, is) = (before.len(), after.len());
         let before_set: HashSet<&Value> = before.iter().collect();
         let after_set: HashSet<&Value> = after.iter().collect();
-        let membership = |p: &Value, change: &str| json!({"port": p, "before": {"port_count": was}, "after": {"port_count": is}, "changed": ["port_count"], change: {"ports": [p]}});
+        let membership = |p: &Value, change: &str| json!({"port": p, change: {"ports": [p]}, "after": {}, "changed": ["ports"]});
         for p in after.iter().filter(|p| !before_set.contains(p)) {
             let name_of_port = p.as_str().unwrap_or_default();
             out.push(event(
@@ -384,8 +382,7 @@ fn modification_events(
             ));
         }
     }
-    let rest: Vec<String> =
-        d.changed.iter().filter(|c| !(table == "Bridge" && matches!(c.as_str(), "ports" | "port_count"))).cloned().collect();
+    let rest: Vec<String> = d.changed.iter().filter(|c| !(table == "Bridge" && *c == "ports")).cloned().collect();
     if rest.is_empty() {
         return out;
     }
@@ -499,7 +496,8 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].action.as_str(), e[0].details["port"].as_str()), ("port.added", Some("p1")));
         assert_eq!(e[0].details["added"], json!({"ports": ["p1"]}));
-        assert_eq!((e[0].details["before"]["port_count"].as_u64(), e[0].details["after"]["port_count"].as_u64()), (Some(1), Some(2)));
+        let state = crate::index::next_state(json!({"name": "br0", "ports": ["br0"]}), &e[0].details);
+        assert_eq!((state["ports"].clone(), state["present"].clone()), (json!(["br0", "p1"]), json!(true)), "folded into the state");
     }
 
     #[test]
