@@ -124,8 +124,9 @@ impl StreamHandle {
     /// parents of their next incrementals); deletes the rest.
     fn prune(&self) {
         // The trigger and every replica worker prune; one at a time, or two would delete
-        // the same snapshot and the second would fail.
-        let _pruning = self.pruning.lock().expect("prune lock");
+        // the same snapshot and the second would fail. One already at it will do; the next
+        // prune catches up.
+        let Ok(_pruning) = self.pruning.try_lock() else { return };
         let mut keep: Vec<String> = self.statuses.lock().expect("status lock").values().filter_map(|s| s.acked_snapshot.clone()).collect();
         keep.extend(self.sending.lock().expect("sending lock").values().cloned());
         let all = snapshot::list(&self.snapshots);
@@ -320,7 +321,7 @@ async fn trigger_loop(
             Ok(covered) => {
                 failures = 0;
                 if let Some((seq, head)) = covered {
-                    pending.covered(seq, head);
+                    pending.covered(seq, head, Instant::now());
                 }
                 report(&engine, &handle.health, SNAPSHOT_STAGE, None).await;
             }

@@ -6,7 +6,8 @@
 //! burst, the vectors of thousands of earlier events may take tens of seconds. A snapshot is
 //! named by its vectorized seq, so a new one needs at least one new vector. A batch of
 //! vectorized events is due at once; nothing new, nothing snapshotted. Medium and low events
-//! past their delay go once all of them are vectorized, or with a batch.
+//! past their delay go once all of them are vectorized, with a batch, or — a backlog being
+//! embedded — with what has its vector at most once per [`PARTIAL_GAP`].
 //!
 //! The pending set is bounded: per priority class at most [`RANGES_PER_CLASS`] ranges of
 //! seqs, each with the earliest due time of the events in it. When a burst would exceed
@@ -41,11 +42,25 @@ pub struct Pending {
     /// What the last snapshot covered: vectors through `.0`, the ledger through `.1`. A
     /// notice read after it (notices lag in a burst) about an event it covers is not pending.
     covered: (u64, u64),
+    /// When the last snapshot was taken: overdue events partly vectorized go at most once
+    /// per [`PARTIAL_GAP`].
+    last_cut: Option<Instant>,
 }
+
+/// The shortest gap between snapshots that carry only part of the overdue medium and low
+/// events (a backlog being embedded): one per vector was a snapshot every few tens of ms.
+pub const PARTIAL_GAP: Duration = Duration::from_secs(1);
 
 impl Pending {
     pub fn new(config: &StreamConfig) -> Self {
-        let mut pending = Self { delays: Default::default(), batch_events: 1, classes: Default::default(), missed: None, covered: (0, 0) };
+        let mut pending = Self {
+            delays: Default::default(),
+            batch_events: 1,
+            classes: Default::default(),
+            missed: None,
+            covered: (0, 0),
+            last_cut: None,
+        };
         pending.set_policy(config);
         pending
     }
@@ -101,13 +116,13 @@ impl Pending {
     /// Whether some class's overdue events can go now. Critical and high ones go at the
     /// head; events no snapshot covered at start (the critical class, not by head) go as
     /// their vectors come; medium and low ones once every overdue one of the class has its
-    /// vector (the batch rule covers a long backlog) — going with every new vector of a
-    /// backlog was a snapshot every few tens of milliseconds.
+    /// vector, or with what has its vector at most once per [`PARTIAL_GAP`] (a backlog).
     fn overdue_ready(&self, vectorized: u64, now: Instant) -> bool {
         let critical = Priority::Critical.rank() as usize;
+        let partial = self.last_cut.is_none_or(|at| at + PARTIAL_GAP <= now);
         self.classes.iter().enumerate().any(|(class, ranges)| {
             let Some(front) = ranges.front().filter(|r| r.due <= now) else { return false };
-            if front.by_head || (class == critical && front.first <= vectorized) {
+            if front.by_head || ((class == critical || partial) && front.first <= vectorized) {
                 return true;
             }
             // Due times grow along a class, so the overdue ranges are its first ones.
@@ -118,8 +133,9 @@ impl Pending {
 
     /// A snapshot holding the vectors of everything through `seq` and the ledger through
     /// `head` was taken.
-    pub fn covered(&mut self, seq: u64, head: u64) {
+    pub fn covered(&mut self, seq: u64, head: u64, now: Instant) {
         self.missed = None;
+        self.last_cut = Some(now);
         self.covered = (self.covered.0.max(seq), self.covered.1.max(head));
         for class in &mut self.classes {
             while let Some(front) = class.front_mut() {
@@ -166,7 +182,7 @@ mod tests {
         assert!(!p.due(1, 0, t0), "a low one waits for its delay");
         p.note(2, Priority::Critical, t0);
         assert!(p.due(1, 0, t0), "the critical one is due at once, its vector or not");
-        p.covered(1, 2);
+        p.covered(1, 2, t0);
         assert!(p.is_empty(), "in the snapshot's ledger: the critical one is covered, and the low one by its vector");
         p.note(3, Priority::High, t0);
         assert!(!p.due(3, 2, t0 + Duration::from_millis(999)));
@@ -184,12 +200,12 @@ mod tests {
         p.note(5001, Priority::Critical, t0);
         assert!(!p.due(40, 40, t0), "a new snapshot needs a new vector (its name)");
         assert!(p.due(41, 40, t0), "due long before the 5,000 events ahead of it are embedded");
-        p.covered(41, 5001);
+        p.covered(41, 5001, t0);
         assert!(!p.due(42, 41, t0 + Duration::from_secs(1)), "the critical one is on the replicas; the rest waits");
         p.note(4999, Priority::High, t0);
         assert!(!p.due(42, 41, t0 + Duration::from_secs(2)), "a late notice of an event already on the replicas is not pending");
         assert!(p.due(141, 41, t0), "a batch of vectors");
-        p.covered(5001, 5001);
+        p.covered(5001, 5001, t0);
         assert!(p.is_empty());
     }
 
@@ -201,14 +217,15 @@ mod tests {
             p.note(seq, Priority::Medium, t0);
         }
         let later = t0 + Duration::from_secs(11);
-        assert!(!p.due(40, 0, later), "overdue, but 40 of 3,000 vectors are not a batch");
-        assert!(p.due(100, 0, later), "a batch");
-        p.covered(100, 3000);
-        assert!(!p.due(130, 100, later), "not with every vector that follows");
-        assert!(p.due(200, 100, later));
-        p.covered(2950, 3000);
-        assert!(p.due(3000, 2950, later), "the rest, once all of it is vectorized");
-        p.covered(3000, 3000);
+        let ms = Duration::from_millis;
+        assert!(p.due(40, 0, later), "overdue: what has its vector goes");
+        p.covered(40, 3000, later);
+        assert!(!p.due(70, 40, later + ms(100)), "not with every vector that follows");
+        assert!(p.due(140, 40, later + ms(100)), "a batch");
+        assert!(p.due(70, 40, later + ms(1000)), "or what has its vector, a second later");
+        p.covered(2950, 3000, later + ms(2000));
+        assert!(p.due(3000, 2950, later + ms(2100)), "the rest, once all of it is vectorized");
+        p.covered(3000, 3000, later + ms(2100));
         assert!(p.is_empty());
     }
 
@@ -219,11 +236,11 @@ mod tests {
         p.note_uncovered(11, 40, t0);
         assert!(!p.due(10, 10, t0), "nothing beyond the last snapshot is vectorized yet");
         assert!(p.due(14, 10, t0), "due at once, whatever their priority");
-        p.covered(14, 40);
+        p.covered(14, 40, t0);
         assert!(p.due(25, 14, t0), "the backlog's next batch is due too, not only the first");
-        p.covered(25, 40);
+        p.covered(25, 40, t0);
         assert!(!p.is_empty());
-        p.covered(40, 40);
+        p.covered(40, 40, t0);
         assert!(p.is_empty());
     }
 
@@ -237,11 +254,12 @@ mod tests {
         assert!(p.len() <= RANGES_PER_CLASS);
         assert!(!p.due(50, 0, t0));
         assert!(p.due(100, 0, t0), "a batch of 100");
-        p.covered(500_000, 1_000_000);
         let later = t0 + Duration::from_secs(31);
+        p.covered(500_000, 1_000_000, later);
         assert!(!p.is_empty(), "the rest of a merged range stays pending");
         assert!(!p.due(500_001, 500_000, later), "not with every new vector");
         assert!(p.due(500_100, 500_000, later), "with a batch");
         assert!(p.due(1_000_000, 999_950, later), "or once all of it is vectorized");
+        assert!(p.due(500_001, 500_000, later + PARTIAL_GAP), "or what has its vector, once per gap");
     }
 }
