@@ -112,11 +112,28 @@ impl ReplicaView {
     /// Takes in the newest verified snapshot if it is not the one being served; returns
     /// true when it switched.
     pub fn refresh(&self) -> Result<bool> {
-        let state = ReplicaState::load(&self.dir);
-        let Some(name) = state.newest.clone() else { return Ok(false) };
+        // The receiver keeps only the newest few snapshots: one taken in while newer ones
+        // arrive can be deleted under the reader. Then the newest is taken instead.
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let Some(name) = ReplicaState::load(&self.dir).newest else { return Ok(false) };
+            match self.take_in_newest(&name) {
+                Err(e) if attempt < ATTEMPTS && !self.dir.join(&name).exists() => {
+                    tracing::debug!(snapshot = %name, error = %format!("{e:#}"), "a newer snapshot replaced it while it was taken in; taking the newest");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Serves snapshot `name` unless it is served already.
+    fn take_in_newest(&self, name: &str) -> Result<bool> {
         if self.current.read().expect("replica lock").as_ref().is_some_and(|c| c.name == name) {
             return Ok(false);
         }
+        let name = name.to_owned();
         let path = self.dir.join(&name);
         let manifest = Manifest::read(&path)?;
         if manifest.model_sha256 != self.queries.model_sha256() {
@@ -173,6 +190,9 @@ impl ReplicaView {
                 Ok(rows) => rows,
                 // A damaged vector row in a range this snapshot's check did not cover (older
                 // than its predecessor): skipped, the event stays findable by its words.
+                // Gone under the reader (the receiver's retention): not damage; taken again
+                // from the newest snapshot.
+                Err(e) if !snapshot.exists() => return Err(anyhow!("{} was deleted while it was read: {e}", snapshot.display())),
                 Err(e) => {
                     tracing::warn!(error = %e, after, "skipping unreadable received vectors");
                     self.vectorized_seq.store(manifest.seq, Ordering::Relaxed);
