@@ -7,7 +7,7 @@
 //! forged index) is an error, never an answer.
 
 use super::{Cite, known_element};
-use crate::index::{FieldFold, FoldBasis, Index, list_changes, state_updates};
+use crate::index::{FieldFold, FoldBasis, Index, state_updates_over};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::Value;
@@ -186,17 +186,11 @@ impl<'a> Confirmer<'a> {
     /// The cite of the event that set `field`, after checking it did set that value.
     fn confirm(&mut self, name: &str, field: &FieldFold) -> Result<Cite> {
         let event = self.event(field.seq)?;
-        let (updates, removed) = state_updates(&event.details);
+        // Folded as the index folds it, over the value before that change (a list changed
+        // by items merges into it).
+        let (updates, removed) = state_updates_over(&event.details, |f| (f == name).then_some(&field.previous));
         let set = if name == "present" { Some(Value::Bool(!removed)) } else { updates.get(name).cloned() };
-        // A list changed by items: the event names the items, not the whole list.
-        let by_items = list_changes(&event.details).into_iter().find(|(f, _, _)| *f == name).is_some_and(|(_, added, dropped)| {
-            let list: std::collections::HashSet<&Value> = field.value.as_array().into_iter().flatten().collect();
-            // Taken out, then put in: an item named by both is in the list.
-            field.value.is_array()
-                && added.iter().all(|v| list.contains(v))
-                && !dropped.iter().any(|v| list.contains(v) && !added.contains(v))
-        });
-        if !by_items && set.as_ref() != Some(&field.value) {
+        if set.as_ref() != Some(&field.value) {
             bail!(crate::index::IndexError::Corrupt(format!(
                 "the index's state checkpoint says event {} set {name} to {}, but that event does not",
                 field.seq, field.value
@@ -250,5 +244,20 @@ mod tests {
 
         let err = element_state(&index, "interface:nope", 0).unwrap_err();
         assert_eq!(crate::failure::classify(&err), crate::failure::Kind::InvalidInput);
+    }
+
+    #[test]
+    fn a_list_changed_by_items_is_blamed_on_the_event_that_changed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let records = vec![
+            record(1, 1000, "bridge:br0", json!({"after": {"ports": ["br0"]}})),
+            record(2, 2000, "bridge:br0", json!({"port": "p1", "added": {"ports": ["p1"]}, "after": {}, "changed": ["ports"]})),
+        ];
+        index.apply(&records).unwrap();
+        let at = element_state(&index, "bridge:br0", 3_000 * 1_000_000).unwrap();
+        assert_eq!((at.state["ports"].clone(), at.fields["ports"].set_by.seq), (json!(["br0", "p1"]), 2));
+        let d = drift(&index, "bridge:br0", 1_500 * 1_000_000, 3_000 * 1_000_000).unwrap();
+        assert_eq!((&d.changed[0].now, d.changed[0].blame.seq), (&json!(["br0", "p1"]), 2));
     }
 }

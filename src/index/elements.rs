@@ -150,12 +150,9 @@ fn merge_list(mut list: Vec<Value>, added: &[Value], removed: &[Value]) -> Vec<V
     let sorted = list.windows(2).all(|w| value_order(&w[0], &w[1]).is_le());
     let removed: HashSet<&Value> = removed.iter().collect();
     list.retain(|v| !removed.contains(v));
-    let mut held: HashSet<Value> = list.iter().cloned().collect();
-    for item in added {
-        if held.insert(item.clone()) {
-            list.push(item.clone());
-        }
-    }
+    let mut held: HashSet<&Value> = list.iter().collect();
+    let new: Vec<Value> = added.iter().filter(|item| held.insert(item)).cloned().collect();
+    list.extend(new);
     if sorted {
         list.sort_by(value_order);
     }
