@@ -1,8 +1,9 @@
 //! Floods from the read group do not take the daemon down or stop it recording: 100
 //! VerifyChain calls at once over a ledger of large records (one verification runs, the
 //! others share it, memory bounded by a line, not a segment) and 10,000 searches as fast as
-//! 100 clients can send them (a bounded query queue answers "busy" beyond it) while events
-//! keep being recorded and embedded.
+//! 100 clients can send them (each client's searches beyond its share wait their turn, up to
+//! a bound in all; beyond it they are answered "busy") while events keep being recorded and
+//! embedded.
 
 mod common;
 
@@ -159,4 +160,38 @@ fn verify_and_search_floods_stay_bounded_and_recording_goes_on() {
         assert!(Instant::now() < deadline, "vectorization did not catch up: {stats}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One client with 100 searches in flight is paced, not refused: its searches run one at a
+/// time and the rest wait their turn, every one is answered, and another client's search
+/// meanwhile goes ahead of the queue instead of behind it.
+#[test]
+fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
+    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let address = bus.address.as_str();
+    let flooder = connect(address);
+    let calls = (0..100).map(|i| {
+        let conn = flooder.conn.clone();
+        async move { conn.call_method(Some(DEST), PATH, Some(DEST), "SemanticSearch", &(format!("uplink lost carrier {i}"), 5u32)).await }
+    });
+    let flood = flooder.rt.spawn(futures_util::future::join_all(calls));
+    // Once the flood's searches are queued, another client's search is answered long before
+    // the flood is: it waits for at most the one flood search running, not for 99 others.
+    let other = connect(address);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!flood.is_finished(), "the flood is still being answered when the other client asks");
+    let started = Instant::now();
+    other.call("SemanticSearch", &("bridge changed", 5u32)).expect("another client's search is answered");
+    let other_took = started.elapsed();
+    let results = flooder.rt.block_on(flood).unwrap();
+    let flood_took = started.elapsed();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(refused.is_empty(), "a single client's calls wait, none refused: {:?}", refused.first());
+    eprintln!("flood of 100 answered in {flood_took:?}; another client's search in {other_took:?}");
+    assert!(other_took * 4 < flood_took, "the other client waited behind the flood ({other_took:?} of {flood_took:?})");
+    drop(daemon);
 }

@@ -47,6 +47,7 @@ fn main() {
             "search" => search::run(&dir, &[100_000]),
             "search-1m" => search::run(&dir, &[1_000_000]),
             "dbus" => dbus::run(&dir, 10_000),
+            "flood" => dbus::flood_only(&dir, 10_000),
             "ingest" => ingest::run(&dir),
             "quality" => quality::run(),
             "replicate" => replicate::latency(),
@@ -63,7 +64,7 @@ fn main() {
             "peers-replication" => btrbk::run(),
             other => {
                 eprintln!(
-                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fanout, peers-20k, peers, peers-1m, peers-replication)"
+                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, flood, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fanout, peers-20k, peers, peers-1m, peers-replication)"
                 )
             }
         }

@@ -60,15 +60,15 @@ impl PortAgent {
         + Send
         + 'static,
     ) -> Result<String, AgentError> {
-        let _admitted = self.admit(header)?;
+        let _admitted = self.admit(header).await?;
         let answer = self.backend.analyze(f).await?;
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 
     /// One more search or analysis for the caller, within its share (`fairness`).
-    fn admit(&self, header: &Header<'_>) -> Result<Admitted<'_>, AgentError> {
+    async fn admit(&self, header: &Header<'_>) -> Result<Admitted, AgentError> {
         let caller = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
-        self.reporting.callers.admit(caller.as_str())
+        self.reporting.callers.admit(caller.as_str()).await
     }
 
     async fn run_search(
@@ -80,7 +80,7 @@ impl PortAgent {
         select: OriginSelect,
     ) -> Result<String, AgentError> {
         self.check_primary_select(&select)?;
-        let _admitted = self.admit(header)?;
+        let _admitted = self.admit(header).await?;
         let started = Instant::now();
         let hits = self.backend.search(query, limit, filters, select).await?;
         self.search_latency.record(started.elapsed());
