@@ -65,6 +65,7 @@ async fn run_primary(config: Config, file: ConfigFile, layout: Layout, bus: Stri
     let iface = conn.object_server().interface::<_, PortAgent>(OBJECT_PATH).await?;
     spawn_signal_forwarders(&mut supervisor, engine.clone(), iface.clone());
     spawn_anomaly_scorer(&mut supervisor, engine.clone(), iface.clone(), reporting.anomalies.clone());
+    spawn_caller_watch(&mut supervisor, conn.clone(), reporting.callers.clone());
     if let Some(stream) = &stream {
         spawn_replica_signals(&mut supervisor, stream.clone(), iface);
     }
@@ -121,6 +122,7 @@ async fn run_replica(config: Config, bus: String) -> Result<()> {
     let reporting = Reporting { tasks: supervisor.status(), fleet: Arc::new(FleetAccess::new(config.fleet.clone())), ..Default::default() };
     let all = Scope { fleet: fleet.clone(), only: None };
     conn.object_server().at(OBJECT_PATH, PortAgent::new(Backend::Replica(all), None, reporting.clone())).await?;
+    spawn_caller_watch(&mut supervisor, conn.clone(), reporting.callers.clone());
     let objects = OriginObjects { conn: conn.clone(), fleet: fleet.clone(), reporting, served: Default::default() };
     objects.register_new().await;
     supervisor.spawn("replica", "snapshot-watcher", Restart::Always, move |stopping| follow_snapshots(objects.clone(), stopping));
@@ -518,6 +520,29 @@ fn start_streaming(
 }
 
 /// Emits `ReplicaSynced` and `ReplicaFailed`.
+/// Forgets the waiting searches of callers that leave the bus (`fairness::CallerSearches::forget`).
+fn spawn_caller_watch(supervisor: &mut Supervisor, conn: zbus::Connection, callers: Arc<crate::dbus::fairness::CallerSearches>) {
+    supervisor.spawn("bus", "caller-watch", Restart::Always, move |mut stopping| {
+        let (conn, callers) = (conn.clone(), callers.clone());
+        async move {
+            use futures_util::StreamExt;
+            let bus = zbus::fdo::DBusProxy::new(&conn).await?;
+            let mut departures = bus.receive_name_owner_changed().await?;
+            loop {
+                let signal = tokio::select! {
+                    s = departures.next() => s,
+                    _ = stopping.wait() => return Ok(()),
+                };
+                let Some(signal) = signal else { return Ok(()) };
+                let Ok(args) = signal.args() else { continue };
+                if args.new_owner().is_none() && args.name().starts_with(':') {
+                    callers.forget(args.name());
+                }
+            }
+        }
+    });
+}
+
 fn spawn_replica_signals(supervisor: &mut Supervisor, stream: Arc<StreamHandle>, iface: InterfaceRef<PortAgent>) {
     supervisor.spawn("signals", "replica-signals", Restart::Always, move |mut stopping| {
         let mut notices = stream.notices.subscribe();

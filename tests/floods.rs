@@ -173,25 +173,45 @@ fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
     let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
     let address = bus.address.as_str();
-    let flooder = connect(address);
-    let calls = (0..100).map(|i| {
-        let conn = flooder.conn.clone();
-        async move { conn.call_method(Some(DEST), PATH, Some(DEST), "SemanticSearch", &(format!("uplink lost carrier {i}"), 5u32)).await }
-    });
-    let flood = flooder.rt.spawn(futures_util::future::join_all(calls));
-    // Once the flood's searches are queued, another client's search is answered long before
-    // the flood is: it waits for at most the one flood search running, not for 99 others.
     let other = connect(address);
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(!flood.is_finished(), "the flood is still being answered when the other client asks");
-    let started = Instant::now();
-    other.call("SemanticSearch", &("bridge changed", 5u32)).expect("another client's search is answered");
-    let other_took = started.elapsed();
-    let results = flooder.rt.block_on(flood).unwrap();
-    let flood_took = started.elapsed();
-    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(refused.is_empty(), "a single client's calls wait, none refused: {:?}", refused.first());
-    eprintln!("flood of 100 answered in {flood_took:?}; another client's search in {other_took:?}");
-    assert!(other_took * 4 < flood_took, "the other client waited behind the flood ({other_took:?} of {flood_took:?})");
+    let quiet = Instant::now();
+    other.call("SemanticSearch", &("bridge changed", 5u32)).expect("a search on the quiet daemon");
+    let quiet = quiet.elapsed();
+    let answered = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let flooder = connect(address);
+            let calls = (0..100).map(|i| {
+                let (conn, answered) = (flooder.conn.clone(), &answered);
+                async move {
+                    let reply =
+                        conn.call_method(Some(DEST), PATH, Some(DEST), "SemanticSearch", &(format!("uplink lost carrier {i}"), 5u32)).await;
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    reply
+                }
+            });
+            flooder.rt.block_on(futures_util::future::join_all(calls))
+        });
+        // Once the flood is being answered, another client's search waits for at most the
+        // one flood search running, not for the ninety-odd queued before it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answered.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the flood was never answered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let started = Instant::now();
+        other.call("SemanticSearch", &("bridge changed", 5u32)).expect("another client's search is answered");
+        let other_took = started.elapsed();
+        let behind = 100 - answered.load(Ordering::Relaxed);
+        let results = flood.join().unwrap();
+        let flood_took = started.elapsed();
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(refused.is_empty(), "a single client's calls wait, none refused: {:?}", refused.first());
+        eprintln!(
+            "another client's search: {quiet:?} quiet, {other_took:?} during the flood, with {behind} flood searches still to answer; the flood's rest took {flood_took:?}"
+        );
+        assert!(behind >= 50, "the flood was nearly over when the other client asked ({behind} left)");
+        assert!(other_took * 4 < flood_took, "the other client waited behind the flood ({other_took:?} of {flood_took:?})");
+    });
     drop(daemon);
 }

@@ -97,6 +97,16 @@ impl VerifyGate {
 }
 
 impl Backend {
+    /// Waits (up to the select's `wait_ms`) until a replica holds the `min_seq` asked for;
+    /// at once on a primary. Done before a search takes its caller's place, so that a long
+    /// wait for freshness holds no search place.
+    pub async fn wait_until_fresh(&self, select: &OriginSelect) -> Result<()> {
+        match self {
+            Self::Primary(_) => Ok(()),
+            Self::Replica(scope) => wait_for_cover(scope, select).await,
+        }
+    }
+
     pub async fn search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect) -> Result<Answer> {
         match self {
             Self::Primary(engine) => engine.search(query, limit, filters).await,

@@ -1,7 +1,8 @@
 //! One caller cannot take every search. Searches and analyses (the members that take a
 //! search slot and may embed a query) run a few at a time, and each bus connection may run
 //! at most [`RUNNING_PER_CALLER`] of them. A caller's calls beyond that wait their turn, and
-//! a freed place goes to the waiting caller running the fewest. Waiting, not refusing, is what
+//! a freed place goes to the waiting caller running the fewest, the one served least
+//! recently among equals (a newcomer first). Waiting, not refusing, is what
 //! paces a flood: a client with a hundred calls in flight gets each answer only as fast as its
 //! share runs, so it cannot turn a stream of refusals into thousands of messages a second
 //! through `dbus-daemon` (which, on a small host, is what slowed everyone else's calls).
@@ -17,7 +18,7 @@ pub const RUNNING_IN_ALL: usize = crate::search::CONCURRENT_SEARCHES;
 /// Searches and analyses one bus connection may run at once: one. A search and its query's
 /// embedding keep a core busy, so one caller's flood takes at most one core of the host's,
 /// and another caller's search, and the bus itself, find a core free (on two cores, two
-/// running per caller left another client's Ping p99 at 6–11× its quiet figure).
+/// running per caller left another client's Ping p99 at 4.5–11× its quiet figure).
 pub const RUNNING_PER_CALLER: usize = 1;
 /// Calls one connection may have waiting; the system bus lets a connection have 128 calls
 /// awaiting replies, so a single client is paced by waiting, never refused.
@@ -35,16 +36,20 @@ pub struct CallerSearches {
 #[derive(Default)]
 struct Queue {
     callers: HashMap<String, Caller>,
-    /// Callers with waiting calls, in the order they last got a place (ties go to the front).
+    /// Callers with waiting calls.
     turns: VecDeque<String>,
     running: usize,
     waiting: usize,
+    /// Places given so far (each caller's `last_served` is one of these).
+    served: u64,
 }
 
 #[derive(Default)]
 struct Caller {
     running: usize,
     waiting: VecDeque<oneshot::Sender<Admitted>>,
+    /// When it last got a place (0: never, since it was last idle).
+    last_served: u64,
 }
 
 /// A search admitted for a caller; its place is given back (and handed on) when dropped.
@@ -64,13 +69,20 @@ impl CallerSearches {
             if !waits_already && running < RUNNING_PER_CALLER && queue.running < RUNNING_IN_ALL {
                 return Ok(queue.start(&self.queue, caller));
             }
-            let waiting = queue.callers.get(caller).map_or(0, |c| c.waiting.len());
-            if waiting >= WAITING_PER_CALLER {
+            if queue.waiting_for(caller) >= WAITING_PER_CALLER || queue.waiting >= WAITING_IN_ALL {
+                // Calls whose clients stopped waiting hold no place.
+                queue.prune_abandoned();
+            }
+            if queue.waiting_for(caller) >= WAITING_PER_CALLER {
                 return Err(AgentError::Busy(format!(
                     "this caller already has {WAITING_PER_CALLER} searches or analyses waiting; wait for their answers before sending more"
                 )));
             }
-            if queue.waiting >= WAITING_IN_ALL {
+            // A caller with nothing running or waiting may always queue one call: a few
+            // flooding connections that fill the waiting places do not lock everyone else out
+            // (the bus bounds the connections).
+            let newcomer = running == 0 && !waits_already;
+            if queue.waiting >= WAITING_IN_ALL && !newcomer {
                 return Err(AgentError::Busy(format!("{WAITING_IN_ALL} searches or analyses are waiting; try again shortly")));
             }
             let (tx, rx) = oneshot::channel();
@@ -81,7 +93,17 @@ impl CallerSearches {
             }
             rx
         };
-        turn.await.map_err(|_| AgentError::internal("the search queue was dropped"))
+        turn.await.map_err(|_| AgentError::Busy("the caller left the bus before its turn came".into()))
+    }
+
+    /// Drops the waiting calls of a caller that has left the bus (nobody would read their
+    /// answers), so they neither run nor hold places in the queue.
+    pub fn forget(&self, caller: &str) {
+        let mut queue = self.queue.lock().expect("caller searches lock");
+        let dropped = queue.drop_waiting(caller, |_| true);
+        if dropped > 0 {
+            tracing::debug!(caller, dropped, "dropped the waiting searches of a caller that left the bus");
+        }
     }
 
     #[cfg(test)]
@@ -92,15 +114,47 @@ impl CallerSearches {
 }
 
 impl Queue {
+    fn waiting_for(&self, caller: &str) -> usize {
+        self.callers.get(caller).map_or(0, |c| c.waiting.len())
+    }
+
+    /// Drops `caller`'s waiting calls that `drop` picks; forgets the caller when nothing of it
+    /// is left. Returns how many were dropped.
+    fn drop_waiting(&mut self, caller: &str, drop: impl Fn(&oneshot::Sender<Admitted>) -> bool) -> usize {
+        let Some(entry) = self.callers.get_mut(caller) else { return 0 };
+        let before = entry.waiting.len();
+        entry.waiting.retain(|tx| !drop(tx));
+        let dropped = before - entry.waiting.len();
+        let (idle, none_waiting) = (entry.running == 0 && entry.waiting.is_empty(), entry.waiting.is_empty());
+        if idle {
+            self.callers.remove(caller);
+        }
+        if none_waiting {
+            self.turns.retain(|name| name != caller);
+        }
+        self.waiting -= dropped;
+        dropped
+    }
+
+    /// Drops waiting calls whose callers stopped waiting (their calls were dropped).
+    fn prune_abandoned(&mut self) {
+        for caller in self.turns.clone() {
+            self.drop_waiting(&caller, oneshot::Sender::is_closed);
+        }
+    }
+
     /// Counts a running search for `caller`.
     fn start(&mut self, shared: &Arc<Mutex<Queue>>, caller: &str) -> Admitted {
         self.running += 1;
-        self.callers.entry(caller.to_owned()).or_default().running += 1;
+        self.served += 1;
+        let entry = self.callers.entry(caller.to_owned()).or_default();
+        entry.running += 1;
+        entry.last_served = self.served;
         Admitted { queue: shared.clone(), caller: caller.to_owned() }
     }
 
     /// Gives places to waiting callers while there are places: each to the caller running
-    /// the fewest (below its share), the earliest in turn among equals. Returns the grants,
+    /// the fewest (below its share), the one served least recently among equals. Returns the grants,
     /// to be sent once the lock is released (a refused grant is dropped, which frees it).
     fn hand_on(&mut self, shared: &Arc<Mutex<Queue>>) -> Vec<(oneshot::Sender<Admitted>, Admitted)> {
         let mut grants = Vec::new();
@@ -109,15 +163,24 @@ impl Queue {
                 .turns
                 .iter()
                 .enumerate()
-                .filter_map(|(i, name)| Some((i, self.callers.get(name)?.running)))
-                .filter(|&(_, running)| running < RUNNING_PER_CALLER)
-                .min_by_key(|&(i, running)| (running, i));
-            let Some((i, _)) = next else { break };
+                .filter_map(|(i, name)| self.callers.get(name).map(|c| (i, c.running, c.last_served)))
+                .filter(|&(_, running, _)| running < RUNNING_PER_CALLER)
+                .min_by_key(|&(_, running, last_served)| (running, last_served));
+            let Some((i, ..)) = next else { break };
             let name = self.turns.remove(i).expect("a caller in turn");
             let caller = self.callers.get_mut(&name).expect("a caller in turn");
-            let Some(tx) = caller.waiting.pop_front() else { continue };
-            self.waiting -= 1;
-            if !caller.waiting.is_empty() {
+            let tx = caller.waiting.pop_front();
+            let (more, idle) = (!caller.waiting.is_empty(), caller.running == 0 && caller.waiting.is_empty());
+            let Some(tx) = tx.inspect(|_| self.waiting -= 1).filter(|tx| !tx.is_closed()) else {
+                // Its call was dropped: the place goes to the next in turn instead.
+                if more {
+                    self.turns.insert(i, name);
+                } else if idle {
+                    self.callers.remove(&name);
+                }
+                continue;
+            };
+            if more {
                 self.turns.push_back(name.clone());
             }
             grants.push((tx, self.start(shared, &name)));
@@ -129,7 +192,8 @@ impl Queue {
 impl Drop for Admitted {
     fn drop(&mut self) {
         let grants = {
-            let mut queue = self.queue.lock().expect("caller searches lock");
+            // A poisoned lock still holds sound counts (no code under it panics midway).
+            let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             queue.running -= 1;
             if let Some(caller) = queue.callers.get_mut(&self.caller) {
                 caller.running -= 1;
@@ -193,6 +257,31 @@ mod tests {
         drop(running[0].pop());
         assert!(now(&mut flood_waiting[0]).is_some(), "the flood's own freed place is its next call's");
         drop(flood_waiting);
+        drop((running, _latecomer));
+        assert_eq!(searches.counts(), (0, 0, 0), "abandoned waiting calls hold nothing once their turn passes");
+    }
+
+    #[tokio::test]
+    async fn full_waiting_places_still_take_a_newcomer_and_abandoned_calls_make_room() {
+        let searches = CallerSearches::default();
+        let floods: Vec<String> = (0..RUNNING_IN_ALL).map(|i| format!(":1.{i}")).collect();
+        let running: Vec<_> = floods.iter().map(|c| now(searches.admit(c)).unwrap().unwrap()).collect();
+        let mut waiting: Vec<_> = (0..WAITING_IN_ALL).map(|i| Box::pin(searches.admit(&floods[i % floods.len()]))).collect();
+        for call in &mut waiting {
+            assert!(now(call).is_none());
+        }
+        assert!(matches!(now(searches.admit(&floods[0])), Some(Err(AgentError::Busy(_)))), "a flood is refused beyond the bound");
+        let mut newcomer = Box::pin(searches.admit(":1.99"));
+        assert!(now(&mut newcomer).is_none(), "a newcomer waits instead of being refused");
+        assert!(matches!(now(searches.admit(":1.99")), Some(Err(AgentError::Busy(_)))), "but only with one call");
+        // Clients that gave up on their calls leave room for new ones.
+        waiting.truncate(WAITING_IN_ALL - 10);
+        let mut again = Box::pin(searches.admit(&floods[0]));
+        assert!(now(&mut again).is_none(), "queued in an abandoned call's place");
+        drop(running);
+        assert!(now(&mut newcomer).is_some(), "the newcomer is among the first to run");
+        drop((waiting, again, newcomer));
+        assert_eq!(searches.counts(), (0, 0, 0));
     }
 
     #[tokio::test]
@@ -210,6 +299,23 @@ mod tests {
         let admitted: Vec<_> = waiting.iter_mut().take(RUNNING_PER_CALLER).map(|call| now(call).unwrap().unwrap()).collect();
         assert_eq!(admitted.len(), RUNNING_PER_CALLER);
         drop((admitted, waiting));
+        assert_eq!(searches.counts(), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_left_the_bus_has_its_waiting_calls_dropped() {
+        let searches = CallerSearches::default();
+        let held = now(searches.admit(":1.7")).unwrap().unwrap();
+        let mut waiting: Vec<_> = (0..5).map(|_| Box::pin(searches.admit(":1.7"))).collect();
+        for call in &mut waiting {
+            assert!(now(call).is_none());
+        }
+        searches.forget(":1.7");
+        assert_eq!(searches.counts(), (1, 0, 1), "the running call stays counted until it ends");
+        for call in &mut waiting {
+            assert!(matches!(now(call), Some(Err(AgentError::Busy(_)))));
+        }
+        drop(held);
         assert_eq!(searches.counts(), (0, 0, 0));
     }
 }

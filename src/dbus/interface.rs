@@ -80,6 +80,7 @@ impl PortAgent {
         select: OriginSelect,
     ) -> Result<String, AgentError> {
         self.check_primary_select(&select)?;
+        self.backend.wait_until_fresh(&select).await?;
         let _admitted = self.admit(header).await?;
         let started = Instant::now();
         let hits = self.backend.search(query, limit, filters, select).await?;
