@@ -38,26 +38,7 @@ fn verify_and_search_floods_stay_bounded_and_recording_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
-    // 400 records of ~40 KB: a 16 MB ledger, read whole 100 times over it would be 1.6 GB.
-    let events: String = (0..400)
-        .map(|i| {
-            format!(
-                "{{\"element_id\":\"interface:veth{}\",\"action\":\"link.down\",\"priority\":\"low\",\"summary\":\"veth lost carrier\",\"details\":{{\"dump\":\"{}\"}}}}\n",
-                i % 10,
-                format!("{i:08x}").repeat(5000)
-            )
-        })
-        .collect();
-    std::fs::write(tmp.path().join("events.jsonl"), events).unwrap();
-    let (code, _, err) = common::agent(&[
-        "--config",
-        config.to_str().unwrap(),
-        "import",
-        "--data-dir",
-        state.to_str().unwrap(),
-        tmp.path().join("events.jsonl").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    import_large_records(tmp.path(), &state, &config);
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
     let (rss_before, _) = daemon.memory_kib();
 
@@ -167,10 +148,48 @@ fn verify_and_search_floods_stay_bounded_and_recording_goes_on() {
 /// meanwhile goes ahead of the queue instead of behind it.
 #[test]
 fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
+    flood_from_one_client_then_ask("SemanticSearch", |i| format!("uplink lost carrier {i}"));
+}
+
+/// The same for the other reads that take a search slot: a flood of GetElementHistory calls
+/// does not hold the slots everyone's searches need.
+#[test]
+fn a_flood_of_history_reads_waits_its_turn_too() {
+    flood_from_one_client_then_ask("GetElementHistory", |i| format!("interface:veth{}", i % 10));
+}
+
+/// 400 records of ~40 KB over ten elements (`interface:veth0` … `veth9`), imported into
+/// `state`: a 16 MB ledger, and a history of 40 large events per element.
+fn import_large_records(dir: &std::path::Path, state: &std::path::Path, config: &std::path::Path) {
+    let events: String = (0..400)
+        .map(|i| {
+            format!(
+                "{{\"element_id\":\"interface:veth{}\",\"action\":\"link.down\",\"priority\":\"low\",\"summary\":\"veth lost carrier\",\"details\":{{\"dump\":\"{}\"}}}}\n",
+                i % 10,
+                format!("{i:08x}").repeat(5000)
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("events.jsonl"), events).unwrap();
+    let (code, _, err) = common::agent(&[
+        "--config",
+        config.to_str().unwrap(),
+        "import",
+        "--data-dir",
+        state.to_str().unwrap(),
+        dir.join("events.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// 100 calls of `member` (a string and a limit) at once from one client, and another
+/// client's search while they are answered, on the large records.
+fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> String) {
     let bus = PrivateBus::open();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
+    import_large_records(tmp.path(), &state, &config);
     let daemon = AgentDaemon::start(&bus.address, &state, &config);
     let address = bus.address.as_str();
     let other = connect(address);
@@ -184,8 +203,7 @@ fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
             let calls = (0..100).map(|i| {
                 let (conn, answered) = (flooder.conn.clone(), &answered);
                 async move {
-                    let reply =
-                        conn.call_method(Some(DEST), PATH, Some(DEST), "SemanticSearch", &(format!("uplink lost carrier {i}"), 5u32)).await;
+                    let reply = conn.call_method(Some(DEST), PATH, Some(DEST), member, &(argument(i), 1000u32)).await;
                     answered.fetch_add(1, Ordering::Relaxed);
                     reply
                 }
@@ -193,7 +211,7 @@ fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
             flooder.rt.block_on(futures_util::future::join_all(calls))
         });
         // Once the flood is being answered, another client's search waits for at most the
-        // one flood search running, not for the ninety-odd queued before it.
+        // one flood call running, not for the ninety-odd queued before it.
         let deadline = Instant::now() + Duration::from_secs(30);
         while answered.load(Ordering::Relaxed) == 0 {
             assert!(Instant::now() < deadline, "the flood was never answered");
@@ -208,7 +226,7 @@ fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
         let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
         assert!(refused.is_empty(), "a single client's calls wait, none refused: {:?}", refused.first());
         eprintln!(
-            "another client's search: {quiet:?} quiet, {other_took:?} during the flood, with {behind} flood searches still to answer; the flood's rest took {flood_took:?}"
+            "{member} flood: another client's search took {quiet:?} quiet, {other_took:?} during the flood, with {behind} flood calls still to answer; the flood's rest took {flood_took:?}"
         );
         assert!(behind >= 50, "the flood was nearly over when the other client asked ({behind} left)");
         assert!(other_took * 4 < flood_took, "the other client waited behind the flood ({other_took:?} of {flood_took:?})");

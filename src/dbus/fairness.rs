@@ -1,5 +1,5 @@
-//! One caller cannot take every search. Searches and analyses (the members that take a
-//! search slot and may embed a query) run a few at a time, and each bus connection may run
+//! One caller cannot take every search. Searches, analyses and the other reads that take a
+//! search slot (an element's history, the stats, a replica's hosts) run a few at a time, and each bus connection may run
 //! at most [`RUNNING_PER_CALLER`] of them. A caller's calls beyond that wait their turn, and
 //! a freed place goes to the waiting caller running the fewest, the one served least
 //! recently among equals (a newcomer first). Waiting, not refusing, is what

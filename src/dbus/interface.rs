@@ -65,7 +65,8 @@ impl PortAgent {
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 
-    /// One more search or analysis for the caller, within its share (`fairness`).
+    /// One more read that takes a search slot (a search, an analysis, history, stats) for
+    /// the caller, within its share (`fairness`).
     async fn admit(&self, header: &Header<'_>) -> Result<Admitted, AgentError> {
         let caller = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
         self.reporting.callers.admit(caller.as_str()).await
@@ -149,16 +150,17 @@ impl PortAgent {
     }
 
     /// One element's events, newest first, with their details (before/after, changed).
-    async fn get_element_history(&self, element_id: &str, limit: u32) -> Result<String, AgentError> {
+    async fn get_element_history(&self, #[zbus(header)] header: Header<'_>, element_id: &str, limit: u32) -> Result<String, AgentError> {
         let element_id = args::element_id(element_id)?.to_owned();
         let limit = args::limit(limit)?;
+        let _admitted = self.admit(&header).await?;
         let events = self.backend.history(element_id, limit, OriginSelect::default()).await?;
         serde_json::to_string(&events).map_err(AgentError::internal)
     }
 
     /// The hosts whose histories this daemon holds, each with its verified head (seq, hash),
     /// snapshot time and age, health and the object serving it alone.
-    async fn hosts(&self) -> Result<String, AgentError> {
+    async fn hosts(&self, #[zbus(header)] header: Header<'_>) -> Result<String, AgentError> {
         let hosts = match &self.backend {
             Backend::Primary(_) => {
                 let (head_seq, head_hash) = self.backend.head();
@@ -173,6 +175,7 @@ impl PortAgent {
                 }])
             }
             Backend::Replica(scope) => {
+                let _admitted = self.admit(&header).await?;
                 let _slot = scope.fleet.slots.acquire().await.map_err(AgentError::internal)?;
                 let scope = scope.clone();
                 let report = tokio::task::spawn_blocking(move || scope.fleet.report(scope.only.as_deref()))
@@ -185,8 +188,11 @@ impl PortAgent {
     }
 
     /// Counts, head, vectorized seq, model, queue depths, latencies, uptime.
-    async fn get_blockchain_stats(&self) -> Result<String, AgentError> {
-        let mut stats = self.backend.stats().await?;
+    async fn get_blockchain_stats(&self, #[zbus(header)] header: Header<'_>) -> Result<String, AgentError> {
+        let mut stats = {
+            let _admitted = self.admit(&header).await?;
+            self.backend.stats().await?
+        };
         let (head_seq, head_hash) = self.backend.head();
         let extra = json!({
             "role": self.role.as_str(),
