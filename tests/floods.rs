@@ -233,3 +233,40 @@ fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> S
     });
     drop(daemon);
 }
+
+/// Cheap calls are paced per connection: 400 Pings from one client (100 in flight, the bus
+/// allows 128) take at least
+/// the second that 200 beyond the burst need at 200 a second, none is refused, and another
+/// client's Ping meanwhile is answered at once.
+#[test]
+fn a_ping_flood_is_paced_and_another_clients_ping_is_not() {
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
+    let daemon = AgentDaemon::start(&bus.address, &tmp.path().join("state"), &config);
+    let address = bus.address.as_str();
+    let other = connect(address);
+    std::thread::scope(|s| {
+        let started = Instant::now();
+        let flood = s.spawn(|| {
+            let flooder = connect(address);
+            use futures_util::StreamExt;
+            let calls = futures_util::stream::iter(0..400).map(|_| {
+                let conn = flooder.conn.clone();
+                async move { conn.call_method(Some(DEST), PATH, Some(DEST), "Ping", &()).await }
+            });
+            flooder.rt.block_on(calls.buffer_unordered(100).collect::<Vec<_>>())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        other.call("Ping", &()).expect("another client's Ping is answered");
+        let other_took = asked.elapsed();
+        let results = flood.join().unwrap();
+        let flood_took = started.elapsed();
+        assert!(results.iter().all(Result::is_ok), "paced, not refused: {:?}", results.iter().find(|r| r.is_err()));
+        eprintln!("400 Pings from one client answered in {flood_took:?}; another client's Ping took {other_took:?} meanwhile");
+        assert!(flood_took >= Duration::from_millis(900), "the flood was not paced ({flood_took:?})");
+        assert!(other_took < Duration::from_millis(200), "another client's Ping waited {other_took:?}");
+    });
+    drop(daemon);
+}

@@ -269,6 +269,8 @@ enum FloodShape {
     Batches,
     /// 100 in flight, each answer sending the next at once.
     Window,
+    /// Ping calls instead of searches, 100 in flight as in `Window`.
+    Pings,
 }
 
 impl FloodShape {
@@ -276,13 +278,14 @@ impl FloodShape {
         match self {
             Self::Batches => "flood in batches of 100",
             Self::Window => "flood with 100 always in flight",
+            Self::Pings => "flood of Pings, 100 always in flight",
         }
     }
 }
 
 /// Both flood shapes, one after the other (`flood_shaped`).
 fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Report) {
-    for shape in [FloodShape::Batches, FloodShape::Window] {
+    for shape in [FloodShape::Batches, FloodShape::Window, FloodShape::Pings] {
         flood_shaped(rt, address, n, shape, report);
     }
 }
@@ -309,6 +312,9 @@ fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: Fl
                 let call = |sent: usize| {
                     let conn = conn.clone();
                     async move {
+                        if matches!(shape, FloodShape::Pings) {
+                            return call_agent(&conn, "Ping", &()).await;
+                        }
                         let q = format!("flood {} {sent}", QUERIES[sent % QUERIES.len()]);
                         call_agent(&conn, "SemanticSearch", &(q.as_str(), 10u32)).await
                     }
@@ -330,7 +336,7 @@ fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: Fl
                             sent += FLOOD_IN_FLIGHT;
                         }
                     }
-                    FloodShape::Window => {
+                    FloodShape::Window | FloodShape::Pings => {
                         let mut answers = futures_util::stream::iter(0usize..)
                             .take_while(|&sent| futures_util::future::ready(go_on(sent)))
                             .map(call)
@@ -355,7 +361,7 @@ fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: Fl
     let (fs50, fs99) = median_p99(&mut search);
     let (answered, busy) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed));
     let flood = shape.label();
-    report.add(&format!("{flood}: SemanticSearch requests from one client, {n} events"), (answered + busy) as f64, "requests");
+    report.add(&format!("{flood}: requests from one client, {n} events"), (answered + busy) as f64, "requests");
     report.add(&format!("{flood}: duration"), flood_secs, "s");
     report.add(&format!("{flood}: answered"), answered as f64, "requests");
     report.add(&format!("{flood}: refused busy"), busy as f64, "requests");

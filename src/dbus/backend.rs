@@ -37,6 +37,8 @@ pub struct Reporting {
     pub fleet: Arc<FleetAccess>,
     /// Each caller's searches in progress (shared by every object of the daemon).
     pub callers: Arc<super::fairness::CallerSearches>,
+    /// Each caller's pace of cheap calls (shared by every object of the daemon).
+    pub pacer: Arc<super::pacing::Pacer>,
 }
 
 /// `FleetSearch` calls running at once, across all of a daemon's objects.

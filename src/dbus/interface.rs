@@ -68,8 +68,12 @@ impl PortAgent {
     /// One more read that takes a search slot (a search, an analysis, history, stats) for
     /// the caller, within its share (`fairness`).
     async fn admit(&self, header: &Header<'_>) -> Result<Admitted, AgentError> {
-        let caller = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
-        self.reporting.callers.admit(caller.as_str()).await
+        self.reporting.callers.admit(caller(header)?).await
+    }
+
+    /// One more cheap call for the caller, at its pace (`pacing`).
+    async fn pace(&self, header: &Header<'_>) -> Result<(), AgentError> {
+        self.reporting.pacer.pace(caller(header)?).await
     }
 
     async fn run_search(
@@ -110,6 +114,11 @@ impl PortAgent {
     }
 }
 
+/// The caller's unique bus name.
+fn caller<'h>(header: &'h Header<'_>) -> Result<&'h str, AgentError> {
+    header.sender().map(|name| name.as_str()).ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))
+}
+
 async fn require_root(conn: &Connection, header: &Header<'_>) -> Result<(), AgentError> {
     let sender = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
     let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(AgentError::internal)?;
@@ -123,8 +132,9 @@ async fn require_root(conn: &Connection, header: &Header<'_>) -> Result<(), Agen
 #[interface(name = "dev.ovs.PortAgent1")]
 impl PortAgent {
     /// Liveness: answers "pong".
-    async fn ping(&self) -> String {
-        "pong".into()
+    async fn ping(&self, #[zbus(header)] header: Header<'_>) -> Result<String, AgentError> {
+        self.pace(&header).await?;
+        Ok("pong".into())
     }
 
     /// Natural-language search over all events; a JSON array of hits, best first.
@@ -310,7 +320,8 @@ impl PortAgent {
 
     /// Per replica: state (healthy, lagging, unreachable), acknowledged snapshot and seq,
     /// lag in events and seconds, last error, bytes sent. A JSON array.
-    async fn get_replica_status(&self) -> Result<String, AgentError> {
+    async fn get_replica_status(&self, #[zbus(header)] header: Header<'_>) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let report = self.stream.as_ref().map(|s| s.report()).unwrap_or_default();
         serde_json::to_string(&report).map_err(AgentError::internal)
     }

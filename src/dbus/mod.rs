@@ -6,6 +6,7 @@ pub mod backend;
 pub mod error;
 pub mod fairness;
 pub mod interface;
+pub mod pacing;
 
 pub use crate::bus::connect;
 pub use interface::{BUS_NAME, OBJECT_PATH, PortAgent};
