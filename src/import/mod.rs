@@ -132,7 +132,9 @@ pub fn parse_ts(value: &Value) -> Result<i64> {
                 if power < 0 {
                     break;
                 }
-                ns = ns.checked_add(i128::from(digit - b'0') * 10i128.checked_pow(power as u32).unwrap_or(i128::MAX)).unwrap_or(i128::MAX);
+                // Beyond i128 it is out of range all the same (refused below), never a panic.
+                let term = 10i128.checked_pow(power as u32).and_then(|p| p.checked_mul(i128::from(digit - b'0')));
+                ns = term.and_then(|t| ns.checked_add(t)).unwrap_or(i128::MAX);
             }
             i64::try_from(ns).map_err(|_| anyhow::anyhow!("ts {n} is out of range"))
         }
@@ -206,6 +208,10 @@ mod tests {
         assert_eq!(ts(serde_json::json!("2026-11-01T12:00:00+02:00")), ts(serde_json::json!("2026-11-01T10:00:00Z")));
         assert_eq!(ts(serde_json::json!("2026-11-01T08:30:00-01:30")), ts(serde_json::json!("2026-11-01T10:00:00Z")));
         assert!(parse_ts(&serde_json::json!(-5)).is_err());
+        // Found by the hostile-input property test: a huge value was a multiplication overflow.
+        let huge: Value = serde_json::from_str("9e300").unwrap();
+        assert!(parse_ts(&huge).unwrap_err().to_string().contains("out of range"));
+        assert!(parse_ts(&serde_json::json!(u64::MAX)).unwrap_err().to_string().contains("out of range"));
     }
 
     #[test]
