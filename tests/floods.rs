@@ -34,12 +34,7 @@ fn connect(address: &str) -> Client {
 
 #[test]
 fn verify_and_search_floods_stay_bounded_and_recording_goes_on() {
-    let bus = PrivateBus::open();
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
-    import_large_records(tmp.path(), &state, &config);
-    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let Served { _tmp, bus, daemon } = serve(true);
     let (rss_before, _) = daemon.memory_kib();
 
     let done = AtomicBool::new(false);
@@ -158,6 +153,27 @@ fn a_flood_of_history_reads_waits_its_turn_too() {
     flood_from_one_client_then_ask("GetElementHistory", |i| format!("interface:veth{}", i % 10));
 }
 
+/// A daemon without sources on a private bus (bind it as `Served { _tmp, bus, daemon }`, so
+/// that the daemon stops first and its directory goes last).
+struct Served {
+    daemon: AgentDaemon,
+    bus: PrivateBus,
+    _tmp: tempfile::TempDir,
+}
+
+/// Starts a daemon, over the large records (`import_large_records`) when asked.
+fn serve(large_records: bool) -> Served {
+    let bus = PrivateBus::open();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
+    if large_records {
+        import_large_records(tmp.path(), &state, &config);
+    }
+    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    Served { daemon, bus, _tmp: tmp }
+}
+
 /// 400 records of ~40 KB over ten elements (`interface:veth0` … `veth9`), imported into
 /// `state`: a 16 MB ledger, and a history of 40 large events per element.
 fn import_large_records(dir: &std::path::Path, state: &std::path::Path, config: &std::path::Path) {
@@ -185,12 +201,7 @@ fn import_large_records(dir: &std::path::Path, state: &std::path::Path, config: 
 /// 100 calls of `member` (a string and a limit) at once from one client, and another
 /// client's search while they are answered, on the large records.
 fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> String) {
-    let bus = PrivateBus::open();
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
-    import_large_records(tmp.path(), &state, &config);
-    let daemon = AgentDaemon::start(&bus.address, &state, &config);
+    let Served { _tmp, bus, daemon } = serve(true);
     let address = bus.address.as_str();
     let other = connect(address);
     let quiet = Instant::now();
@@ -235,15 +246,11 @@ fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> S
 }
 
 /// Cheap calls are paced per connection: 400 Pings from one client (100 in flight, the bus
-/// allows 128) take at least
-/// the second that 200 beyond the burst need at 200 a second, none is refused, and another
-/// client's Ping meanwhile is answered at once.
+/// allows 128) take at least the second that 200 beyond the burst need at 200 a second, none
+/// is refused, and another client's Ping meanwhile is answered at once.
 #[test]
 fn a_ping_flood_is_paced_and_another_clients_ping_is_not() {
-    let bus = PrivateBus::open();
-    let tmp = tempfile::tempdir().unwrap();
-    let config = write_daemon_config(tmp.path(), "\n[sources]\novsdb = false\nnetworkmanager = false\n");
-    let daemon = AgentDaemon::start(&bus.address, &tmp.path().join("state"), &config);
+    let Served { _tmp, bus, daemon } = serve(false);
     let address = bus.address.as_str();
     let other = connect(address);
     std::thread::scope(|s| {
