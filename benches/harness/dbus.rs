@@ -283,14 +283,14 @@ impl FloodShape {
     }
 }
 
-/// Both flood shapes, one after the other (`flood_shaped`).
+/// The three flood shapes, one after the other (`flood_shaped`).
 fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Report) {
     for shape in [FloodShape::Batches, FloodShape::Window, FloodShape::Pings] {
         flood_shaped(rt, address, n, shape, report);
     }
 }
 
-/// A client floods SemanticSearch requests as fast as it can (at least 10,000, 100 in flight)
+/// A client floods SemanticSearch (or Ping) requests as fast as it can (at least 10,000, 100 in flight)
 /// while another client's Ping and SemanticSearch are timed, 200 calls each; their p99
 /// against the same client's on a quiet daemon (target: within 3x).
 fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: FloodShape, report: &mut Report) {

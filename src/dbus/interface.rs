@@ -139,6 +139,7 @@ impl PortAgent {
 
     /// Natural-language search over all events; a JSON array of hits, best first.
     async fn semantic_search(&self, #[zbus(header)] header: Header<'_>, query: &str, limit: u32) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let query = args::query(query)?;
         let limit = args::limit(limit)?;
         self.run_search(&header, query, limit, Filters::default(), OriginSelect::default()).await
@@ -154,6 +155,7 @@ impl PortAgent {
         query: &str,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let query = args::query(query)?;
         let (filters, limit, select) = args::search_options(&options)?;
         self.run_search(&header, query, limit, filters, select).await
@@ -161,6 +163,7 @@ impl PortAgent {
 
     /// One element's events, newest first, with their details (before/after, changed).
     async fn get_element_history(&self, #[zbus(header)] header: Header<'_>, element_id: &str, limit: u32) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let element_id = args::element_id(element_id)?.to_owned();
         let limit = args::limit(limit)?;
         let _admitted = self.admit(&header).await?;
@@ -171,6 +174,9 @@ impl PortAgent {
     /// The hosts whose histories this daemon holds, each with its verified head (seq, hash),
     /// snapshot time and age, health and the object serving it alone.
     async fn hosts(&self, #[zbus(header)] header: Header<'_>) -> Result<String, AgentError> {
+        // Paced, not admitted: it reads manifests, and a fleet search asks it on a connection
+        // its concurrent searches share (it must not wait behind one of them).
+        self.pace(&header).await?;
         let hosts = match &self.backend {
             Backend::Primary(_) => {
                 let (head_seq, head_hash) = self.backend.head();
@@ -185,7 +191,6 @@ impl PortAgent {
                 }])
             }
             Backend::Replica(scope) => {
-                let _admitted = self.admit(&header).await?;
                 let _slot = scope.fleet.slots.acquire().await.map_err(AgentError::internal)?;
                 let scope = scope.clone();
                 let report = tokio::task::spawn_blocking(move || scope.fleet.report(scope.only.as_deref()))
@@ -199,6 +204,7 @@ impl PortAgent {
 
     /// Counts, head, vectorized seq, model, queue depths, latencies, uptime.
     async fn get_blockchain_stats(&self, #[zbus(header)] header: Header<'_>) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let mut stats = {
             let _admitted = self.admit(&header).await?;
             self.backend.stats().await?
@@ -225,7 +231,8 @@ impl PortAgent {
 
     /// Verifies the whole ledger: (intact, JSON report).
     #[zbus(out_args("intact", "report"))]
-    async fn verify_chain(&self) -> Result<(bool, String), AgentError> {
+    async fn verify_chain(&self, #[zbus(header)] header: Header<'_>) -> Result<(bool, String), AgentError> {
+        self.pace(&header).await?;
         let outcome = self.verify.verify(self.backend.ledger_dir()?).await?;
         // On a primary, an intact chain is also checked against the heads replicas cosigned
         // (a few records read, newest cosigned head first).
@@ -300,6 +307,7 @@ impl PortAgent {
         query: &str,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let query = args::query(query)?;
         let (fleet, rest) = args::fleet_options(options)?;
         let (_, limit, select) = args::search_options(&rest)?;
@@ -349,6 +357,7 @@ impl PortAgent {
         window_ms: u64,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let options = args::timeline_options(&options)?;
         self.analyze(&header, move |index, search, _| {
             let catalog = search.catalog.read().expect("catalog lock");
@@ -359,6 +368,7 @@ impl PortAgent {
 
     /// The element's exact state at `at_unix_ms`, each field with the event that set it.
     async fn get_element_state(&self, #[zbus(header)] header: Header<'_>, element_id: &str, at_unix_ms: i64) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let element_id = args::element_id(element_id)?.to_owned();
         let at = args::ms_to_ns("at_unix_ms", at_unix_ms)?;
         self.analyze(&header, move |index, _, _| analytics::state::element_state(index, &element_id, at)).await
@@ -372,6 +382,7 @@ impl PortAgent {
         element_id: &str,
         since_unix_ms: i64,
     ) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let element_id = args::element_id(element_id)?.to_owned();
         let since = args::ms_to_ns("since_unix_ms", since_unix_ms)?;
         let now = crate::event::now_ns();
@@ -384,6 +395,7 @@ impl PortAgent {
     /// The present elements of the same type whose configuration is nearest this one's, with
     /// the fields shared and differing and each one's track record; the healthiest variant.
     async fn find_similar_configs(&self, #[zbus(header)] header: Header<'_>, element_id: &str, limit: u32) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let element_id = args::element_id(element_id)?.to_owned();
         let limit = args::limit(limit)?;
         let now = crate::event::now_ns();
@@ -393,6 +405,7 @@ impl PortAgent {
     /// The earlier events most like event `seq`, each with what followed on its element and
     /// how it ended (recovered, repeated, escalated).
     async fn find_similar_incidents(&self, #[zbus(header)] header: Header<'_>, seq: u64, limit: u32) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let limit = args::limit(limit)?;
         if seq == 0 {
             return Err(AgentError::invalid("seq starts at 1"));
@@ -409,6 +422,7 @@ impl PortAgent {
         window_ms: u64,
         options: HashMap<String, OwnedValue>,
     ) -> Result<String, AgentError> {
+        self.pace(&header).await?;
         let options = args::anomaly_options(&options, crate::event::now_ns())?;
         self.analyze(&header, move |index, search, _| analytics::anomaly::detect(index, search, window_ms, &options)).await
     }

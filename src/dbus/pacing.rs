@@ -1,9 +1,11 @@
-//! Calls that take no search place (Ping, the replica status) cost the daemon almost nothing,
-//! but a client can send tens of thousands of them a second, and every other client's call
-//! then waits behind that traffic in `dbus-daemon`. Each bus connection may make
-//! [`CALLS_PER_SECOND`] of them, with bursts of [`BURST`]; a call beyond that waits for its
-//! time, which paces a client by its own calls in flight, and one that would wait longer than
-//! [`MAX_WAIT`] is refused as busy at once.
+//! Cheap calls (Ping, the replica status, a call with a bad argument) cost the daemon almost
+//! nothing, but a client can send tens of thousands of them a second, and every other
+//! client's call then waits behind that traffic in `dbus-daemon`. Every member the read group
+//! may call is paced first: each bus connection may make [`CALLS_PER_SECOND`] calls, with
+//! bursts of [`BURST`]; a call beyond that waits for its time, which paces a client by its own
+//! calls in flight, and one that would wait longer than [`MAX_WAIT`] is refused as busy at
+//! once. (The bus's standard interfaces, Introspect, Properties and Peer, are answered without
+//! reaching these members and are not paced.)
 
 use super::error::AgentError;
 use std::collections::HashMap;
@@ -23,7 +25,14 @@ const REMEMBERED: usize = 1024;
 /// arrival time"): a call may go at once while that is at most a burst ahead of now.
 #[derive(Default)]
 pub struct Pacer {
-    due: Mutex<HashMap<String, Instant>>,
+    due: Mutex<Due>,
+}
+
+#[derive(Default)]
+struct Due {
+    at: HashMap<String, Instant>,
+    /// The map's size at which callers whose pace has caught up are next forgotten.
+    prune_at: usize,
 }
 
 impl Pacer {
@@ -41,18 +50,21 @@ impl Pacer {
     fn reserve(&self, caller: &str, now: Instant) -> Result<Duration, AgentError> {
         let interval = Duration::from_secs(1) / CALLS_PER_SECOND;
         let burst = interval * BURST;
-        let mut due = self.due.lock().expect("pacer lock");
-        if due.len() >= REMEMBERED {
-            due.retain(|_, at| *at > now);
+        let mut guard = self.due.lock().expect("pacer lock");
+        let due = &mut *guard;
+        if due.at.len() >= due.prune_at.max(REMEMBERED) {
+            due.at.retain(|_, at| *at > now);
+            // Not again before the map has doubled: a pass on every call would be quadratic.
+            due.prune_at = due.at.len() * 2;
         }
-        let at = due.get(caller).map_or(now, |at| (*at).max(now));
+        let at = due.at.get(caller).map_or(now, |at| (*at).max(now));
         let wait = (at + interval).saturating_duration_since(now + burst);
         if wait > MAX_WAIT {
             return Err(AgentError::Busy(format!(
                 "this caller makes more than {CALLS_PER_SECOND} calls a second; wait for answers before sending more"
             )));
         }
-        due.insert(caller.to_owned(), at + interval);
+        due.at.insert(caller.to_owned(), at + interval);
         Ok(wait)
     }
 }
