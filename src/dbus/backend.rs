@@ -37,7 +37,7 @@ pub struct Reporting {
     pub fleet: Arc<FleetAccess>,
     /// Each caller's searches in progress (shared by every object of the daemon).
     pub callers: Arc<super::fairness::CallerSearches>,
-    /// Each caller's pace of cheap calls (shared by every object of the daemon).
+    /// Each caller's pace of calls (shared by every object of the daemon).
     pub pacer: Arc<super::pacing::Pacer>,
 }
 

@@ -1,8 +1,8 @@
 //! One caller cannot take every search. Searches, analyses and the other reads that take a
-//! search slot (an element's history, the stats, a replica's hosts) run a few at a time, and each bus connection may run
-//! at most [`RUNNING_PER_CALLER`] of them. A caller's calls beyond that wait their turn, and
-//! a freed place goes to the waiting caller running the fewest, the one served least
-//! recently among equals (a newcomer first). Waiting, not refusing, is what
+//! search slot (an element's history, the stats) run a few at a time, and each bus
+//! connection may run at most [`RUNNING_PER_CALLER`] of them. A caller's calls beyond that
+//! wait their turn, and a freed place goes to the waiting caller running the fewest, the one
+//! served least recently among equals (a newcomer first). Waiting, not refusing, is what
 //! paces a flood: a client with a hundred calls in flight gets each answer only as fast as its
 //! share runs, so it cannot turn a stream of refusals into thousands of messages a second
 //! through `dbus-daemon` (which, on a small host, is what slowed everyone else's calls).
@@ -21,7 +21,8 @@ pub const RUNNING_IN_ALL: usize = crate::search::CONCURRENT_SEARCHES;
 /// running per caller left another client's Ping p99 at 4.5–11× its quiet figure).
 pub const RUNNING_PER_CALLER: usize = 1;
 /// Calls one connection may have waiting; the system bus lets a connection have 128 calls
-/// awaiting replies, so a single client is paced by waiting, never refused.
+/// awaiting replies, so a single client there is paced by waiting, not refused (while the
+/// places in all are not full).
 pub const WAITING_PER_CALLER: usize = 128;
 /// Calls waiting across all callers: many flooding connections are refused beyond this.
 pub const WAITING_IN_ALL: usize = 512;
@@ -154,8 +155,9 @@ impl Queue {
     }
 
     /// Gives places to waiting callers while there are places: each to the caller running
-    /// the fewest (below its share), the one served least recently among equals. Returns the grants,
-    /// to be sent once the lock is released (a refused grant is dropped, which frees it).
+    /// the fewest (below its share), the one served least recently among equals. Returns the
+    /// grants, to be sent once the lock is released (a refused grant is dropped, which frees
+    /// it).
     fn hand_on(&mut self, shared: &Arc<Mutex<Queue>>) -> Vec<(oneshot::Sender<Admitted>, Admitted)> {
         let mut grants = Vec::new();
         while self.running < RUNNING_IN_ALL {

@@ -71,7 +71,7 @@ impl PortAgent {
         self.reporting.callers.admit(caller(header)?).await
     }
 
-    /// One more cheap call for the caller, at its pace (`pacing`).
+    /// One more call for the caller, at its pace (`pacing`); every read member's first step.
     async fn pace(&self, header: &Header<'_>) -> Result<(), AgentError> {
         self.reporting.pacer.pace(caller(header)?).await
     }
