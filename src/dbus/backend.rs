@@ -109,11 +109,14 @@ impl Backend {
         }
     }
 
+    /// A search now; the caller has waited for freshness first ([`wait_until_fresh`]), and a
+    /// `min_seq` still not covered is refused as stale.
+    ///
+    /// [`wait_until_fresh`]: Self::wait_until_fresh
     pub async fn search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect) -> Result<Answer> {
         match self {
             Self::Primary(engine) => engine.search(query, limit, filters).await,
             Self::Replica(scope) => {
-                wait_for_cover(scope, &select).await?;
                 let _slot = scope.fleet.slots.acquire().await?;
                 let (scope, query) = (scope.clone(), query.to_owned());
                 tokio::task::spawn_blocking(move || scope.fleet.search(scope.only.as_deref(), &query, limit, &filters, &select)).await?

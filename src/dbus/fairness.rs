@@ -119,22 +119,26 @@ impl Queue {
         self.callers.get(caller).map_or(0, |c| c.waiting.len())
     }
 
-    /// Drops `caller`'s waiting calls that `drop` picks; forgets the caller when nothing of it
+    /// Drops `caller`'s waiting calls that `pick` picks; forgets the caller when nothing of it
     /// is left. Returns how many were dropped.
-    fn drop_waiting(&mut self, caller: &str, drop: impl Fn(&oneshot::Sender<Admitted>) -> bool) -> usize {
+    fn drop_waiting(&mut self, caller: &str, pick: impl Fn(&oneshot::Sender<Admitted>) -> bool) -> usize {
         let Some(entry) = self.callers.get_mut(caller) else { return 0 };
         let before = entry.waiting.len();
-        entry.waiting.retain(|tx| !drop(tx));
+        entry.waiting.retain(|tx| !pick(tx));
         let dropped = before - entry.waiting.len();
-        let (idle, none_waiting) = (entry.running == 0 && entry.waiting.is_empty(), entry.waiting.is_empty());
-        if idle {
-            self.callers.remove(caller);
-        }
-        if none_waiting {
+        if entry.waiting.is_empty() {
             self.turns.retain(|name| name != caller);
         }
         self.waiting -= dropped;
+        self.forget_if_idle(caller);
         dropped
+    }
+
+    /// Forgets a caller with nothing running or waiting.
+    fn forget_if_idle(&mut self, caller: &str) {
+        if self.callers.get(caller).is_some_and(|c| c.running == 0 && c.waiting.is_empty()) {
+            self.callers.remove(caller);
+        }
     }
 
     /// Drops waiting calls whose callers stopped waiting (their calls were dropped).
@@ -172,13 +176,13 @@ impl Queue {
             let name = self.turns.remove(i).expect("a caller in turn");
             let caller = self.callers.get_mut(&name).expect("a caller in turn");
             let tx = caller.waiting.pop_front();
-            let (more, idle) = (!caller.waiting.is_empty(), caller.running == 0 && caller.waiting.is_empty());
+            let more = !caller.waiting.is_empty();
             let Some(tx) = tx.inspect(|_| self.waiting -= 1).filter(|tx| !tx.is_closed()) else {
                 // Its call was dropped: the place goes to the next in turn instead.
                 if more {
                     self.turns.insert(i, name);
-                } else if idle {
-                    self.callers.remove(&name);
+                } else {
+                    self.forget_if_idle(&name);
                 }
                 continue;
             };
@@ -199,10 +203,8 @@ impl Drop for Admitted {
             queue.running -= 1;
             if let Some(caller) = queue.callers.get_mut(&self.caller) {
                 caller.running -= 1;
-                if caller.running == 0 && caller.waiting.is_empty() {
-                    queue.callers.remove(&self.caller);
-                }
             }
+            queue.forget_if_idle(&self.caller);
             queue.hand_on(&self.queue)
         };
         for (tx, admitted) in grants {
