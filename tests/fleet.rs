@@ -123,6 +123,11 @@ fn one_replica_host_keeps_many_primaries_apart_and_serves_them_all() {
     let seqs =
         |a: &serde_json::Value| a["hits"].as_array().unwrap().iter().map(|h| (h["host"].clone(), h["seq"].clone())).collect::<Vec<_>>();
     assert_eq!(seqs(&thorough), seqs(&answer), "{thorough}");
+    // A merged search ranks each origin's nearest from the graph's 8-bit copies; the scores
+    // it answers with are still the exact ones.
+    let semantic = |a: &Value| a["hits"].as_array().unwrap().iter().map(|h| h["why"]["semantic"].as_f64()).collect::<Vec<_>>();
+    assert!(semantic(&answer).iter().any(Option::is_some), "{answer}");
+    assert_eq!(semantic(&answer), semantic(&thorough), "{answer}\n{thorough}");
     let origins: Vec<&str> = answer["origins"].as_array().unwrap().iter().map(|o| o["host"].as_str().unwrap()).collect();
     assert_eq!(origins, ["hv-a", "hv-b"], "{answer}");
     assert!(answer["origins"][1]["head_hash"].as_str().unwrap().len() == 64);

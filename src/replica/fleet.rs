@@ -14,7 +14,7 @@ use crate::embed::QueryEmbedder;
 use crate::failure::{Invalid, Stale};
 use crate::index::EventRow;
 use crate::names::{check_origin_name, origin_object_path};
-use crate::search::{Answer, Depth, Freshness, Hit};
+use crate::search::{Answer, Depth, Freshness, Hit, Scoring};
 use crate::stream::receive::{self, ORIGINS_DIR};
 use crate::vector::Filters;
 use anyhow::{Result, anyhow};
@@ -329,6 +329,10 @@ impl Fleet {
         }
         hits.sort_by(Hit::merged_order);
         hits.truncate(limit);
+        if let Some(vector) = vector.as_deref().filter(|_| depth.scoring != Scoring::Stored) {
+            exact_semantic_scores(&selected, vector, &mut hits)?;
+            hits.sort_by(Hit::merged_order);
+        }
         merged.hits = hits;
         merged.notes.extend(left_out);
         Ok(merged)
@@ -423,6 +427,25 @@ fn covered(selected: &[(String, Arc<ReplicaView>)], min_seq: Option<u64>) -> Res
         return Err(Invalid(format!("min_seq is one origin's seq: name one host (this replica holds {})", selected.len())).into());
     }
     Ok(selected[0].1.current().is_ok_and(|c| c.manifest.head_seq >= min_seq))
+}
+
+/// Replaces the semantic scores of hits found from the graph's 8-bit copies
+/// ([`Scoring::Codes`]) with the exact ones, read from each hit's origin: an event's score
+/// is the same whichever way it was searched.
+fn exact_semantic_scores(selected: &[(String, Arc<ReplicaView>)], vector: &[f32], hits: &mut [Hit]) -> Result<()> {
+    for (name, view) in selected {
+        let seqs: Vec<u64> = hits.iter().filter(|h| h.host.as_ref() == Some(name) && h.why.semantic.is_some()).map(|h| h.seq).collect();
+        if seqs.is_empty() {
+            continue;
+        }
+        let exact: HashMap<u64, f32> = view.exact_similarities(vector, &seqs)?.into_iter().collect();
+        for hit in hits.iter_mut().filter(|h| h.host.as_ref() == Some(name)) {
+            if let (Some(score), Some(_)) = (exact.get(&hit.seq), hit.why.semantic) {
+                hit.why.semantic = Some(*score);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` on each origin's view, spread over the cores (each origin's store and graph are

@@ -4,12 +4,12 @@
 //! (`direction`); near-duplicates (the same element, action and changed fields) collapse into
 //! one hit listing the others; each hit says what changed and why it matched.
 
-use super::SearchState;
 use super::direction::{self, Direction};
 use super::query::Plan;
 use super::time::TimeWindow;
+use super::{Scoring, SearchState};
 use crate::event::Priority;
-use crate::index::{EventRow, list_changes};
+use crate::index::{EventRow, Index, list_changes};
 use crate::text::facts;
 use crate::vector::Filters;
 use anyhow::Result;
@@ -42,6 +42,8 @@ pub struct Depth {
     pub semantic: usize,
     /// The graph walk's breadth, when narrower than the configured `vector.ef_search`.
     pub ef_search: Option<usize>,
+    /// How the semantic side's nearest are scored.
+    pub scoring: Scoring,
     /// Fused candidates read from the index and re-ranked.
     pub rows: usize,
 }
@@ -52,15 +54,22 @@ const MERGED_EF_SEARCH: usize = 48;
 impl Depth {
     /// A search answered on its own.
     pub fn full(limit: usize) -> Self {
-        Self { semantic: SEMANTIC_CANDIDATES.max(limit * 3), ef_search: None, rows: RERANKED.max(limit * 4) }
+        Self { semantic: SEMANTIC_CANDIDATES.max(limit * 3), ef_search: None, scoring: Scoring::Stored, rows: RERANKED.max(limit * 4) }
     }
 
     /// One of several searches (a replica's origins) merged by their rank scores: only the
     /// first few hits of each can reach the merged answer, so each goes a third as deep on
-    /// the semantic side and half as deep in rows (measured against `full` in
+    /// the semantic side and half as deep in rows, and scores the graph's candidates from
+    /// its 8-bit copies instead of reading thirty stored vectors in every origin (the merged
+    /// hits' scores are made exact afterwards; measured against `full` in
     /// benches/REPORT.md, "The fleet").
     pub fn merged(limit: usize) -> Self {
-        Self { semantic: limit.max(SEMANTIC_CANDIDATES / 3), ef_search: Some(MERGED_EF_SEARCH), rows: (limit * 2).max(RERANKED / 2) }
+        Self {
+            semantic: limit.max(SEMANTIC_CANDIDATES / 3),
+            ef_search: Some(MERGED_EF_SEARCH),
+            scoring: Scoring::Codes,
+            rows: (limit * 2).max(RERANKED / 2),
+        }
     }
 }
 
@@ -232,6 +241,19 @@ impl SearchState {
 
     /// [`hybrid`](Self::hybrid) with the candidate pools of `depth`.
     pub fn hybrid_at(&self, plan: &Plan, vector: Option<&[f32]>, limit: usize, filters: &Filters, depth: Depth) -> Result<Answer> {
+        // One reader connection for the whole search (its page cache warm for every side).
+        self.readers.with(|index| self.hybrid_in(index, plan, vector, limit, filters, depth))
+    }
+
+    fn hybrid_in(
+        &self,
+        index: &Index,
+        plan: &Plan,
+        vector: Option<&[f32]>,
+        limit: usize,
+        filters: &Filters,
+        depth: Depth,
+    ) -> Result<Answer> {
         let mut filters = filters.clone();
         if let Some(w) = &plan.time {
             filters.since_ns = Some(filters.since_ns.map_or(w.since_ns, |s| s.max(w.since_ns)));
@@ -249,13 +271,13 @@ impl SearchState {
         let semantic = match vector {
             Some(v) if !plan.semantic.is_empty() => {
                 let ef_search = depth.ef_search.map_or(self.ef_search, |ef| ef.min(self.ef_search));
-                self.readers.with(|index| self.nearest_with_effort(index, v, depth.semantic, &filters, ef_search))?
+                self.nearest_scored(index, v, depth.semantic, &filters, ef_search, depth.scoring)?
             }
             _ => Vec::new(),
         };
         let lexical = match &plan.lexical {
             Some(_) => {
-                let (matches, note) = self.keywords(plan, &filters)?;
+                let (matches, note) = self.keywords(index, plan, &filters)?;
                 answer.notes.extend(note);
                 matches
             }
@@ -264,7 +286,7 @@ impl SearchState {
         if semantic.is_empty() && lexical.is_empty() && plan.lexical.is_none() {
             // Only a time: the newest events in the window.
             answer.notes.push("the query names only a time: the newest events in that window".into());
-            let newest = self.rows(self.newest(&filters, limit)?.into_iter().map(|seq| (seq, 0.0, Why::default())).collect())?;
+            let newest = self.rows(index, self.newest(&filters, limit)?.into_iter().map(|seq| (seq, 0.0, Why::default())).collect())?;
             answer.hits = Self::hits(newest, limit);
             return Ok(answer);
         }
@@ -286,7 +308,7 @@ impl SearchState {
         fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
         // Only the best few are read and re-ranked (details can be 64 KiB each).
         fused.truncate(depth.rows);
-        let mut ranked = self.rows(fused)?;
+        let mut ranked = self.rows(index, fused)?;
         if let Some(wanted) = plan.direction {
             for c in &mut ranked {
                 if direction::of_event(&c.row.action, c.changes.first()).is_some_and(|d| d != wanted) {
@@ -323,17 +345,15 @@ impl SearchState {
 
     /// The index rows of scored events, with what each changed (events not in the index are
     /// left out).
-    fn rows(&self, scored: Vec<(u64, f64, Why)>) -> Result<Vec<Candidate>> {
-        self.readers.with(|index| {
-            let mut out = Vec::with_capacity(scored.len());
-            for (seq, score, why) in scored {
-                if let Some(row) = index.event(seq)? {
-                    let changes = Change::all_in(&row.details);
-                    out.push(Candidate { row, score, why, changes });
-                }
+    fn rows(&self, index: &Index, scored: Vec<(u64, f64, Why)>) -> Result<Vec<Candidate>> {
+        let mut out = Vec::with_capacity(scored.len());
+        for (seq, score, why) in scored {
+            if let Some(row) = index.event(seq)? {
+                let changes = Change::all_in(&row.details);
+                out.push(Candidate { row, score, why, changes });
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
     /// Hits for the ranked events, near-duplicates collapsed, at most `limit`.

@@ -12,6 +12,7 @@
 
 use super::SearchState;
 use super::query::Plan;
+use crate::index::Index;
 use crate::vector::Filters;
 use anyhow::Result;
 use std::collections::HashMap;
@@ -35,16 +36,13 @@ const WINDOW: usize = 500;
 impl SearchState {
     /// Keyword matches passing the filters, best first, each with the positions of the
     /// query's words it holds, and a note when common words were matched in a window.
-    pub(super) fn keywords(&self, plan: &Plan, filters: &Filters) -> Result<(Vec<KeywordMatch>, Option<String>)> {
+    pub(super) fn keywords(&self, index: &Index, plan: &Plan, filters: &Filters) -> Result<(Vec<KeywordMatch>, Option<String>)> {
         let want = if filters.is_empty() { CANDIDATES } else { FILTERED };
         let groups: Vec<&str> = plan.term_queries.iter().map(|(_, q)| q.as_str()).collect();
-        let (lists, scores) = self.readers.with(|index| {
-            let lists: Vec<Vec<u64>> = groups.iter().map(|g| index.lexical_newest(g, WINDOW + 1)).collect::<Result<_, _>>()?;
-            let rare: Vec<&str> = groups.iter().zip(&lists).filter(|(_, l)| l.len() <= WINDOW).map(|(g, _)| *g).collect();
-            let scores: HashMap<u64, f64> =
-                if rare.is_empty() { HashMap::new() } else { index.lexical_search(&rare.join(" OR "), want)?.into_iter().collect() };
-            Ok((lists, scores))
-        })?;
+        let lists: Vec<Vec<u64>> = groups.iter().map(|g| index.lexical_newest(g, WINDOW + 1)).collect::<Result<_, _>>()?;
+        let rare: Vec<&str> = groups.iter().zip(&lists).filter(|(_, l)| l.len() <= WINDOW).map(|(g, _)| *g).collect();
+        let scores: HashMap<u64, f64> =
+            if rare.is_empty() { HashMap::new() } else { index.lexical_search(&rare.join(" OR "), want)?.into_iter().collect() };
         // Every list holds all of its word's matches from `window_from` on.
         let window_from = lists.iter().filter(|l| l.len() > WINDOW).map(|l| l[WINDOW - 1]).max().unwrap_or(0);
         let mut held: HashMap<u64, Vec<usize>> = HashMap::new();

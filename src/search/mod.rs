@@ -32,6 +32,17 @@ const EXACT_SCAN_LIMIT: usize = 4096;
 /// and re-scored with the exact f32 vectors, so near ties are ordered right.
 const RERANK_FACTOR: usize = 3;
 
+/// How the semantic side scores the graph's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoring {
+    /// Exactly, from the stored f32 vectors of three times as many candidates as wanted
+    /// (each a read of the index).
+    Stored,
+    /// From the graph's 8-bit copies against the exact query (`VectorIndex::search_refined`):
+    /// nothing read, scores within about ±0.002.
+    Codes,
+}
+
 /// Which index file readers open, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -159,7 +170,33 @@ impl SearchState {
         filters: &Filters,
         ef_search: usize,
     ) -> Result<Vec<(u64, f32)>> {
+        self.nearest_scored(index, query, limit, filters, ef_search, Scoring::Stored)
+    }
+
+    /// [`nearest_with_effort`](Self::nearest_with_effort), the graph's candidates scored as
+    /// `scoring` says.
+    pub fn nearest_scored(
+        &self,
+        index: &Index,
+        query: &[f32],
+        limit: usize,
+        filters: &Filters,
+        ef_search: usize,
+        scoring: Scoring,
+    ) -> Result<Vec<(u64, f32)>> {
         let graph = self.graph.read().expect("graph lock").clone();
+        if scoring == Scoring::Codes {
+            if filters.is_empty() {
+                return Ok(graph.search_refined(query, limit, ef_search.max(limit), None));
+            }
+            let catalog = self.catalog.read().expect("catalog lock");
+            let compiled = catalog.compile(filters);
+            if compiled.matching(EXACT_SCAN_LIMIT).is_none() {
+                let accept = |seq: u64| compiled.accepts(seq);
+                return Ok(graph.search_refined(query, limit, ef_search.max(limit), Some(&accept)));
+            }
+            // Few events pass the filters: scored exactly, below.
+        }
         let wanted = limit.saturating_mul(RERANK_FACTOR);
         if filters.is_empty() {
             let candidates = graph.search(query, wanted, ef_search.max(wanted), None);
