@@ -7,6 +7,8 @@
 //! SemanticSearch across every origin from one client (p50/p99, query embedding included),
 //! the same while one origin receives new snapshots, and the replica's memory.
 //!
+//! `fleet-kept`: the fleet a `fleet`/`fleet-50` run kept (`BENCH_FLEET_KEEP`) searched again.
+//!
 //! `fanout`: 5 daemons, each behind its own sshd in a network namespace, asked at once by
 //! `ovs-port-agent search --hosts` (D-Bus over ssh): the first query (new ssh connections),
 //! p50/p99 of the whole command with connections kept, and with one host silent (its link
@@ -23,7 +25,7 @@ use crate::texts::QUERIES;
 use common::{AgentDaemon, BtrfsMount, Netns, PrivateBus, SshReplicaHost, write_replica_config, write_streaming_config_as};
 use ovs_port_agent::embed::{ModelFiles, SentenceModel};
 use ovs_port_agent::metrics::median_p99;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +235,11 @@ pub fn aggregating_replica(origins: usize, events: usize) {
     );
     drop(replica);
     drop(primary);
+    if let Some(keep) = std::env::var_os("BENCH_FLEET_KEEP") {
+        // For `fleet-kept`: the origins' snapshots and the replica's own stores.
+        let copied = Command::new("cp").arg("-a").arg(&rep_dir).arg(&keep).status().is_ok_and(|s| s.success());
+        println!("  the fleet kept in {}: {}", Path::new(&keep).display(), if copied { "done" } else { "FAILED" });
+    }
     report.finish();
 }
 
@@ -329,5 +336,50 @@ pub fn fan_out() {
     let (p50, _) = median_p99(&mut lat);
     report.add("the same with one host silent (deadline 4 s, listing half of it), p50", p50, "ms");
     report.note("machine", format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+    report.finish();
+}
+
+/// `fleet-kept`: the fleet kept by an earlier `fleet` / `fleet-50` run
+/// (`BENCH_FLEET_KEEP=DIR`), searched again without building it (minutes instead of a
+/// quarter of an hour, for comparing changes to the search): `Fleet::search` called
+/// directly, then a replica daemon over D-Bus with the agreement with thorough searches.
+pub fn kept_fleet() {
+    let dir = PathBuf::from(std::env::var_os("BENCH_FLEET_DIR").expect("BENCH_FLEET_DIR: a directory kept by BENCH_FLEET_KEEP"));
+    let mut report = Report::new("fleet-kept");
+    let config = ovs_port_agent::config::Config { embedding: crate::model_config(), ..Default::default() };
+    let fleet = ovs_port_agent::replica::Fleet::open(&dir, &config).unwrap();
+    let origins = fleet.names().len();
+    let (select, filters) = (ovs_port_agent::replica::OriginSelect::default(), ovs_port_agent::vector::Filters::default());
+    let mut direct = Vec::new();
+    for i in 0..QUERY_CALLS {
+        let q = format!("{} {i}", QUERIES[i % QUERIES.len()]);
+        let t = Instant::now();
+        fleet.search(None, &q, 10, &filters, &select).expect("every search is answered");
+        direct.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(fleet);
+    let (p50, p99) = median_p99(&mut direct);
+    report.add(&format!("Fleet::search across {origins} origins, called directly, p50 / p99"), p50, &format!("ms / {p99:.1} ms"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::open();
+    let replica = AgentDaemon::spawn_within(
+        Command::new(env!("CARGO_BIN_EXE_ovs-port-agent")),
+        &bus.address,
+        &tmp.path().join("unused"),
+        &write_replica_config(tmp.path(), &dir),
+        Duration::from_secs(1800),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let conn = rt.block_on(async { zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap() });
+    let mut all = search_latencies(&rt, &conn, QUERY_CALLS, "");
+    let (p50, p99) = median_p99(&mut all);
+    report.add(&format!("SemanticSearch across {origins} origins over D-Bus, p50 / p99"), p50, &format!("ms / {p99:.1} ms"));
+    let (mut thorough, overlap, identical) = against_thorough(&rt, &conn);
+    let (p50, p99) = median_p99(&mut thorough);
+    report.add("the same, thorough, p50 / p99", p50, &format!("ms / {p99:.1} ms"));
+    report.add("merged answers' top 10 found by the thorough search too, mean", overlap, "share");
+    report.add("merged answers identical to the thorough ones", identical, "share");
+    drop(replica);
     report.finish();
 }

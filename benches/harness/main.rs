@@ -1,6 +1,6 @@
 //! The benchmark harness: `cargo bench --bench harness -- SECTION…` with sections
 //! `ledger`, `embed`, `quality`, `search`, `search-1m`, `dbus`, `dbus-1m`, `ingest`, `replicate`, `replicate-bytes`,
-//! `analytics`, `analytics-1m`, `fleet`, `fleet-50`, `fanout`, `peers-20k`, `peers`, `peers-1m`, `peers-replication` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
+//! `analytics`, `analytics-1m`, `fleet`, `fleet-50`, `fleet-kept` (BENCH_FLEET_DIR), `fanout`, `peers-20k`, `peers`, `peers-1m`, `peers-replication` (default: ledger, embed, quality, search, dbus, ingest). Prints a table per
 //! section and writes `bench-results/<section>.json`. Set BENCH_DIR to choose where data
 //! goes (default: a fresh loop-mounted Btrfs image, as in production).
 
@@ -58,13 +58,14 @@ fn main() {
             "fleet" => fleet::aggregating_replica(10, 20_000),
             "fleet-50" => fleet::aggregating_replica(50, 20_000),
             "fanout" => fleet::fan_out(),
+            "fleet-kept" => fleet::kept_fleet(),
             "peers-20k" => peers::vectors(&dir, 20_000),
             "peers" => peers::vectors(&dir, 100_000),
             "peers-1m" => peers::vectors(&dir, 1_000_000),
             "peers-replication" => btrbk::run(),
             other => {
                 eprintln!(
-                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, flood, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fanout, peers-20k, peers, peers-1m, peers-replication)"
+                    "unknown section {other} (ledger, embed, quality, search, search-1m, dbus, flood, dbus-1m, ingest, replicate, replicate-bytes, analytics, analytics-1m, fleet, fleet-50, fleet-kept, fanout, peers-20k, peers, peers-1m, peers-replication)"
                 )
             }
         }
