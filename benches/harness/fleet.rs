@@ -236,8 +236,10 @@ pub fn aggregating_replica(origins: usize, events: usize) {
     drop(replica);
     drop(primary);
     if let Some(keep) = std::env::var_os("BENCH_FLEET_KEEP") {
-        // For `fleet-kept`: the origins' snapshots and the replica's own stores.
-        let copied = Command::new("cp").arg("-a").arg(&rep_dir).arg(&keep).status().is_ok_and(|s| s.success());
+        // For `fleet-kept`: the origins' snapshots and the replica's own stores (into a new
+        // directory: `cp` would put them inside one that exists).
+        let fresh = !Path::new(&keep).exists();
+        let copied = fresh && Command::new("cp").arg("-a").arg(&rep_dir).arg(&keep).status().is_ok_and(|s| s.success());
         println!("  the fleet kept in {}: {}", Path::new(&keep).display(), if copied { "done" } else { "FAILED" });
     }
     report.finish();

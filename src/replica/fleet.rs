@@ -328,11 +328,15 @@ impl Fleet {
             merged.origins.extend(Self::freshness(name, view));
         }
         hits.sort_by(Hit::merged_order);
-        hits.truncate(limit);
         if let Some(vector) = vector.as_deref().filter(|_| depth.scoring != Scoring::Stored) {
-            exact_semantic_scores(&selected, vector, &mut hits)?;
+            // Equal rank scores (each origin's first hit, say) are ordered by similarity:
+            // every hit that can still make the answer gets its exact one before the cut.
+            let boundary = hits.get(limit.saturating_sub(1)).map_or(f32::MIN, |h| h.score);
+            let contenders = hits.iter().take_while(|h| h.score >= boundary).count();
+            exact_semantic_scores(&selected, vector, &mut hits[..contenders])?;
             hits.sort_by(Hit::merged_order);
         }
+        hits.truncate(limit);
         merged.hits = hits;
         merged.notes.extend(left_out);
         Ok(merged)

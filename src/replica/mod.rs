@@ -286,8 +286,7 @@ impl ReplicaView {
 
     /// The exact similarity of `vector` to the stored vectors of `seqs` (those that have one).
     pub fn exact_similarities(&self, vector: &[f32], seqs: &[u64]) -> Result<Vec<(u64, f32)>> {
-        let stored = self.search.readers.with(|i| Ok(i.vectors_for(seqs)?))?;
-        Ok(stored.into_iter().map(|(seq, v)| (seq, crate::vector::dot(vector, &v))).collect())
+        self.search.readers.with(|index| SearchState::exact_scores(index, vector, seqs))
     }
 
     /// Embeds text with the model the served vectors come from (configurations to compare).

@@ -31,9 +31,9 @@ pub fn quantized_dot(a: &[i8], b: &[i8]) -> f32 {
     code_dot(ca, cb) as f32 * sa * sb
 }
 
-/// Dot product of an exact vector with a quantized one: only the second is approximated,
-/// so the error is about half the 8-bit-by-8-bit one's (each component off by at most half
-/// a step of that vector's scale).
+/// Dot product of an exact vector with a quantized one: only the second is approximated
+/// (each component off by at most half a step of its scale), so the error is smaller than
+/// the 8-bit-by-8-bit one's; within 0.005 of the exact dot for unit vectors (tested).
 pub fn mixed_dot(exact: &[f32], q: &[i8]) -> f32 {
     let (codes, scale) = split(q);
     let sum: f32 = exact.iter().zip(codes).map(|(x, c)| x * f32::from(*c)).sum();
@@ -44,6 +44,7 @@ pub fn mixed_dot(exact: &[f32], q: &[i8]) -> f32 {
 /// spent here, and a build for any x86-64 gets only 128-bit SSE2 from the compiler: with
 /// AVX2 on the running CPU, the 256-bit version (the same exact integer sum) is taken.
 fn code_dot(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len(), "codes of one dimension");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
@@ -134,7 +135,11 @@ mod tests {
             let b: Vec<i8> = (0..len).map(|i| [-127, -127, 127, 9, 1][(i * 7) % 5]).collect();
             let expected: i32 = a.iter().zip(&b).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
             assert_eq!(code_dot_portable(&a, &b), expected, "len {len}");
-            assert_eq!(code_dot(&a, &b), expected, "len {len}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                assert_eq!(unsafe { code_dot_avx2(&a, &b) }, expected, "len {len}");
+            }
         }
     }
 
