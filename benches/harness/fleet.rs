@@ -52,6 +52,21 @@ fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
     }
 }
 
+/// A replica daemon serving the fleet in `dir` on a bus of its own (its first start takes in
+/// every origin: up to half an hour at 50 origins).
+fn start_replica(dir: &Path) -> (AgentDaemon, PrivateBus, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = PrivateBus::open();
+    let replica = AgentDaemon::spawn_within(
+        Command::new(env!("CARGO_BIN_EXE_ovs-port-agent")),
+        &bus.address,
+        &tmp.path().join("unused"),
+        &write_replica_config(tmp.path(), dir),
+        Duration::from_secs(1800),
+    );
+    (replica, bus, tmp)
+}
+
 /// A primary daemon over a seeded history of `events`, streaming to `rep_dir` as `host`.
 struct SeededPrimary {
     daemon: AgentDaemon,
@@ -156,15 +171,7 @@ pub fn aggregating_replica(origins: usize, events: usize) {
     report.add(&format!("one origin of {events} events seeded, full send, verified, p50"), p50, "s");
 
     let t0 = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::open();
-    let replica = AgentDaemon::spawn_within(
-        Command::new(env!("CARGO_BIN_EXE_ovs-port-agent")),
-        &bus.address,
-        &tmp.path().join("unused"),
-        &write_replica_config(tmp.path(), &rep_dir),
-        Duration::from_secs(1800),
-    );
+    let (replica, bus, _tmp) = start_replica(&rep_dir);
     report.add(
         &format!("replica daemon start, first time (takes in {origins} origins, builds their graphs)"),
         t0.elapsed().as_secs_f64(),
@@ -363,15 +370,7 @@ pub fn kept_fleet() {
     let (p50, p99) = median_p99(&mut direct);
     report.add(&format!("Fleet::search across {origins} origins, called directly, p50 / p99"), p50, &format!("ms / {p99:.1} ms"));
 
-    let tmp = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::open();
-    let replica = AgentDaemon::spawn_within(
-        Command::new(env!("CARGO_BIN_EXE_ovs-port-agent")),
-        &bus.address,
-        &tmp.path().join("unused"),
-        &write_replica_config(tmp.path(), &dir),
-        Duration::from_secs(1800),
-    );
+    let (replica, bus, _tmp) = start_replica(&dir);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let conn = rt.block_on(async { zbus::connection::Builder::address(bus.address.as_str()).unwrap().build().await.unwrap() });
     let mut all = search_latencies(&rt, &conn, QUERY_CALLS, "");
