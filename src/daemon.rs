@@ -519,7 +519,6 @@ fn start_streaming(
     Ok(Some(crate::stream::streamer::start(supervisor, engine, config, health)?))
 }
 
-/// Emits `ReplicaSynced` and `ReplicaFailed`.
 /// Forgets the waiting searches of callers that leave the bus (`fairness::CallerSearches::forget`).
 fn spawn_caller_watch(supervisor: &mut Supervisor, conn: zbus::Connection, callers: Arc<crate::dbus::fairness::CallerSearches>) {
     supervisor.spawn("bus", "caller-watch", Restart::Always, move |mut stopping| {
@@ -543,6 +542,7 @@ fn spawn_caller_watch(supervisor: &mut Supervisor, conn: zbus::Connection, calle
     });
 }
 
+/// Emits `ReplicaSynced` and `ReplicaFailed`.
 fn spawn_replica_signals(supervisor: &mut Supervisor, stream: Arc<StreamHandle>, iface: InterfaceRef<PortAgent>) {
     supervisor.spawn("signals", "replica-signals", Restart::Always, move |mut stopping| {
         let mut notices = stream.notices.subscribe();

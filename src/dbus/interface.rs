@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use zbus::message::Header;
+use zbus::names::UniqueName;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedValue;
 use zbus::{Connection, interface};
@@ -68,12 +69,12 @@ impl PortAgent {
     /// One more read that takes a search slot (a search, an analysis, history, stats) for
     /// the caller, within its share (`fairness`).
     async fn admit(&self, header: &Header<'_>) -> Result<Admitted, AgentError> {
-        self.reporting.callers.admit(caller(header)?).await
+        self.reporting.callers.admit(caller(header)?.as_str()).await
     }
 
     /// One more call for the caller, at its pace (`pacing`); every read member's first step.
     async fn pace(&self, header: &Header<'_>) -> Result<(), AgentError> {
-        self.reporting.pacer.pace(caller(header)?).await
+        self.reporting.pacer.pace(caller(header)?.as_str()).await
     }
 
     async fn run_search(
@@ -115,12 +116,12 @@ impl PortAgent {
 }
 
 /// The caller's unique bus name.
-fn caller<'h>(header: &'h Header<'_>) -> Result<&'h str, AgentError> {
-    header.sender().map(|name| name.as_str()).ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))
+fn caller<'h, 'm>(header: &'h Header<'m>) -> Result<&'h UniqueName<'m>, AgentError> {
+    header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))
 }
 
 async fn require_root(conn: &Connection, header: &Header<'_>) -> Result<(), AgentError> {
-    let sender = header.sender().ok_or_else(|| AgentError::AccessDenied("caller has no bus name".into()))?;
+    let sender = caller(header)?;
     let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(AgentError::internal)?;
     let uid = dbus.get_connection_unix_user(sender.clone().into()).await.map_err(AgentError::internal)?;
     if uid != 0 {

@@ -433,9 +433,9 @@ fn covered(selected: &[(String, Arc<ReplicaView>)], min_seq: Option<u64>) -> Res
     Ok(selected[0].1.current().is_ok_and(|c| c.manifest.head_seq >= min_seq))
 }
 
-/// Replaces the semantic scores of hits found from the graph's 8-bit copies
-/// ([`Scoring::Codes`]) with the exact ones, read from each hit's origin: an event's score
-/// is the same whichever way it was searched.
+/// Replaces the semantic similarities of hits found from the graph's 8-bit copies
+/// ([`Scoring::Codes`]) with the exact ones, read from each hit's origin: the similarity an
+/// answer shows for an event is the same whichever way it was searched.
 fn exact_semantic_scores(selected: &[(String, Arc<ReplicaView>)], vector: &[f32], hits: &mut [Hit]) -> Result<()> {
     for (name, view) in selected {
         let seqs: Vec<u64> = hits.iter().filter(|h| h.host.as_ref() == Some(name) && h.why.semantic.is_some()).map(|h| h.seq).collect();

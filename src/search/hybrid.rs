@@ -61,7 +61,7 @@ impl Depth {
     /// first few hits of each can reach the merged answer, so each goes a third as deep on
     /// the semantic side and half as deep in rows, and scores the graph's candidates from
     /// its 8-bit copies instead of reading thirty stored vectors in every origin (the merged
-    /// hits' scores are made exact afterwards; measured against `full` in
+    /// hits' similarities are made exact afterwards; measured against `full` in
     /// benches/REPORT.md, "The fleet").
     pub fn merged(limit: usize) -> Self {
         Self {
