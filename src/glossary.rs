@@ -39,7 +39,8 @@ fn state(value: &str) -> Option<&'static str> {
         "activating" => "a connection to the network is being prepared",
         "deactivating" => "the connection to the network is being torn down",
         "deactivated" => "there is no connection to the network any more",
-        "failed" => "the device failed to connect to the network",
+        // NetworkManager logs this as "Activation: failed for connection …".
+        "failed" => "activation failed: the device failed to connect to the network",
         _ => return None,
     })
 }
@@ -78,7 +79,7 @@ mod tests {
     #[test]
     fn values_of_networkmanagers_fields_have_meanings() {
         assert_eq!(meaning("connectivity", "none"), Some("the host is not connected to any network"));
-        assert_eq!(meaning("state", "failed"), Some("the device failed to connect to the network"));
+        assert_eq!(meaning("state", "failed"), Some("activation failed: the device failed to connect to the network"));
         assert_eq!(meaning("device state", "IP_CONFIG"), meaning("state", "ip-config"));
         assert_eq!(meaning("networking enabled", "no"), Some("overall networking is disabled"));
         assert_eq!(meaning("reason", "dhcp-failed"), Some("the DHCP client failed"));

@@ -74,7 +74,8 @@ mod tests {
         index.apply(&[lost]).unwrap();
         let offline = "\"host\" AND \"not\" AND \"connected\"";
         assert_eq!(index.lexical_newest(offline, 10).unwrap(), vec![1]);
-        // An index of version 4 holds the words without their meanings: filled again on open.
+        // An index of version 4 holds the words without their meanings: filled again on open
+        // (as is one of version 5, whose meanings were older).
         index.connection().execute_batch("INSERT INTO events_fts(events_fts) VALUES('delete-all'); PRAGMA user_version = 4;").unwrap();
         assert!(index.lexical_newest(offline, 10).unwrap().is_empty());
         drop(index);

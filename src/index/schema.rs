@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NUL
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Creates the tables and brings an index written by an older version up to date in place
 /// (the index is derived, but its vectors are expensive to remake, so it is migrated rather
@@ -85,8 +85,9 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
     }
     conn.execute_batch("DROP INDEX IF EXISTS events_by_element")?;
     // Version 2 → 3: the full-text index, filled from the events already indexed. Version 4 → 5:
-    // its words gain what NetworkManager's state values mean (`glossary`), so it is filled again.
-    if !had_fts || version < 5 {
+    // its words gain what NetworkManager's state values mean (`glossary`), so it is filled again;
+    // 5 → 6: a meaning changed (a failed device state says "activation failed"), again.
+    if !had_fts || version < 6 {
         let started = std::time::Instant::now();
         let filled = fill_lexical(conn)?;
         tracing::info!(events = filled, ms = started.elapsed().as_millis() as u64, "index migrated: full-text index filled");
@@ -105,9 +106,9 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
     Ok(())
 }
 
-/// The oldest version read without migrating: version 5 changed only the full-text index's
-/// words, so a version-4 index (an older primary's snapshot on an upgraded replica) is read
-/// as it is, its keyword matches without the meanings.
+/// The oldest version read without migrating: versions 5 and 6 changed only the full-text
+/// index's words, so a version-4 or 5 index (an older primary's snapshot on an upgraded
+/// replica) is read as it is, its keyword matches without the newer meanings.
 const OLDEST_READABLE: i64 = 4;
 
 /// A read-only connection cannot migrate: the file must already be of a readable version.
