@@ -36,6 +36,12 @@ const GROUPS: &[(&[&str], &[&str])] = &[
     (&["up"], &["activated"]),
     (&["down"], &["deactivated"]),
     (&["internet", "connectivity"], &["connectivity"]),
+    // A link that goes down and up again and again.
+    (&["flapping", "flap", "flaps", "flapped", "bouncing", "bounced"], &["carrier", "link"]),
+    // NetworkManager's `HwAddress`, OVS's `mac_in_use`.
+    (&["mac", "hwaddr", "hardware"], &["hwaddress", "mac", "hw"]),
+    (&["wireless", "wlan"], &["wifi"]),
+    (&["wired"], &["ethernet"]),
 ];
 
 /// The event words a query word stands for (empty when it has none).
@@ -48,4 +54,17 @@ pub fn synonyms(word: &str) -> Vec<&'static str> {
     }
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operators_words_bring_the_events_words() {
+        assert_eq!(synonyms("unplugged"), vec!["carrier", "link"]);
+        assert_eq!(synonyms("flapping"), vec!["carrier", "link"]);
+        assert!(synonyms("mac").contains(&"hwaddress"));
+        assert!(synonyms("eth0").is_empty());
+    }
 }
