@@ -11,14 +11,15 @@ use common::search_eval::{METHODS, Split, evaluate, groups, load, summarize};
 use common::{model_config, plain_config};
 
 /// Thresholds sit a few points under what was measured when they were set (benches/REPORT.md,
-/// "Search quality"); a drop below them means the search regressed.
-const MIN_P5_ALL: f64 = 0.78;
-const MIN_P5_HELDOUT: f64 = 0.74;
+/// "Search quality"); a drop below them means the search regressed. The ratio to BM25 on all
+/// questions is the target itself (1.5×; 1.54× measured on 2026-12-02).
+const MIN_P5_ALL: f64 = 0.80;
+const MIN_P5_HELDOUT: f64 = 0.78;
 const MIN_P5_FRESH: f64 = 0.70;
-const MIN_MRR_ALL: f64 = 0.88;
+const MIN_MRR_ALL: f64 = 0.90;
 /// Hybrid must beat plain keywords clearly, on the questions not used to build it too.
-const MIN_RATIO_TO_BM25: f64 = 1.4;
-const MIN_RATIO_TO_BM25_HELDOUT: f64 = 1.3;
+const MIN_RATIO_TO_BM25: f64 = 1.5;
+const MIN_RATIO_TO_BM25_HELDOUT: f64 = 1.4;
 const MIN_RATIO_TO_BM25_FRESH: f64 = 1.2;
 
 #[test]

@@ -115,7 +115,8 @@ const STOP_WORDS: &[&str] = &[
 /// A query, read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
-    /// The text given to the sentence model (the query without its time phrase).
+    /// The text given to the sentence model: the query without its time phrase, with the
+    /// events' words its words stand for (`with_event_words`).
     pub semantic: String,
     /// The FTS5 expression for the lexical index (None: no word to match).
     #[serde(skip)]
@@ -170,8 +171,8 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
         terms.push(raw.trim_matches(|c: char| !c.is_alphanumeric()).to_owned());
         term_queries.push((word, fts));
     }
-    let semantic = extracted.rest.trim().to_owned();
-    let has_letters = semantic.chars().any(char::is_alphanumeric);
+    let semantic = with_event_words(extracted.rest.trim(), &term_queries);
+    let has_letters = extracted.rest.chars().any(char::is_alphanumeric);
     if term_queries.is_empty() && extracted.window.is_none() {
         let why = if has_letters {
             "the query holds only common words (such as \"the\", \"what\", \"show\")"
@@ -192,6 +193,22 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
         time: extracted.window,
         notes,
     })
+}
+
+/// The text for the sentence model: the query, then in parentheses the events' words its
+/// words stand for ("host went offline (down none lost disabled)"). The model alone puts
+/// "offline" far from `connectivity full → none`; with the words the events use, the query's
+/// embedding moves towards them (measured: docs/decisions.md, "The query's event words").
+fn with_event_words(query: &str, term_queries: &[(String, String)]) -> String {
+    let mut extra: Vec<&str> = Vec::new();
+    for (word, _) in term_queries {
+        for synonym in thesaurus::synonyms(word) {
+            if !extra.contains(&synonym) && !term_queries.iter().any(|(w, _)| w == synonym) {
+                extra.push(synonym);
+            }
+        }
+    }
+    if extra.is_empty() { query.to_owned() } else { format!("{query} ({})", extra.join(" ")) }
 }
 
 /// A name, address or number: matched as written (its parts in order), never expanded.
@@ -217,6 +234,13 @@ mod tests {
         assert!(fts.contains("\"9000\"") && fts.contains("\"192 168 0 1\"") && fts.contains("\"br int\""), "{fts}");
         let p = plan("cable unplugged", 0, 0).unwrap();
         assert!(p.lexical.unwrap().contains("\"carrier\""), "domain synonyms reach the lexical side");
+    }
+
+    #[test]
+    fn the_sentence_model_gets_the_query_with_the_events_words_it_stands_for() {
+        assert_eq!(plan("host went offline", 0, 0).unwrap().semantic, "host went offline (down none lost disabled)");
+        assert_eq!(plan("link down on ens3", 0, 0).unwrap().semantic, "link down on ens3 (deactivated)");
+        assert_eq!(plan("mtu 9000 on br-int", 0, 0).unwrap().semantic, "mtu 9000 on br-int", "names and numbers bring nothing");
     }
 
     #[test]
