@@ -290,9 +290,10 @@ fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Rep
     }
 }
 
-/// A client floods SemanticSearch (or Ping) requests as fast as it can (at least 10,000, 100 in flight)
-/// while another client's Ping and SemanticSearch are timed, 2,000 calls each (a p99 of 200 calls is their second slowest, one hiccup of the machine); their p99
-/// against the same client's on a quiet daemon (target: within 3x).
+/// A client floods SemanticSearch (or Ping) requests as fast as it can (at least 10,000, 100 in
+/// flight) while another client's Ping and SemanticSearch are timed, 2,000 calls each (the p99
+/// of 200 calls is their second slowest: one hiccup of the machine); their p99 against the
+/// same client's on a quiet daemon (target: within 3x).
 fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: FloodShape, report: &mut Report) {
     use futures_util::StreamExt;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

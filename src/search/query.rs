@@ -198,7 +198,8 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
 /// The text for the sentence model: the query, then in parentheses the events' words its
 /// words stand for ("host went offline (down none lost disabled)"). The model alone puts
 /// "offline" far from `connectivity full → none`; with the words the events use, the query's
-/// embedding moves towards them (measured: docs/decisions.md, "The query's event words").
+/// embedding moves towards them (measured: docs/decisions.md, "The query's event words go to the
+/// model too").
 fn with_event_words(query: &str, term_queries: &[(String, String)]) -> String {
     let mut extra: Vec<&str> = Vec::new();
     for (word, _) in term_queries {
