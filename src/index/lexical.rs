@@ -80,8 +80,12 @@ mod tests {
         drop(index);
         let index = Index::open(&path).unwrap();
         assert_eq!(index.lexical_newest(offline, 10).unwrap(), vec![1]);
-        // Version 5's meanings were older: filled again too.
-        index.connection().execute_batch("INSERT INTO events_fts(events_fts) VALUES('delete-all'); PRAGMA user_version = 5;").unwrap();
+        // An index of this schema whose words are older (no `lexical_words` in its meta, as
+        // written before the words had a version): filled again too.
+        index
+            .connection()
+            .execute_batch("INSERT INTO events_fts(events_fts) VALUES('delete-all'); DELETE FROM meta WHERE key = 'lexical_words';")
+            .unwrap();
         drop(index);
         let index = Index::open(&path).unwrap();
         assert_eq!(index.lexical_newest(offline, 10).unwrap(), vec![1]);

@@ -1,7 +1,7 @@
 //! The index's tables, its schema version, and in-place migrations from older versions.
 
 use super::{IndexError, IndexResult};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 
 const SCHEMA: &str = "
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS vectors (seq INTEGER PRIMARY KEY, vector BLOB NOT NUL
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Creates the tables and brings an index written by an older version up to date in place
 /// (the index is derived, but its vectors are expensive to remake, so it is migrated rather
@@ -61,7 +61,7 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
         return Err(IndexError::Corrupt(format!("schema version {version} is newer than this program's {SCHEMA_VERSION}")));
     }
     if version == SCHEMA_VERSION {
-        return Ok(());
+        return refill_lexical_if_older(conn);
     }
     // Version 0 → 1: elements remember the source of their last event.
     let has_source: bool = conn.prepare("SELECT 1 FROM pragma_table_info('elements') WHERE name = 'source'")?.exists([])?;
@@ -85,9 +85,8 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
     }
     conn.execute_batch("DROP INDEX IF EXISTS events_by_element")?;
     // Version 2 → 3: the full-text index, filled from the events already indexed. Version 4 → 5:
-    // its words gain what NetworkManager's state values mean (`glossary`), so it is filled again;
-    // 5 → 6: a meaning changed (a failed device state says "activation failed"), again.
-    if !had_fts || version < 6 {
+    // its words gain what NetworkManager's state values mean (`glossary`), so it is filled again.
+    if !had_fts || version < 5 {
         let started = std::time::Instant::now();
         let filled = fill_lexical(conn)?;
         tracing::info!(events = filled, ms = started.elapsed().as_millis() as u64, "index migrated: full-text index filled");
@@ -102,13 +101,44 @@ pub fn create_and_migrate(conn: &Connection) -> IndexResult<()> {
             "index migrated: element state checkpoints written"
         );
     }
+    super::meta::set_meta(conn, LEXICAL_WORDS_KEY, &LEXICAL_WORDS.to_string())?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
     Ok(())
 }
 
-/// The oldest version read without migrating: versions 5 and 6 changed only the full-text
-/// index's words, so a version-4 or 5 index (an older primary's snapshot on an upgraded
-/// replica) is read as it is, its keyword matches without the newer meanings.
+/// The version of the words the full-text index holds for each event (`lexical_text` and the
+/// meanings in `glossary`), kept in `meta` apart from the schema version: a change of words is
+/// not a change of schema, so it needs no newer `user_version`, which a replica of the older
+/// version could not read. Version 2: a failed device state also says "activation failed".
+const LEXICAL_WORDS: u64 = 2;
+const LEXICAL_WORDS_KEY: &str = "lexical_words";
+
+/// Fills the full-text index again when its words are older than this program's (an index
+/// without the key has version 1's).
+fn refill_lexical_if_older(conn: &Connection) -> IndexResult<()> {
+    let held: u64 = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [LEXICAL_WORDS_KEY], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if held >= LEXICAL_WORDS {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let filled = fill_lexical(conn)?;
+    super::meta::set_meta(conn, LEXICAL_WORDS_KEY, &LEXICAL_WORDS.to_string())?;
+    tracing::info!(
+        events = filled,
+        ms = started.elapsed().as_millis() as u64,
+        words = LEXICAL_WORDS,
+        "index migrated: full-text index filled with newer words"
+    );
+    Ok(())
+}
+
+/// The oldest version read without migrating: version 5 changed only the full-text index's
+/// words, so a version-4 index (an older primary's snapshot on an upgraded replica) is read
+/// as it is, its keyword matches without the meanings.
 const OLDEST_READABLE: i64 = 4;
 
 /// A read-only connection cannot migrate: the file must already be of a readable version.
@@ -126,7 +156,8 @@ pub fn check_readable(conn: &Connection, path: &Path) -> IndexResult<()> {
     }
 }
 
-/// Fills the full-text index again from every indexed event (a migration from version 2 or 4).
+/// Fills the full-text index again from every indexed event (a migration from version 2 or 4,
+/// or words of an older version).
 fn fill_lexical(conn: &Connection) -> IndexResult<u64> {
     super::lexical::clear_lexical(conn)?;
     let mut stmt = conn.prepare("SELECT seq, element_id, element_type, action, source, summary, details FROM events ORDER BY seq")?;

@@ -202,7 +202,7 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
 /// model too").
 fn with_event_words(query: &str, term_queries: &[(String, String)]) -> String {
     let mut extra: Vec<&str> = Vec::new();
-    for (word, _) in term_queries {
+    for (word, _) in term_queries.iter().filter(|(w, _)| !is_exact(w)) {
         for synonym in thesaurus::synonyms(word) {
             if !extra.contains(&synonym) && !term_queries.iter().any(|(w, _)| w == synonym) {
                 extra.push(synonym);
