@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 impl Index {
     pub fn meta(&self, key: &str) -> IndexResult<Option<String>> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        meta(&self.conn, key)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> IndexResult<()> {
@@ -49,6 +49,10 @@ impl Index {
             }
         }
     }
+}
+
+pub(super) fn meta(conn: &Connection, key: &str) -> IndexResult<Option<String>> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 pub(super) fn set_meta(conn: &Connection, key: &str, value: &str) -> IndexResult<()> {

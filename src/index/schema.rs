@@ -1,7 +1,7 @@
 //! The index's tables, its schema version, and in-place migrations from older versions.
 
 use super::{IndexError, IndexResult};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use std::path::Path;
 
 const SCHEMA: &str = "
@@ -116,11 +116,7 @@ const LEXICAL_WORDS_KEY: &str = "lexical_words";
 /// Fills the full-text index again when its words are older than this program's (an index
 /// without the key has version 1's).
 fn refill_lexical_if_older(conn: &Connection) -> IndexResult<()> {
-    let held: u64 = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [LEXICAL_WORDS_KEY], |r| r.get::<_, String>(0))
-        .optional()?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let held: u64 = super::meta::meta(conn, LEXICAL_WORDS_KEY)?.and_then(|v| v.parse().ok()).unwrap_or(1);
     if held >= LEXICAL_WORDS {
         return Ok(());
     }
