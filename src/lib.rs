@@ -34,6 +34,7 @@ pub mod names;
 pub mod reader;
 pub mod reload;
 pub mod replica;
+pub mod sched;
 pub mod search;
 pub mod sources;
 pub mod ssh;

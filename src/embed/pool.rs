@@ -258,20 +258,12 @@ impl Drop for EmbedPool {
 const WORKER_NICE_STEP: i32 = 5;
 
 /// Embedding is throughput work, answering the bus is latency work: when both want the cores,
-/// the workers yield them. Threads the runtime starts from here inherit it; lowering one's
-/// own priority needs no privilege.
+/// the workers yield them (a lower priority, and a long slice the bus's threads may preempt).
 fn lower_priority() {
-    // SAFETY: plain syscalls on this thread's own id; getpriority's -1 is told from an error
-    // by errno, cleared before.
-    let failed = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        *libc::__errno_location() = 0;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
-        (nice == -1 && *libc::__errno_location() != 0) || libc::setpriority(libc::PRIO_PROCESS, tid, (nice + WORKER_NICE_STEP).min(19)) != 0
-    };
-    if failed {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the embedding worker's priority; it competes with the bus for the cores");
+    if let Err(error) = crate::sched::lower_priority(WORKER_NICE_STEP) {
+        tracing::warn!(%error, "could not lower the embedding worker's priority; it competes with the bus for the cores");
     }
+    crate::sched::Throughput::for_this_thread();
 }
 
 fn work(mut model: SentenceModel, shared: &Shared) {

@@ -154,7 +154,10 @@ impl Engine {
             layout.data.clone(),
             wake.clone(),
         );
-        let indexer_thread = std::thread::Builder::new().name("indexer".into()).spawn(move || indexer.run(indexer_rx))?;
+        let indexer_thread = std::thread::Builder::new().name("indexer".into()).spawn(move || {
+            crate::sched::Throughput::for_this_thread();
+            indexer.run(indexer_rx)
+        })?;
         // Wake the indexer once so a backlog left by the last run starts at once.
         wake.send(&indexer_tx);
         Ok(Self {

@@ -109,6 +109,8 @@ impl Readers {
             }
         };
         let lent = Lent { readers: self, reader: Some(reader) };
+        // Searches and analyses compute for milliseconds: a woken bus thread goes first.
+        let _throughput = crate::sched::Throughput::enter();
         f(lent.reader.as_ref().expect("a lent connection"))
     }
 }
