@@ -155,6 +155,8 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
     }
     let mut terms = Vec::new();
     let mut term_queries = Vec::new();
+    // The events' words the query's words stand for, in the order met.
+    let mut event_words: Vec<&'static str> = Vec::new();
     for raw in extracted.rest.split_whitespace() {
         let word = raw.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         if word.is_empty() || STOP_WORDS.contains(&word.as_str()) || term_queries.iter().any(|(w, _)| *w == word) {
@@ -163,15 +165,21 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
         let fts = if is_exact(&word) {
             phrase(&word)
         } else {
+            let synonyms = thesaurus::synonyms(&word);
             let mut alternatives = vec![phrase(&word)];
-            alternatives.extend(thesaurus::synonyms(&word).iter().map(|s| phrase(s)));
+            alternatives.extend(synonyms.iter().map(|s| phrase(s)));
+            for synonym in synonyms {
+                if !event_words.contains(&synonym) {
+                    event_words.push(synonym);
+                }
+            }
             alternatives.dedup();
             if alternatives.len() == 1 { alternatives.remove(0) } else { format!("({})", alternatives.join(" OR ")) }
         };
         terms.push(raw.trim_matches(|c: char| !c.is_alphanumeric()).to_owned());
         term_queries.push((word, fts));
     }
-    let semantic = with_event_words(extracted.rest.trim(), &term_queries);
+    let semantic = with_event_words(extracted.rest.trim(), event_words, &term_queries);
     let has_letters = extracted.rest.chars().any(char::is_alphanumeric);
     if term_queries.is_empty() && extracted.window.is_none() {
         let why = if has_letters {
@@ -199,17 +207,10 @@ pub fn plan(query: &str, now_ns: i64, utc_offset_s: i64) -> Result<Plan, Unsearc
 /// words stand for ("host went offline (down none lost disabled)"). The model alone puts
 /// "offline" far from `connectivity full → none`; with the words the events use, the query's
 /// embedding moves towards them (measured: docs/decisions.md, "The query's event words go to the
-/// model too").
-fn with_event_words(query: &str, term_queries: &[(String, String)]) -> String {
-    let mut extra: Vec<&str> = Vec::new();
-    for (word, _) in term_queries.iter().filter(|(w, _)| !is_exact(w)) {
-        for synonym in thesaurus::synonyms(word) {
-            if !extra.contains(&synonym) && !term_queries.iter().any(|(w, _)| w == synonym) {
-                extra.push(synonym);
-            }
-        }
-    }
-    if extra.is_empty() { query.to_owned() } else { format!("{query} ({})", extra.join(" ")) }
+/// model too"). Words the query holds already are not added again.
+fn with_event_words(query: &str, mut event_words: Vec<&str>, term_queries: &[(String, String)]) -> String {
+    event_words.retain(|synonym| !term_queries.iter().any(|(w, _)| w == synonym));
+    if event_words.is_empty() { query.to_owned() } else { format!("{query} ({})", event_words.join(" ")) }
 }
 
 /// A name, address or number: matched as written (its parts in order), never expanded.
