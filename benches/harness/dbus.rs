@@ -244,7 +244,7 @@ const FLOOD_IN_FLIGHT: usize = 100;
 const OBSERVED_PAIR: Duration = Duration::from_millis(2_000 / CALLS_PER_SECOND as u64 + 1);
 
 /// One client's Ping and SemanticSearch latencies, one call after another, `calls` of each.
-async fn observe(address: &str, label: &str, calls: usize) -> (Vec<f64>, Vec<f64>) {
+async fn observe(address: &str, label: &str, calls: usize) -> Observed {
     let conn = zbus::connection::Builder::address(address).unwrap().build().await.unwrap();
     let (mut ping, mut search) = (Vec::new(), Vec::new());
     for i in 0..calls {
@@ -260,7 +260,7 @@ async fn observe(address: &str, label: &str, calls: usize) -> (Vec<f64>, Vec<f64
             tokio::time::sleep(rest).await;
         }
     }
-    (ping, search)
+    Observed { ping, search }
 }
 
 /// Sets the flag when dropped, so a flooder that panics still ends the flood.
@@ -293,21 +293,54 @@ impl FloodShape {
     }
 }
 
-/// The three flood shapes, one after the other (`flood_shaped`).
+/// The three flood shapes, one after the other, each between two quiet phases of the same
+/// observer (the quiet phase after one flood is the one before the next). A flood's normal
+/// p99 is taken over the quiet calls on both sides of it: this machine's quiet p99 drifts by
+/// up to 3x between consecutive phases, and a baseline on both sides follows that drift
+/// instead of betting on the phase before. The ratio to the phase before alone is reported too.
 fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Report) {
-    for shape in [FloodShape::Batches, FloodShape::Window, FloodShape::Pings] {
-        flood_shaped(rt, address, n, shape, report);
+    let quiet = |phase: usize| rt.block_on(observe(address, &format!("quiet {phase}"), OBSERVED_CALLS));
+    let mut before = quiet(0);
+    for (phase, shape) in [FloodShape::Batches, FloodShape::Window, FloodShape::Pings].into_iter().enumerate() {
+        let flooded = flood_shaped(rt, address, n, shape, report);
+        let after = quiet(phase + 1);
+        report_observed(report, shape.label(), &before, &flooded, &after);
+        before = after;
+    }
+}
+
+/// One observer's Ping and SemanticSearch latencies over one phase (ms).
+struct Observed {
+    ping: Vec<f64>,
+    search: Vec<f64>,
+}
+
+/// The other client's figures around one flood: quiet before, flooded, quiet after, and the
+/// flooded p99 against the quiet p99 on both sides (the target) and before it alone.
+fn report_observed(report: &mut Report, flood: &str, before: &Observed, flooded: &Observed, after: &Observed) {
+    let kinds = [("Ping", &before.ping, &flooded.ping, &after.ping), ("SemanticSearch", &before.search, &flooded.search, &after.search)];
+    for (what, before, flooded, after) in kinds {
+        let (q50, q99) = median_p99(&mut before.clone());
+        let (_, after99) = median_p99(&mut after.clone());
+        let (_, both99) = median_p99(&mut [before.as_slice(), after.as_slice()].concat());
+        let (f50, f99) = median_p99(&mut flooded.clone());
+        report.add(&format!("another client's {what} p50, quiet, before the {flood}"), q50, "ms");
+        report.add(&format!("another client's {what} p99, quiet, before the {flood}"), q99, "ms");
+        report.add(&format!("another client's {what} p99, quiet, after the {flood}"), after99, "ms");
+        report.add(&format!("another client's {what} p99, quiet on both sides of the {flood}"), both99, "ms");
+        report.add(&format!("another client's {what} p50, {flood}"), f50, "ms");
+        report.add(&format!("another client's {what} p99, {flood}"), f99, "ms");
+        report.add(&format!("another client's {what} p99, {flood} ÷ quiet before it"), f99 / q99, "x");
+        report.add(&format!("another client's {what} p99, {flood} ÷ quiet on both sides (target ≤ 3)"), f99 / both99, "x");
     }
 }
 
 /// A client floods SemanticSearch (or Ping) requests as fast as it can (at least 10,000, 100 in
 /// flight) while another client's Ping and SemanticSearch are timed, 2,000 calls each (the p99
-/// of 200 calls is their third slowest: a hiccup of the machine); their p99 against the
-/// same client's on a quiet daemon (target: within 3x).
-fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: FloodShape, report: &mut Report) {
+/// of 200 calls is their third slowest: a hiccup of the machine); returns those timings.
+fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: FloodShape, report: &mut Report) -> Observed {
     use futures_util::StreamExt;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let (mut quiet_ping, mut quiet_search) = rt.block_on(observe(address, "quiet", OBSERVED_CALLS));
     let observed = Arc::new(AtomicBool::new(false));
     let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let started = Instant::now();
@@ -360,29 +393,19 @@ fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: Fl
             })
         })
     };
-    let (mut ping, mut search) = {
+    let flooded = {
         let _done = SetOnDrop(observed);
         rt.block_on(observe(address, "flooded", OBSERVED_CALLS))
     };
     flooder.join().expect("the flooding client");
     let flood_secs = started.elapsed().as_secs_f64();
-    let (qp50, qp99) = median_p99(&mut quiet_ping);
-    let (qs50, qs99) = median_p99(&mut quiet_search);
-    let (fp50, fp99) = median_p99(&mut ping);
-    let (fs50, fs99) = median_p99(&mut search);
     let (answered, busy) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed));
     let flood = shape.label();
     report.add(&format!("{flood}: requests from one client, {n} events"), (answered + busy) as f64, "requests");
     report.add(&format!("{flood}: duration"), flood_secs, "s");
     report.add(&format!("{flood}: answered"), answered as f64, "requests");
     report.add(&format!("{flood}: refused busy"), busy as f64, "requests");
-    for (what, q50, q99, f50, f99) in [("Ping", qp50, qp99, fp50, fp99), ("SemanticSearch", qs50, qs99, fs50, fs99)] {
-        report.add(&format!("another client's {what} p50, quiet, before the {flood}"), q50, "ms");
-        report.add(&format!("another client's {what} p99, quiet, before the {flood}"), q99, "ms");
-        report.add(&format!("another client's {what} p50, {flood}"), f50, "ms");
-        report.add(&format!("another client's {what} p99, {flood}"), f99, "ms");
-        report.add(&format!("another client's {what} p99, {flood} ÷ quiet (target ≤ 3)"), f99 / q99, "x");
-    }
+    flooded
 }
 
 /// Bytes on disk per event: the ledger, the index (rows, vectors, lexical index), and what the
