@@ -114,10 +114,10 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
             LedgerError::Io { .. } | LedgerError::Closed => Kind::Internal,
         });
     }
-    if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-        if is_disk_full(e) {
-            return Some(Kind::DiskFull);
-        }
+    if let Some(e) = cause.downcast_ref::<std::io::Error>()
+        && is_disk_full(e)
+    {
+        return Some(Kind::DiskFull);
     }
     None
 }

@@ -26,14 +26,14 @@ impl OfflineReader {
         let dataset = DataSet::open_read_only(layout)?;
         let index = dataset.index();
         let queries = QueryEmbedder::load(&config.embedding)?;
-        if let Some((_, stored)) = index.model()? {
-            if stored != queries.model_sha256() {
-                bail!(
-                    "the vectors in {} come from model sha256 {stored}, but the configured model is {}; configure that model to search them",
-                    layout.index_path().display(),
-                    queries.model_sha256()
-                );
-            }
+        if let Some((_, stored)) = index.model()?
+            && stored != queries.model_sha256()
+        {
+            bail!(
+                "the vectors in {} come from model sha256 {stored}, but the configured model is {}; configure that model to search them",
+                layout.index_path().display(),
+                queries.model_sha256()
+            );
         }
         let mut catalog = Catalog::default();
         catalog_events_after(&mut catalog, index, 0)?;

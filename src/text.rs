@@ -144,10 +144,11 @@ fn paired_keys(map: &Map<String, Value>) -> Vec<(String, String)> {
             }
         }
         // `previous` beside the field it precedes: {"connectivity": "none", "previous": "full"}.
-        if key == "previous" && !map.contains_key("current") {
-            if let Some(subject) = map.keys().find(|k| !matches!(k.as_str(), "previous" | "reason") && map[*k].is_string()) {
-                pairs.push((key.clone(), subject.clone()));
-            }
+        if key == "previous"
+            && !map.contains_key("current")
+            && let Some(subject) = map.keys().find(|k| !matches!(k.as_str(), "previous" | "reason") && map[*k].is_string())
+        {
+            pairs.push((key.clone(), subject.clone()));
         }
     }
     pairs

@@ -46,10 +46,10 @@ fn monitor(daemon: &AgentDaemon) -> (std::process::Child, std::sync::mpsc::Recei
 fn wait_line(rx: &std::sync::mpsc::Receiver<String>, what: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if what(&line) {
-                return line;
-            }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && what(&line)
+        {
+            return line;
         }
     }
     panic!("the expected signal did not arrive");

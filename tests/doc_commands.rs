@@ -107,9 +107,7 @@ fn rfc3339(ago: Duration) -> String {
 fn history(path: &Path) {
     let h = |hours: u64| rfc3339(Duration::from_secs(hours * 3600));
     let lines = [
-        format!(
-            r#"{{"element_id":"interface:eth0","action":"state.changed","priority":"medium","ts":"2026-11-24T01:00:00Z","details":{{"before":{{"state":"disconnected"}},"after":{{"state":"activated"}},"changed":["state"]}}}}"#
-        ),
+        r#"{"element_id":"interface:eth0","action":"state.changed","priority":"medium","ts":"2026-11-24T01:00:00Z","details":{"before":{"state":"disconnected"},"after":{"state":"activated"},"changed":["state"]}}"#.to_string(),
         format!(
             r#"{{"element_id":"interface:eth0","action":"link.down","priority":"high","ts":"{}","summary":"eth0 lost its link","details":{{"before":{{"carrier":true}},"after":{{"carrier":false}},"changed":["carrier"]}}}}"#,
             h(2)

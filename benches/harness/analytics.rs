@@ -50,7 +50,7 @@ impl History {
     }
 
     fn is_hot(&self, i: usize) -> bool {
-        i % (self.n / HOT_EVENTS) == 0
+        i.is_multiple_of(self.n / HOT_EVENTS)
     }
 
     /// One in a hundred VM events is a device failure.
@@ -65,7 +65,7 @@ impl History {
         let mut e = if self.is_hot(i) {
             let k = i / (self.n / HOT_EVENTS);
             if k % 50 == 49 {
-                let (before, after) = if k / 50 % 2 == 0 { (1500, 9000) } else { (9000, 1500) };
+                let (before, after) = if (k / 50).is_multiple_of(2) { (1500, 9000) } else { (9000, 1500) };
                 NewEvent::new("nm", HOT, "mtu.changed", Priority::Medium, change("mtu", json!(before), json!(after)))
             } else {
                 let up = k % 2 == 1;
@@ -102,7 +102,7 @@ impl History {
                     )
                 }
                 75..90 => {
-                    let mtu = if (r >> 32) % 4 == 0 { 9000 } else { 1500 };
+                    let mtu = if (r >> 32).is_multiple_of(4) { 9000 } else { 1500 };
                     NewEvent::new(
                         "nm",
                         &format!("interface:vnet{vm}"),

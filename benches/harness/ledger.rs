@@ -12,9 +12,9 @@ pub fn event(i: usize) -> NewEvent {
     NewEvent::new(
         "bench",
         &format!("interface:veth{}", i % 500),
-        if i % 2 == 0 { "link.down" } else { "link.up" },
+        if i.is_multiple_of(2) { "link.down" } else { "link.up" },
         Priority::Medium,
-        json!({"before": {"carrier": i % 2 == 0}, "after": {"carrier": i % 2 != 0}, "changed": ["carrier"], "n": i}),
+        json!({"before": {"carrier": i.is_multiple_of(2)}, "after": {"carrier": !i.is_multiple_of(2)}, "changed": ["carrier"], "n": i}),
     )
     .with_summary(format!("veth{} carrier changed", i % 500))
 }

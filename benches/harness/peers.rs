@@ -78,7 +78,7 @@ impl Workload {
 }
 
 fn even(key: u64) -> bool {
-    key % 2 == 0
+    key.is_multiple_of(2)
 }
 
 /// Latency p50/p99 (ms) and recall@10 of `search` over the queries against `truth`.
@@ -160,7 +160,7 @@ fn ours(dir: &Path, index_path: &Path, work: &Workload) -> Measured {
     let (_, rss_before) = rss_mib();
     let graph = VectorIndex::new(&VectorConfig::default(), work.n);
     let _ = std::fs::remove_file(index_path);
-    let mut index = Index::open(&index_path).unwrap();
+    let mut index = Index::open(index_path).unwrap();
     let started = Instant::now();
     for start in (0..work.n).step_by(CHUNK) {
         let items = work.chunk(start);

@@ -332,21 +332,21 @@ impl Detector {
                 });
             }
         }
-        if let (Some((distance, nearest)), Some(t)) = (novelty, self.types.get(&e.element_type)) {
-            if let Some(threshold) = t.novelty_threshold().filter(|th| distance > *th) {
-                fired.push(Fired {
-                    rule: Rule::Novelty,
-                    key: format!("seq {}", e.seq),
-                    score: (distance / threshold) as f64,
-                    threshold: threshold as f64,
-                    why: format!(
-                        "its nearest earlier {} event is {distance:.2} away; the type's last {} routine events were at most {threshold:.2} from theirs",
-                        e.element_type,
-                        t.novelty.len()
-                    ),
-                    evidence: vec![(nearest, Some(1.0 - distance))],
-                });
-            }
+        if let (Some((distance, nearest)), Some(t)) = (novelty, self.types.get(&e.element_type))
+            && let Some(threshold) = t.novelty_threshold().filter(|th| distance > *th)
+        {
+            fired.push(Fired {
+                rule: Rule::Novelty,
+                key: format!("seq {}", e.seq),
+                score: (distance / threshold) as f64,
+                threshold: threshold as f64,
+                why: format!(
+                    "its nearest earlier {} event is {distance:.2} away; the type's last {} routine events were at most {threshold:.2} from theirs",
+                    e.element_type,
+                    t.novelty.len()
+                ),
+                evidence: vec![(nearest, Some(1.0 - distance))],
+            });
         }
         let kind = kind_of(e);
         if let Some(k) = self.kinds.get(&kind).filter(|k| k.preceded >= PRECURSOR_SUPPORT && e.priority < Priority::Critical) {
@@ -569,10 +569,10 @@ pub fn detect(index: &Index, search: &SearchState, window_ms: u64, options: &Ano
             }
             // A burst keeps collecting the element's events in its interval.
             let bin_key = (Rule::Burst, e.element_id.clone(), format!("bin {}", e.ts.div_euclid(BIN_NS)));
-            if let Some(&at) = open.get(&bin_key) {
-                if findings[at].event.seq != e.seq {
-                    findings[at].join(e.seq);
-                }
+            if let Some(&at) = open.get(&bin_key)
+                && findings[at].event.seq != e.seq
+            {
+                findings[at].join(e.seq);
             }
         }
         detector.observe(e, novelty.map(|(d, _)| d));

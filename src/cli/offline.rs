@@ -171,10 +171,10 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<ExitCode> {
     let mut progress = (!json).then(|| Progress::new("records verified", expected));
     let outcome = scan(&ledger_dir, |_| {
         records += 1;
-        if records % 4096 == 0 {
-            if let Some(p) = &mut progress {
-                p.update(records);
-            }
+        if records.is_multiple_of(4096)
+            && let Some(p) = &mut progress
+        {
+            p.update(records);
         }
     })
     .with_context(|| format!("reading {}", ledger_dir.display()))?;

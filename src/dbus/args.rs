@@ -113,10 +113,10 @@ pub fn search_options(options: &HashMap<String, OwnedValue>) -> Result<(Filters,
             _ => return Err(wrong()),
         }
     }
-    if let (Some(since), Some(until)) = (filters.since_ns, filters.until_ns) {
-        if since > until {
-            return Err(AgentError::invalid("since_unix_ms is after until_unix_ms"));
-        }
+    if let (Some(since), Some(until)) = (filters.since_ns, filters.until_ns)
+        && since > until
+    {
+        return Err(AgentError::invalid("since_unix_ms is after until_unix_ms"));
     }
     Ok((filters, limit_value, select))
 }

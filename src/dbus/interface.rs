@@ -91,7 +91,7 @@ impl PortAgent {
         let started = Instant::now();
         let hits = self.backend.search(query, limit, filters, select).await?;
         self.search_latency.record(started.elapsed());
-        Ok(serde_json::to_string(&hits).map_err(AgentError::internal)?)
+        serde_json::to_string(&hits).map_err(AgentError::internal)
     }
 }
 

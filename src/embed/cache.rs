@@ -30,10 +30,10 @@ impl TextCache {
         if self.capacity == 0 || self.map.contains_key(&key) {
             return;
         }
-        if self.map.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
+        if self.map.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.map.remove(&old);
         }
         self.map.insert(key, v);
         self.order.push_back(key);

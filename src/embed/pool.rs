@@ -78,11 +78,9 @@ impl Queue {
     /// The next job: a query, unless [`QUERY_BURST`] queries ran in a row and an event waits.
     fn next(&mut self) -> Option<Job> {
         let event_turn = self.queries_in_a_row >= QUERY_BURST && !self.events.is_empty();
-        if !event_turn {
-            if let Some(job) = self.queries.pop_front() {
-                self.queries_in_a_row += 1;
-                return Some(job);
-            }
+        if !event_turn && let Some(job) = self.queries.pop_front() {
+            self.queries_in_a_row += 1;
+            return Some(job);
         }
         let job = self.events.pop()?;
         self.queries_in_a_row = 0;

@@ -86,10 +86,10 @@ impl LegacyChain {
             if prev_hash != last_hash {
                 problems.push(format!("prev_hash {prev_hash:?} is not the previous record's hash {last_hash:?}"));
             }
-            if let (Some(h), Some(before)) = (height, last_height) {
-                if before.checked_add(1) != Some(h) {
-                    problems.push(format!("height {h} follows height {before}"));
-                }
+            if let (Some(h), Some(before)) = (height, last_height)
+                && before.checked_add(1) != Some(h)
+            {
+                problems.push(format!("height {h} follows height {before}"));
             }
         }
         self.last = Some((hash.to_owned(), height));
@@ -157,10 +157,10 @@ fn element_named(payload: &Value, category: Option<&str>) -> String {
     ];
     let name = |key: &str| payload.get(key).and_then(Value::as_str).filter(|n| !n.is_empty() && n.len() < 200);
     let category = category.map(str::to_ascii_lowercase);
-    if let Some((key, kind, _)) = KINDS.iter().find(|(_, _, names)| category.as_deref().is_some_and(|c| names.contains(&c))) {
-        if let Some(n) = name(key).or_else(|| name("name")) {
-            return format!("{kind}:{n}");
-        }
+    if let Some((key, kind, _)) = KINDS.iter().find(|(_, _, names)| category.as_deref().is_some_and(|c| names.contains(&c)))
+        && let Some(n) = name(key).or_else(|| name("name"))
+    {
+        return format!("{kind}:{n}");
     }
     for (key, kind) in [
         ("bridge", "bridge"),

@@ -154,7 +154,7 @@ pub(super) fn checkpoint_if_due(
     previous_seq: u64,
     event: (u64, i64, &Value),
 ) -> IndexResult<()> {
-    if height % FOLD_EVERY != 0 {
+    if !height.is_multiple_of(FOLD_EVERY) {
         return Ok(());
     }
     let base = latest_checkpoint(conn, element_id)?;

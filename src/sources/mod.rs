@@ -352,10 +352,10 @@ pub async fn reconcile(source: &'static str, mut live: Vec<LiveElement>, sink: &
     let first_time = known.is_empty();
     let mut known_map: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
     for e in known {
-        if let Value::Object(mut state) = e.state {
-            if state.remove("present") != Some(Value::Bool(false)) {
-                known_map.insert(e.element_id, state);
-            }
+        if let Value::Object(mut state) = e.state
+            && state.remove("present") != Some(Value::Bool(false))
+        {
+            known_map.insert(e.element_id, state);
         }
     }
     live.sort_by(|a, b| a.element_id.cmp(&b.element_id));

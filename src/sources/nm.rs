@@ -169,10 +169,10 @@ async fn session(
                 Some(Incoming::Closed(why)) => anyhow::bail!("{why}"),
                 Some(Incoming::Signal(msg)) => {
                     let from_nm = nm_owner.is_some() && msg.header().sender().map(|s| s.as_str()) == nm_owner.as_deref();
-                    if from_nm {
-                        if let Err(e) = handle_signal(&conn, &msg, &mut world, sink).await {
-                            tracing::debug!(error = %format!("{e:#}"), "could not follow a NetworkManager signal");
-                        }
+                    if from_nm
+                        && let Err(e) = handle_signal(&conn, &msg, &mut world, sink).await
+                    {
+                        tracing::debug!(error = %format!("{e:#}"), "could not follow a NetworkManager signal");
                     }
                 }
                 Some(Incoming::Owner(msg)) => {
@@ -297,10 +297,10 @@ async fn device_view(conn: &Connection, path: &str) -> Result<(String, Map<Strin
             m.insert(name.into(), json!(s));
         }
     }
-    if let Ok(wired) = get_all(conn, path, WIRED_IFACE).await {
-        if let Some(c) = wired.get("Carrier").and_then(|v| bool::try_from(v).ok()) {
-            m.insert("carrier".into(), json!(c));
-        }
+    if let Ok(wired) = get_all(conn, path, WIRED_IFACE).await
+        && let Some(c) = wired.get("Carrier").and_then(|v| bool::try_from(v).ok())
+    {
+        m.insert("carrier".into(), json!(c));
     }
     if let Some(ip4) = props.get("Ip4Config").and_then(|v| OwnedObjectPath::try_from(v.clone()).ok()) {
         m.insert("addresses".into(), json!(ip4_addresses(conn, ip4.as_str()).await));
@@ -587,10 +587,10 @@ async fn properties_changed(
         }
         if let Some(paths) = changed.get("ActiveConnections").and_then(|v| Vec::<OwnedObjectPath>::try_from(v.clone()).ok()) {
             for p in paths {
-                if !world.active.contains_key(p.as_str()) {
-                    if let Ok(uuid) = active_uuid(conn, p.as_str()).await {
-                        world.active.insert(p.to_string(), uuid);
-                    }
+                if !world.active.contains_key(p.as_str())
+                    && let Ok(uuid) = active_uuid(conn, p.as_str()).await
+                {
+                    world.active.insert(p.to_string(), uuid);
                 }
             }
         }

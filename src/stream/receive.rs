@@ -397,10 +397,11 @@ fn receive_stream(
     if let Some(mut z) = unzstd {
         let _ = z.wait();
     }
-    if (refused.is_none() || refused.as_deref() == Some(RECEIVE_DIED)) && copied.is_ok() {
-        if let Err(e) = guard.finish() {
-            refused = Some(e.to_string());
-        }
+    if (refused.is_none() || refused.as_deref() == Some(RECEIVE_DIED))
+        && copied.is_ok()
+        && let Err(e) = guard.finish()
+    {
+        refused = Some(e.to_string());
     }
     drop(to_receive);
     if refused.is_some() || copied.is_err() {
@@ -865,10 +866,10 @@ impl VerifiedHeads {
 /// Keeps only `keep` (the parent the next incremental needs; "" keeps nothing).
 fn prune(dir: &Path, keep: &str) {
     for (_, path) in snapshot::list(dir) {
-        if path.file_name().map(|n| n != keep).unwrap_or(false) {
-            if let Err(e) = snapshot::delete(&path) {
-                eprintln!("could not prune {}: {e:#}", path.display());
-            }
+        if path.file_name().map(|n| n != keep).unwrap_or(false)
+            && let Err(e) = snapshot::delete(&path)
+        {
+            eprintln!("could not prune {}: {e:#}", path.display());
         }
     }
 }
@@ -880,12 +881,12 @@ fn note_rejection(dir: &Path, header: &Header, error: &str, fault: bool) {
     // `fault`: not taken for the replica's own trouble (a full disk), not a refusal.
     let line = serde_json::json!({"unix_ns": crate::event::now_ns(), "snapshot": header.name, "parent": header.parent, "error": error, "fault": fault});
     eprintln!("{} {}: {error}", if fault { "could not take" } else { "refused" }, header.name);
-    if std::fs::metadata(&path).map(|m| m.len() > MAX_REJECTIONS_BYTES).unwrap_or(false) {
-        if let Ok(old) = durable::read_limited(&path, 4 * MAX_REJECTIONS_BYTES) {
-            let keep = &old[old.len() / 2..];
-            let start = keep.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
-            let _ = durable::replace(&path, &keep[start..]);
-        }
+    if std::fs::metadata(&path).map(|m| m.len() > MAX_REJECTIONS_BYTES).unwrap_or(false)
+        && let Ok(old) = durable::read_limited(&path, 4 * MAX_REJECTIONS_BYTES)
+    {
+        let keep = &old[old.len() / 2..];
+        let start = keep.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+        let _ = durable::replace(&path, &keep[start..]);
     }
     let appended = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
     if let Err(e) = appended {

@@ -133,10 +133,11 @@ impl StreamHandle {
         let Some((newest, _)) = all.last().cloned() else { return };
         for (seq, path) in all {
             let name = snapshot::snapshot_name(seq);
-            if seq != newest && !keep.contains(&name) {
-                if let Err(e) = snapshot::delete(&path) {
-                    tracing::warn!(snapshot = %path.display(), error = %format!("{e:#}"), "could not delete an old snapshot");
-                }
+            if seq != newest
+                && !keep.contains(&name)
+                && let Err(e) = snapshot::delete(&path)
+            {
+                tracing::warn!(snapshot = %path.display(), error = %format!("{e:#}"), "could not delete an old snapshot");
             }
         }
     }

@@ -63,15 +63,15 @@ impl OvsSandbox {
     }
 
     fn kill_pidfile(&self, name: &str) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(name)) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-                for _ in 0..100 {
-                    if unsafe { libc::kill(pid, 0) } != 0 {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(name))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            for _ in 0..100 {
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    break;
                 }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
     }

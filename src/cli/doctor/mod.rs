@@ -126,7 +126,7 @@ fn disk_space(layout: &Layout) -> Check {
     let Ok(vfs) = crate::btrfs::statvfs(&dir) else {
         return Check::warn(NAME, format!("cannot stat {}", dir.display()), "check that the data directory's parent exists");
     };
-    let (free, total) = (vfs.f_bavail as u64 * vfs.f_frsize as u64, vfs.f_blocks as u64 * vfs.f_frsize as u64);
+    let (free, total) = (vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize);
     let share = free as f64 / total.max(1) as f64;
     let detail = format!("{:.2} GiB free on {} ({:.0} %)", free as f64 / (1u64 << 30) as f64, dir.display(), share * 100.0);
     if free < MIN_FREE_BYTES {
