@@ -295,14 +295,15 @@ impl FloodShape {
 
 /// The three flood shapes, one after the other, each between two quiet phases of the same
 /// observer (the quiet phase after one flood is the one before the next). A flood's normal
-/// p99 is taken over the quiet calls on both sides of it: this machine's quiet p99 drifts by
-/// up to 3x between consecutive phases, and a baseline on both sides follows that drift
-/// instead of betting on the phase before. The ratio to the phase before alone is reported too.
+/// p99 is taken over the quiet calls on both sides of it: this machine's quiet p99 drifts (up
+/// to 2x between consecutive phases of one run, 1.0-4.3 ms over a day), and a baseline on both
+/// sides follows that drift instead of betting on the phase before. The ratio to the phase
+/// before alone is reported too.
 fn flood(rt: &tokio::runtime::Runtime, address: &str, n: usize, report: &mut Report) {
     let quiet = |phase: usize| rt.block_on(observe(address, &format!("quiet {phase}"), OBSERVED_CALLS));
     let mut before = quiet(0);
     for (phase, shape) in [FloodShape::Batches, FloodShape::Window, FloodShape::Pings].into_iter().enumerate() {
-        let flooded = flood_shaped(rt, address, n, shape, report);
+        let flooded = flood_shaped(rt, address, n, phase, shape, report);
         let after = quiet(phase + 1);
         report_observed(report, shape.label(), &before, &flooded, &after);
         before = after;
@@ -338,7 +339,9 @@ fn report_observed(report: &mut Report, flood: &str, before: &Observed, flooded:
 /// A client floods SemanticSearch (or Ping) requests as fast as it can (at least 10,000, 100 in
 /// flight) while another client's Ping and SemanticSearch are timed, 2,000 calls each (the p99
 /// of 200 calls is their third slowest: a hiccup of the machine); returns those timings.
-fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: FloodShape, report: &mut Report) -> Observed {
+/// `phase` numbers the observer's query texts, so no phase repeats another's (the daemon caches
+/// query embeddings).
+fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, phase: usize, shape: FloodShape, report: &mut Report) -> Observed {
     use futures_util::StreamExt;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let observed = Arc::new(AtomicBool::new(false));
@@ -395,7 +398,7 @@ fn flood_shaped(rt: &tokio::runtime::Runtime, address: &str, n: usize, shape: Fl
     };
     let flooded = {
         let _done = SetOnDrop(observed);
-        rt.block_on(observe(address, "flooded", OBSERVED_CALLS))
+        rt.block_on(observe(address, &format!("flooded {phase}"), OBSERVED_CALLS))
     };
     flooder.join().expect("the flooding client");
     let flood_secs = started.elapsed().as_secs_f64();
