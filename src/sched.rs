@@ -103,6 +103,20 @@ fn request(slice_ns: u64) {
 /// flags. Returns the slice it had, or `None` for a thread of another policy (idle,
 /// real-time, deadline), which keeps what it was given.
 fn set_slice(slice_ns: u64) -> std::io::Result<Option<u64>> {
+    let attr = this_thread_attr()?;
+    if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
+        return Ok(None);
+    }
+    let wanted = SchedAttr { size: std::mem::size_of::<SchedAttr>() as u32, flags: attr.flags & RESET_ON_FORK, runtime: slice_ns, ..attr };
+    // SAFETY: sched_setattr on this thread with a fully initialized attribute of that size.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &wanted as *const SchedAttr, 0u32) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Some(attr.runtime))
+}
+
+/// This thread's scheduling attributes.
+fn this_thread_attr() -> std::io::Result<SchedAttr> {
     let mut attr = SchedAttr::default();
     let size = std::mem::size_of::<SchedAttr>() as u32;
     // SAFETY: sched_getattr on this thread (pid 0) with a buffer of the size passed, which the
@@ -110,15 +124,7 @@ fn set_slice(slice_ns: u64) -> std::io::Result<Option<u64>> {
     if unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size, 0u32) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
-        return Ok(None);
-    }
-    let wanted = SchedAttr { size, flags: attr.flags & RESET_ON_FORK, runtime: slice_ns, ..attr };
-    // SAFETY: sched_setattr on this thread with a fully initialized attribute of that size.
-    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &wanted as *const SchedAttr, 0u32) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(Some(attr.runtime))
+    Ok(attr)
 }
 
 /// Lowers this thread's priority by `step` nice levels (needs no privilege; threads it starts
@@ -143,11 +149,7 @@ mod tests {
 
     /// This thread's policy, nice value and slice.
     fn attr_now() -> (u32, i32, u64) {
-        let mut attr = SchedAttr::default();
-        let size = std::mem::size_of::<SchedAttr>() as u32;
-        // SAFETY: as in `set_slice`.
-        let read = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size, 0u32) };
-        assert_eq!(read, 0, "sched_getattr: {}", std::io::Error::last_os_error());
+        let attr = this_thread_attr().expect("sched_getattr on this thread");
         (attr.policy, attr.nice, attr.runtime)
     }
 
