@@ -142,7 +142,7 @@ impl EmbedPool {
             let files = files.clone();
             let loaded_tx = loaded_tx.clone();
             threads.push(std::thread::Builder::new().name(format!("embed-{i}")).spawn(move || {
-                lower_priority();
+                yield_to_latency_work();
                 match SentenceModel::load(&files, max_length) {
                     Ok(model) => {
                         let _ = loaded_tx.send(Ok(()));
@@ -257,7 +257,7 @@ const WORKER_NICE_STEP: i32 = 5;
 
 /// Embedding is throughput work, answering the bus is latency work: when both want the cores,
 /// the workers yield them (a lower priority, and a long slice the bus's threads may preempt).
-fn lower_priority() {
+fn yield_to_latency_work() {
     if let Err(error) = crate::sched::lower_priority(WORKER_NICE_STEP) {
         tracing::warn!(%error, "could not lower the embedding worker's priority; it competes with the bus for the cores");
     }
