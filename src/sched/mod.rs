@@ -9,6 +9,16 @@
 //! then preempt it at once. Older kernels take no such request, and after the first try
 //! nothing more is asked. It needs no privilege; a refusal costs only latency, so it is logged
 //! once and not asked again.
+//!
+//! A long slice is only a request: a woken thread that has lately run more than its share
+//! still waits for the next tick. Work done for a caller beyond its share (a flood's searches:
+//! the query's embedding and the search, [`Urgency::Background`]) runs at idle priority
+//! instead ([`IdlePriority`], bounded in time), which every other thread preempts the moment
+//! it wakes.
+
+mod idle;
+
+pub use idle::{IdlePriority, idle_counts, idle_priority_available};
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -33,7 +43,7 @@ thread_local! {
 
 /// `struct sched_attr` as the kernel first defined it (`SCHED_ATTR_SIZE_VER0`).
 #[repr(C)]
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct SchedAttr {
     size: u32,
     policy: u32,
@@ -107,12 +117,29 @@ fn set_slice(slice_ns: u64) -> std::io::Result<Option<u64>> {
     if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
         return Ok(None);
     }
-    let wanted = SchedAttr { size: std::mem::size_of::<SchedAttr>() as u32, flags: attr.flags & RESET_ON_FORK, runtime: slice_ns, ..attr };
-    // SAFETY: sched_setattr on this thread with a fully initialized attribute of that size.
-    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &wanted as *const SchedAttr, 0u32) } != 0 {
+    set_attr(0, &SchedAttr { runtime: slice_ns, ..attr })?;
+    Ok(Some(attr.runtime))
+}
+
+/// Whom a computation is for: a caller within its share of the daemon (the default), or one
+/// asking for more than its share at once (a flood), whose computing may wait for idle cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Urgency {
+    #[default]
+    Interactive,
+    Background,
+}
+
+/// Sets thread `tid`'s (0: this thread's) policy, nice value and slice to `attr`'s, its
+/// flags kept but for reset-on-fork.
+fn set_attr(tid: libc::pid_t, attr: &SchedAttr) -> std::io::Result<()> {
+    let wanted = SchedAttr { size: std::mem::size_of::<SchedAttr>() as u32, flags: attr.flags & RESET_ON_FORK, ..*attr };
+    // SAFETY: sched_setattr on a thread of this process with a fully initialized attribute of
+    // that size.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &wanted as *const SchedAttr, 0u32) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(Some(attr.runtime))
+    Ok(())
 }
 
 /// This thread's scheduling attributes.

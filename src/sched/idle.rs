@@ -1,0 +1,324 @@
+//! Idle CPU priority (`SCHED_IDLE`) for work done for a caller beyond its share (a flood's
+//! searches). Any other thread that wakes preempts an idle-priority thread at once, so the
+//! bus, `dbus-daemon` and other clients do not wait out its computation, and it still gets
+//! every core nothing else wants.
+//!
+//! Bounded: a thread held at idle priority longer than [`IDLE_AT_MOST`] is raised back by a
+//! monitor thread. On a host whose cores are busy with other work an idle thread would
+//! otherwise starve, and with it anything it holds: a search place, a reader, a lock shared
+//! with the recording side (the allocator's, SQLite's). So a flood is demoted only while the
+//! host has cores to spare, and nothing waits on it for much longer than the bound.
+//!
+//! Lowering a thread's priority needs no privilege; raising it back needs `RLIMIT_NICE` up to
+//! its nice value (the unit's `LimitNICE=+0`) or `CAP_SYS_NICE`. A thread that could not be
+//! raised back is never lowered.
+
+use super::{SchedAttr, set_attr, this_thread_attr};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a thread stays at idle priority before it is raised back: a few searches' time.
+pub const IDLE_AT_MOST: Duration = Duration::from_millis(50);
+/// How often the monitor raises again a thread past its bound (one whose own lowering came
+/// just after a raise).
+const RAISE_AGAIN_EVERY: Duration = Duration::from_millis(10);
+/// How long the monitor keeps looking, every [`IDLE_AT_MOST`], after the last thread it
+/// watched was given back, before it sleeps until woken. During a flood it then wakes a few
+/// times per bound, not twice per search: each wake-up is one more thread wanting a core.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// `CAP_SYS_NICE`'s bit in the first capability word.
+const CAP_SYS_NICE: u32 = 23;
+
+/// A thread at idle priority now.
+struct Held {
+    tid: libc::pid_t,
+    /// What it is given back.
+    previous: SchedAttr,
+    /// When the monitor raises it back if it is still held.
+    until: Instant,
+    raised: bool,
+}
+
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+/// Wakes the monitor from its sleep without a time-out.
+static CHANGED: Condvar = Condvar::new();
+/// Whether the monitor sleeps without a time-out (written and read under `HELD`'s lock).
+static MONITOR_ASLEEP: AtomicBool = AtomicBool::new(false);
+static MONITOR: OnceLock<bool> = OnceLock::new();
+static ENTERED: AtomicU64 = AtomicU64::new(0);
+static RAISED: AtomicU64 = AtomicU64::new(0);
+
+/// Idle priority for this thread while held; its own policy, nice value and slice are given
+/// back when it drops, or after [`IDLE_AT_MOST`] if that comes first. Not `Send`: it must
+/// drop on the thread it changed. A thread already at idle priority (a nested guard), of a
+/// real-time or deadline policy, or one that could not be raised back, is left as it is.
+pub struct IdlePriority {
+    /// This thread's id and what it is given back; `None` when nothing was changed.
+    held: Option<(libc::pid_t, SchedAttr)>,
+    _on_this_thread: PhantomData<*const ()>,
+}
+
+impl IdlePriority {
+    /// Idle priority for this thread until the guard drops (or for [`IDLE_AT_MOST`]).
+    #[must_use = "the thread's priority is given back when the guard drops"]
+    pub fn enter() -> Self {
+        Self::enter_for(IDLE_AT_MOST)
+    }
+
+    fn enter_for(bound: Duration) -> Self {
+        Self { held: lower(bound), _on_this_thread: PhantomData }
+    }
+
+    /// Whether this guard put the thread at idle priority.
+    pub fn held(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+impl Drop for IdlePriority {
+    fn drop(&mut self) {
+        let Some((tid, previous)) = self.held.take() else { return };
+        // Raised first, then unregistered: a thread at idle priority never holds the
+        // registry's lock, which the monitor needs.
+        if let Err(error) = set_attr(0, &previous) {
+            // Checked before lowering it; only a limit lowered since could bring this here.
+            tracing::error!(%error, "could not raise a thread back from idle CPU priority");
+        }
+        HELD.lock().unwrap_or_else(|p| p.into_inner()).retain(|held| held.tid != tid);
+    }
+}
+
+/// Registers this thread with the monitor, then lowers it; returns its id and what it is
+/// given back, or `None` when nothing was changed.
+fn lower(bound: Duration) -> Option<(libc::pid_t, SchedAttr)> {
+    let attr = this_thread_attr().ok()?;
+    if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
+        return None;
+    }
+    if !may_leave_idle(attr.nice) || !monitor_running() {
+        return None;
+    }
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    {
+        let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        held.push(Held { tid, previous: attr, until: Instant::now() + bound, raised: false });
+        if MONITOR_ASLEEP.load(Ordering::Relaxed) {
+            CHANGED.notify_one();
+        }
+    }
+    // An idle thread takes no slice request.
+    if set_attr(0, &SchedAttr { policy: libc::SCHED_IDLE as u32, runtime: 0, ..attr }).is_err() {
+        HELD.lock().unwrap_or_else(|p| p.into_inner()).retain(|held| held.tid != tid);
+        return None;
+    }
+    ENTERED.fetch_add(1, Ordering::Relaxed);
+    Some((tid, attr))
+}
+
+/// Starts the monitor on first use; false if it could not be started.
+fn monitor_running() -> bool {
+    *MONITOR.get_or_init(|| std::thread::Builder::new().name("idle-bound".into()).spawn(raise_overdue).is_ok())
+}
+
+/// The monitor: raises back every thread held past its bound, again every
+/// [`RAISE_AGAIN_EVERY`] until its guard drops. It wakes at the earliest bound of those it
+/// watches; with none, every [`IDLE_AT_MOST`] for [`LINGER`], then only when woken. A thread
+/// registered while it waits on a time-out has a bound later than that time-out, since every
+/// bound is [`IDLE_AT_MOST`] (tests use shorter ones, and the monitor's next wake-up finds them).
+fn raise_overdue() {
+    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last_watched = Instant::now();
+    loop {
+        let now = Instant::now();
+        if !held.is_empty() {
+            last_watched = now;
+        }
+        let mut wait: Option<Duration> = (now.duration_since(last_watched) < LINGER).then_some(IDLE_AT_MOST);
+        for entry in held.iter_mut() {
+            let next = if entry.until <= now {
+                if set_attr(entry.tid, &entry.previous).is_ok() && !entry.raised {
+                    entry.raised = true;
+                    RAISED.fetch_add(1, Ordering::Relaxed);
+                }
+                RAISE_AGAIN_EVERY
+            } else {
+                entry.until - now
+            };
+            wait = Some(wait.map_or(next, |w| w.min(next)));
+        }
+        held = match wait {
+            Some(wait) => CHANGED.wait_timeout(held, wait).unwrap_or_else(|p| p.into_inner()).0,
+            None => {
+                MONITOR_ASLEEP.store(true, Ordering::Relaxed);
+                let held = CHANGED.wait(held).unwrap_or_else(|p| p.into_inner());
+                MONITOR_ASLEEP.store(false, Ordering::Relaxed);
+                held
+            }
+        };
+    }
+}
+
+/// Whether this thread, at nice `nice`, may be raised back from idle priority: its
+/// `RLIMIT_NICE` reaches that nice value (`20 - nice` in the limit's terms), or it has
+/// `CAP_SYS_NICE`.
+fn may_leave_idle(nice: i32) -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the limit it is given.
+    let rlimit_nice = if unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) } == 0 { limit.rlim_cur } else { 0 };
+    nice_within(nice, rlimit_nice) || capabilities().is_some_and(|[low, _]| low.effective & (1 << CAP_SYS_NICE) != 0)
+}
+
+/// Whether `RLIMIT_NICE` at `rlimit_nice` lets a thread (back) up to nice `nice`: the limit
+/// counts 20 - nice (1 for nice 19, 40 for nice -20), as the kernel's `can_nice` reads it.
+fn nice_within(nice: i32, rlimit_nice: u64) -> bool {
+    u64::try_from(20 - nice).is_ok_and(|needed| rlimit_nice >= needed)
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`, two of which hold the 64 capability bits.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// This thread's capabilities.
+fn capabilities() -> Option<[CapData; 2]> {
+    let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget on this thread with the version-3 header and room for two words.
+    (unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) } == 0).then_some(data)
+}
+
+/// Whether this thread, and threads at its nice value, may use idle priority; starts the
+/// monitor (at this thread's priority: call it from an ordinary thread, not a lowered one),
+/// and says once, as a warning, when they may not.
+pub fn idle_priority_available() -> bool {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let available = this_thread_attr().is_ok_and(|attr| may_leave_idle(attr.nice)) && monitor_running();
+    if !available && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "a thread at idle CPU priority could not be raised back (LimitNICE=+0 in the unit allows it), so a flooding client's searches compete with the bus for the cores"
+        );
+    }
+    available
+}
+
+/// Guards that put a thread at idle priority so far, and how many of them the monitor
+/// raised back before they dropped.
+pub fn idle_counts() -> (u64, u64) {
+    (ENTERED.load(Ordering::Relaxed), RAISED.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::lower_priority;
+
+    /// This thread's policy, nice value and slice.
+    fn attr_now() -> (u32, i32, u64) {
+        let attr = this_thread_attr().expect("sched_getattr on this thread");
+        (attr.policy, attr.nice, attr.runtime)
+    }
+
+    const IDLE: u32 = libc::SCHED_IDLE as u32;
+
+    #[test]
+    fn idle_priority_is_held_for_the_guards_life_and_the_thread_gets_its_own_back() {
+        std::thread::spawn(|| {
+            lower_priority(5).expect("lowering one's own priority needs no privilege");
+            crate::sched::Throughput::for_this_thread();
+            let before = attr_now();
+            {
+                let idle = IdlePriority::enter();
+                assert!(idle.held(), "the tests run as root, who may raise a thread's priority again");
+                assert_eq!(attr_now().0, IDLE, "idle priority while the guard is held");
+                let nested = IdlePriority::enter();
+                assert!(!nested.held(), "a nested guard changes nothing");
+            }
+            assert_eq!(attr_now(), before, "the policy, nice value and long slice are back");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_thread_held_past_the_bound_is_raised_back_before_its_guard_drops() {
+        std::thread::spawn(|| {
+            let before = attr_now();
+            let (_, raised) = idle_counts();
+            let idle = IdlePriority::enter_for(Duration::from_millis(20));
+            assert!(idle.held());
+            assert_eq!(attr_now().0, IDLE);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while attr_now().0 == IDLE {
+                assert!(Instant::now() < deadline, "the monitor never raised the thread back");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(attr_now(), before, "raised back to what it had");
+            assert!(idle_counts().1 > raised, "counted as raised back");
+            drop(idle);
+            assert_eq!(attr_now(), before);
+            assert!(HELD.lock().unwrap().iter().all(|held| held.tid != unsafe { libc::gettid() }), "unregistered when dropped");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Clears `CAP_SYS_NICE` from this thread's effective capabilities (capabilities are per
+    /// thread).
+    fn drop_cap_sys_nice_on_this_thread() {
+        let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
+        let mut data = capabilities().expect("capget");
+        data[0].effective &= !(1 << CAP_SYS_NICE);
+        // SAFETY: capset on this thread with the version-3 header and two words.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) }, 0, "capset");
+    }
+
+    #[test]
+    fn rlimit_nice_counts_down_from_20() {
+        assert!(!nice_within(5, 14) && nice_within(5, 15), "nice 5 needs 15");
+        assert!(nice_within(0, 20) && nice_within(5, 20), "LimitNICE=+0 (20) covers nice 0 and above");
+        assert!(!nice_within(0, 0) && !nice_within(-5, 20), "the default limit covers nothing, nor 20 a negative nice");
+    }
+
+    /// Without `CAP_SYS_NICE` and with the default `RLIMIT_NICE` of 0, a thread could not be
+    /// raised back, so it is not lowered. (Raising the limit needs `CAP_SYS_RESOURCE`, which
+    /// the test machine's root lacks; the unit's `LimitNICE=` is set by systemd.)
+    #[test]
+    fn without_cap_sys_nice_or_rlimit_nice_a_thread_is_not_lowered() {
+        std::thread::spawn(|| {
+            lower_priority(5).expect("lowering one's own priority needs no privilege");
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit fills the limit it is given.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) }, 0);
+            let before = attr_now();
+            drop_cap_sys_nice_on_this_thread();
+            let idle = IdlePriority::enter();
+            assert_eq!(idle.held(), nice_within(before.1, limit.rlim_cur), "lowered only if the limit lets it back");
+            if !idle.held() {
+                assert_eq!(attr_now(), before, "left as it was");
+                return;
+            }
+            drop(idle);
+            assert_eq!(attr_now(), before, "raised back through the limit alone");
+        })
+        .join()
+        .unwrap();
+    }
+}
