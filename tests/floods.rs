@@ -143,14 +143,19 @@ fn verify_and_search_floods_stay_bounded_and_recording_goes_on() {
 /// meanwhile goes ahead of the queue instead of behind it.
 #[test]
 fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
-    flood_from_one_client_then_ask("SemanticSearch", |i| format!("uplink lost carrier {i}"), 5);
+    let stats = flood_from_one_client_then_ask("SemanticSearch", |i| format!("uplink lost carrier {i}"), 5);
+    // The flood's calls beyond its share (all but its first, or first few if one finished
+    // before the next arrived) ran at idle CPU priority, twice each (the query's embedding,
+    // then the search); the other client's did not.
+    let idle = stats["idle_priority"]["entered"].as_u64().expect("a count of work at idle priority");
+    assert!((180..=198).contains(&idle), "{idle} idle-priority runs for the flood's 100 searches: {stats}");
 }
 
 /// The same for the other reads that take a search slot: a flood of GetElementHistory calls
 /// does not hold the slots everyone's searches need.
 #[test]
 fn a_flood_of_history_reads_waits_its_turn_too() {
-    flood_from_one_client_then_ask("GetElementHistory", |i| format!("interface:veth{}", i % 10), 1000);
+    let _ = flood_from_one_client_then_ask("GetElementHistory", |i| format!("interface:veth{}", i % 10), 1000);
 }
 
 /// A daemon without sources on a private bus (bind it as `Served { _tmp, bus, daemon }`, so
@@ -199,8 +204,9 @@ fn import_large_records(dir: &std::path::Path, state: &std::path::Path, config: 
 }
 
 /// 100 calls of `member` (a string and `limit`) at once from one client, and another
-/// client's search while they are answered, on the large records.
-fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> String, limit: u32) {
+/// client's search while they are answered, on the large records; returns the daemon's
+/// stats after.
+fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> String, limit: u32) -> serde_json::Value {
     let Served { _tmp, bus, daemon } = serve(true);
     let address = bus.address.as_str();
     let other = connect(address);
@@ -242,7 +248,9 @@ fn flood_from_one_client_then_ask(member: &'static str, argument: fn(usize) -> S
         assert!(behind >= 50, "the flood was nearly over when the other client asked ({behind} left)");
         assert!(other_took * 4 < flood_took, "the other client waited behind the flood ({other_took:?} of {flood_took:?})");
     });
+    let stats = daemon.stats();
     drop(daemon);
+    stats
 }
 
 /// Cheap calls are paced per connection: of 400 Pings from one client (100 in flight, the bus

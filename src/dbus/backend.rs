@@ -5,6 +5,7 @@ use crate::engine::Engine;
 use crate::health::Health;
 use crate::ledger::{ScanOutcome, scan};
 use crate::replica::{OriginSelect, Scope};
+use crate::sched::{IdlePriority, Urgency};
 use crate::search::Answer;
 use crate::supervisor::TaskStatus;
 use crate::vector::Filters;
@@ -110,12 +111,14 @@ impl Backend {
     }
 
     /// A search now; the caller has waited for freshness first ([`wait_until_fresh`]), and a
-    /// `min_seq` still not covered is refused as stale.
+    /// `min_seq` still not covered is refused as stale. On a primary, a background `urgency`
+    /// runs the query's embedding and the search at idle CPU priority; a replica's search
+    /// runs as any other.
     ///
     /// [`wait_until_fresh`]: Self::wait_until_fresh
-    pub async fn search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect) -> Result<Answer> {
+    pub async fn search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect, urgency: Urgency) -> Result<Answer> {
         match self {
-            Self::Primary(engine) => engine.search(query, limit, filters).await,
+            Self::Primary(engine) => engine.search_for(query, limit, filters, urgency).await,
             Self::Replica(scope) => {
                 let _slot = scope.fleet.slots.acquire().await?;
                 let (scope, query) = (scope.clone(), query.to_owned());
@@ -144,6 +147,7 @@ impl Backend {
     /// On a replica holding several hosts it runs on one host's object.
     pub async fn analyze<T: Send + 'static>(
         &self,
+        urgency: Urgency,
         f: impl FnOnce(&crate::index::Index, &crate::search::SearchState, &dyn Fn(&str) -> Result<Arc<[f32]>>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (search, view) = match self {
@@ -161,9 +165,10 @@ impl Backend {
         };
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            let _idle = (urgency == Urgency::Background).then(IdlePriority::enter);
             let embed = |text: &str| -> Result<Arc<[f32]>> {
                 match (&engine, &view) {
-                    (Some(engine), _) => runtime.block_on(engine.pool().embed_query(text)),
+                    (Some(engine), _) => runtime.block_on(engine.pool().embed_query_for(text, urgency)),
                     (None, Some(view)) => view.embed_text(text),
                     (None, None) => unreachable!("a backend is a primary or a replica"),
                 }
@@ -238,6 +243,7 @@ impl Backend {
                         "event_latency": engine.pool().event_latency().percentiles(),
                         "query_latency": engine.pool().query_latency().percentiles(),
                     },
+                    "idle_priority": idle_priority_stats(),
                 }))
             }
             Self::Replica(scope) => {
@@ -294,4 +300,11 @@ async fn wait_for_cover(scope: &Scope, select: &OriginSelect) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How often work for callers beyond their share ran at idle CPU priority (`sched`), and how
+/// often it was raised back still computing (the host's cores were busy, or the work long).
+fn idle_priority_stats() -> Value {
+    let (entered, raised_back) = crate::sched::idle_counts();
+    json!({"entered": entered, "raised_back": raised_back})
 }

@@ -7,8 +7,12 @@
 //! share runs, so it cannot turn a stream of refusals into thousands of messages a second
 //! through `dbus-daemon` (which, on a small host, is what slowed everyone else's calls).
 //! Waiting is bounded per caller and in all; beyond that a call is refused as busy at once.
+//! A call that waited because its caller was already at its share is background work when
+//! its turn comes ([`Admitted::urgency`]): on a primary its computing yields the cores to
+//! everyone else (`sched::IdlePriority`).
 
 use super::error::AgentError;
+use crate::sched::Urgency;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -57,16 +61,26 @@ struct Caller {
 pub struct Admitted {
     queue: Arc<Mutex<Queue>>,
     caller: String,
+    urgency: Urgency,
+}
+
+impl Admitted {
+    /// Background for a call its caller sent beyond its share (while its own calls ran or
+    /// waited), interactive otherwise (also for one that waited only for a place in all).
+    pub fn urgency(&self) -> Urgency {
+        self.urgency
+    }
 }
 
 impl CallerSearches {
     /// Admits one more search for `caller`: at once when there is room, after the caller's
     /// turn comes when there is not, or refused as busy when too many calls already wait.
     pub async fn admit(&self, caller: &str) -> Result<Admitted, AgentError> {
-        let turn = {
+        let (turn, urgency) = {
             let mut queue = self.queue.lock().expect("caller searches lock");
             let waits_already = queue.callers.get(caller).is_some_and(|c| !c.waiting.is_empty());
             let running = queue.callers.get(caller).map_or(0, |c| c.running);
+            let beyond_share = waits_already || running >= RUNNING_PER_CALLER;
             if !waits_already && running < RUNNING_PER_CALLER && queue.running < RUNNING_IN_ALL {
                 return Ok(queue.start(&self.queue, caller));
             }
@@ -92,9 +106,11 @@ impl CallerSearches {
             if !waits_already {
                 queue.turns.push_back(caller.to_owned());
             }
-            rx
+            (rx, if beyond_share { Urgency::Background } else { Urgency::Interactive })
         };
-        turn.await.map_err(|_| AgentError::Busy("the caller left the bus before its turn came".into()))
+        let mut admitted = turn.await.map_err(|_| AgentError::Busy("the caller left the bus before its turn came".into()))?;
+        admitted.urgency = urgency;
+        Ok(admitted)
     }
 
     /// Drops the waiting calls of a caller that has left the bus (nobody would read their
@@ -155,7 +171,7 @@ impl Queue {
         let entry = self.callers.entry(caller.to_owned()).or_default();
         entry.running += 1;
         entry.last_served = self.served;
-        Admitted { queue: shared.clone(), caller: caller.to_owned() }
+        Admitted { queue: shared.clone(), caller: caller.to_owned(), urgency: Urgency::Interactive }
     }
 
     /// Gives places to waiting callers while there are places: each to the caller running
@@ -257,10 +273,13 @@ mod tests {
         assert!(now(&mut latecomer).is_none(), "no place is free");
         drop(running[1].pop());
         let _latecomer = now(&mut latecomer).expect("a latecomer below its share goes before the flood's waiting calls").unwrap();
+        assert_eq!(_latecomer.urgency(), Urgency::Interactive, "it waited for a place in all, not beyond its own share");
+        assert!(running.iter().flatten().all(|a| a.urgency() == Urgency::Interactive), "calls within their share");
         assert!(now(&mut flood_waiting[0]).is_none());
         drop(running[0].pop());
-        assert!(now(&mut flood_waiting[0]).is_some(), "the flood's own freed place is its next call's");
-        drop(flood_waiting);
+        let next = now(&mut flood_waiting[0]).expect("the flood's own freed place is its next call's").unwrap();
+        assert_eq!(next.urgency(), Urgency::Background, "a call sent beyond its caller's share");
+        drop((next, flood_waiting));
         drop((running, _latecomer));
         assert_eq!(searches.counts(), (0, 0, 0), "abandoned waiting calls hold nothing once their turn passes");
     }

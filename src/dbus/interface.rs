@@ -61,8 +61,8 @@ impl PortAgent {
         + Send
         + 'static,
     ) -> Result<String, AgentError> {
-        let _admitted = self.admit(header).await?;
-        let answer = self.backend.analyze(f).await?;
+        let admitted = self.admit(header).await?;
+        let answer = self.backend.analyze(admitted.urgency(), f).await?;
         serde_json::to_string(&answer).map_err(AgentError::internal)
     }
 
@@ -87,9 +87,9 @@ impl PortAgent {
     ) -> Result<String, AgentError> {
         self.check_primary_select(&select)?;
         self.backend.wait_until_fresh(&select).await?;
-        let _admitted = self.admit(header).await?;
+        let admitted = self.admit(header).await?;
         let started = Instant::now();
-        let hits = self.backend.search(query, limit, filters, select).await?;
+        let hits = self.backend.search(query, limit, filters, select, admitted.urgency()).await?;
         self.search_latency.record(started.elapsed());
         serde_json::to_string(&hits).map_err(AgentError::internal)
     }

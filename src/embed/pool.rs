@@ -2,7 +2,9 @@
 //! served) and events (critical … low, oldest first within a class) — and a bounded cache so
 //! identical texts are embedded once. Queries go first, but never more than
 //! [`QUERY_BURST`] in a row while events wait, so a flood of searches cannot starve
-//! recording.
+//! recording. A query for a caller beyond its share (a flood's, [`Urgency::Background`]) is
+//! embedded at idle CPU priority (bounded in time, `sched`), so that it yields the cores to
+//! every other thread on the host.
 //!
 //! Backpressure: both queues are bounded. When the event queue is full `submit_event` says
 //! so and the caller keeps the event in its backlog (the index), feeding it again when there
@@ -15,6 +17,7 @@ use crate::config::EmbeddingConfig;
 use crate::event::Priority;
 use crate::failure::Busy;
 use crate::metrics::LatencyRing;
+use crate::sched::{IdlePriority, Urgency};
 use anyhow::{Result, anyhow};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -33,7 +36,13 @@ pub struct Embedded {
 
 enum Work {
     Event { seq: u64 },
-    Query { reply: oneshot::Sender<Result<Arc<[f32]>, String>> },
+    Query { reply: oneshot::Sender<Result<Arc<[f32]>, String>>, urgency: Urgency },
+}
+
+impl Work {
+    fn is_background(&self) -> bool {
+        matches!(self, Work::Query { urgency: Urgency::Background, .. })
+    }
 }
 
 /// Queries taken in a row before a waiting event gets a worker.
@@ -202,11 +211,17 @@ impl EmbedPool {
     /// Embeds a query ahead of queued events; fails at once with [`Busy`] when the query
     /// queue is full.
     pub async fn embed_query(&self, text: &str) -> Result<Arc<[f32]>> {
-        let rx = self.queue_query(text)?;
+        self.embed_query_for(text, Urgency::Interactive).await
+    }
+
+    /// [`embed_query`](Self::embed_query) for a caller within its share or beyond it (then
+    /// at idle CPU priority).
+    pub async fn embed_query_for(&self, text: &str, urgency: Urgency) -> Result<Arc<[f32]>> {
+        let rx = self.queue_query(text, urgency)?;
         rx.await.map_err(|_| anyhow!("embedding workers stopped"))?.map_err(|e| anyhow!(e))
     }
 
-    fn queue_query(&self, text: &str) -> Result<oneshot::Receiver<Result<Arc<[f32]>, String>>, Busy> {
+    fn queue_query(&self, text: &str, urgency: Urgency) -> Result<oneshot::Receiver<Result<Arc<[f32]>, String>>, Busy> {
         let (reply, rx) = oneshot::channel();
         let mut q = self.shared.queue.lock().expect("queue lock");
         if q.queries.len() >= self.shared.query_capacity {
@@ -214,7 +229,7 @@ impl EmbedPool {
         }
         q.query_order += 1;
         let order = q.query_order;
-        q.queries.push_back(Job { class: 0, order, text: text.to_owned(), work: Work::Query { reply } });
+        q.queries.push_back(Job { class: 0, order, text: text.to_owned(), work: Work::Query { reply, urgency } });
         drop(q);
         self.shared.ready.notify_one();
         Ok(rx)
@@ -286,7 +301,7 @@ fn work(mut model: SentenceModel, shared: &Shared) {
                 shared.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 Ok(v)
             }
-            None => match model.embed(&[job.text.as_str()]) {
+            None => match embed_at(&mut model, &job) {
                 Ok(mut vs) => {
                     let v: Arc<[f32]> = vs.pop().expect("one text, one vector").into();
                     shared.cache.lock().expect("cache lock").insert(key, v.clone());
@@ -300,7 +315,7 @@ fn work(mut model: SentenceModel, shared: &Shared) {
             },
         };
         match job.work {
-            Work::Query { reply } => {
+            Work::Query { reply, .. } => {
                 shared.query_latency.record(started.elapsed());
                 let _ = reply.send(vector);
             }
@@ -310,6 +325,12 @@ fn work(mut model: SentenceModel, shared: &Shared) {
             }
         }
     }
+}
+
+/// Embeds `job`'s text, at idle CPU priority for a background query.
+fn embed_at(model: &mut SentenceModel, job: &Job) -> Result<Vec<Vec<f32>>> {
+    let _idle = job.work.is_background().then(IdlePriority::enter);
+    model.embed(&[job.text.as_str()])
 }
 
 #[cfg(test)]
@@ -326,7 +347,7 @@ mod tests {
         q.events.push(event(3, 5));
         for order in 100..106 {
             let (reply, _rx) = oneshot::channel();
-            q.queries.push_back(Job { class: 0, order, text: String::new(), work: Work::Query { reply } });
+            q.queries.push_back(Job { class: 0, order, text: String::new(), work: Work::Query { reply, urgency: Urgency::Interactive } });
         }
         let taken: Vec<(bool, u64)> = std::iter::from_fn(|| q.next()).map(|j| (matches!(j.work, Work::Query { .. }), j.order)).collect();
         assert_eq!(

@@ -20,6 +20,7 @@ use crate::index::EventRow;
 use crate::layout::Layout;
 use crate::ledger::{LedgerError, LedgerWriter, Record, WriterThread};
 use crate::lock::DataDirLock;
+use crate::sched::{IdlePriority, Urgency};
 use crate::search::{Answer, ReadMode, Readers, SearchState, catalog_events_after, load_graph, local_utc_offset, plan};
 use crate::vector::{Catalog, Filters};
 use anyhow::{Context, Result, anyhow};
@@ -75,6 +76,8 @@ impl Engine {
         let index = dataset.take_index();
         index.bind_model(&files.model_id(), &files.model_sha256)?;
 
+        // Starts the monitor that bounds idle priority from this ordinary thread (`sched`).
+        crate::sched::idle_priority_available();
         let (indexer_tx, indexer_rx) = channel();
         let results_tx = Mutex::new(indexer_tx.clone());
         let pool = Arc::new(EmbedPool::start(
@@ -243,18 +246,36 @@ impl Engine {
 
     /// Search in the operator's words, now (see [`search_at`](Self::search_at)).
     pub async fn search(&self, query: &str, limit: usize, filters: Filters) -> Result<Answer> {
-        self.search_at(query, limit, filters, crate::event::now_ns(), local_utc_offset()).await
+        self.search_for(query, limit, filters, Urgency::Interactive).await
+    }
+
+    /// [`search`](Self::search) for a caller within its share or beyond it (its query then
+    /// embedded as background work).
+    pub async fn search_for(&self, query: &str, limit: usize, filters: Filters, urgency: Urgency) -> Result<Answer> {
+        self.search_at(query, limit, filters, crate::event::now_ns(), local_utc_offset(), urgency).await
     }
 
     /// Search as if asked at `now_ns` (time phrases read in local time at `utc_offset_s`):
     /// the query's embedding (ahead of queued events) and its keywords, fused; the answer
     /// says how many of the newest events are not embedded yet.
-    pub async fn search_at(&self, query: &str, limit: usize, filters: Filters, now_ns: i64, utc_offset_s: i64) -> Result<Answer> {
+    pub async fn search_at(
+        &self,
+        query: &str,
+        limit: usize,
+        filters: Filters,
+        now_ns: i64,
+        utc_offset_s: i64,
+        urgency: Urgency,
+    ) -> Result<Answer> {
         let plan = plan(query, now_ns, utc_offset_s)?;
-        let vector = if plan.semantic.is_empty() { None } else { Some(self.pool.embed_query(&plan.semantic).await?) };
+        let vector = if plan.semantic.is_empty() { None } else { Some(self.pool.embed_query_for(&plan.semantic, urgency).await?) };
         let search = self.search.clone();
         let _slot = self.search.slots.acquire().await?;
-        let mut answer = tokio::task::spawn_blocking(move || search.hybrid(&plan, vector.as_deref(), limit, &filters)).await??;
+        let mut answer = tokio::task::spawn_blocking(move || {
+            let _idle = (urgency == Urgency::Background).then(IdlePriority::enter);
+            search.hybrid(&plan, vector.as_deref(), limit, &filters)
+        })
+        .await??;
         let head = self.writer.head().borrow().0;
         answer.note_unvectorized(head.saturating_sub(*self.vectorized.borrow()), "they are being embedded now");
         Ok(answer)
