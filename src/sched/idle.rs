@@ -9,6 +9,12 @@
 //! with the recording side (the allocator's, SQLite's). So a flood is demoted only while the
 //! host has cores to spare, and nothing waits on it for much longer than the bound.
 //!
+//! A resident ([`IdleResident`]) is a thread that stays at idle priority, waiting included,
+//! so that waking it preempts no one (a guard's thread wakes at its own priority first). Each
+//! piece of its work is bounded from when it was queued ([`ResidentHandle::work_queued`]),
+//! or when the piece before it was done, until it is done; past the bound the monitor raises
+//! the resident back, and it lowers itself again once done.
+//!
 //! Lowering a thread's priority needs no privilege; raising it back needs `RLIMIT_NICE` up to
 //! its nice value (the unit's `LimitNICE=+0`) or `CAP_SYS_NICE`. A thread that could not be
 //! raised back is never lowered.
@@ -16,7 +22,7 @@
 use super::{SchedAttr, set_attr, this_thread_attr};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a thread stays at idle priority before it is raised back: a few searches' time.
@@ -42,10 +48,32 @@ struct Held {
     raised: bool,
 }
 
-static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+/// A resident thread as the monitor watches it: only atomics, which the resident reads and
+/// writes at idle priority without taking the registry's lock.
+struct Watch {
+    tid: libc::pid_t,
+    /// What it is raised back to.
+    ordinary: SchedAttr,
+    /// Pieces of work queued for it and not yet done.
+    pending: AtomicU64,
+    /// Nanoseconds after [`epoch`] since its current piece of work has waited or run (since
+    /// it was queued, or since the piece before it was done); 0 while it has none. Started
+    /// from 0 only by a submitter, so that the monitor is woken by an ordinary thread.
+    busy_since: AtomicU64,
+    /// Set by the monitor when it raised the resident; the resident lowers itself again.
+    raised: AtomicBool,
+}
+
+/// Whom the monitor watches; never locked by a thread at idle priority.
+struct Registry {
+    held: Vec<Held>,
+    residents: Vec<Arc<Watch>>,
+}
+
+static HELD: Mutex<Registry> = Mutex::new(Registry { held: Vec::new(), residents: Vec::new() });
 /// Wakes the monitor from its sleep without a time-out.
 static CHANGED: Condvar = Condvar::new();
-/// Whether the monitor sleeps without a time-out (written and read under `HELD`'s lock).
+/// Whether the monitor sleeps without a time-out (written and read under the registry's lock).
 static MONITOR_ASLEEP: AtomicBool = AtomicBool::new(false);
 static MONITOR: OnceLock<bool> = OnceLock::new();
 static ENTERED: AtomicU64 = AtomicU64::new(0);
@@ -87,13 +115,126 @@ impl Drop for IdlePriority {
             // Checked before lowering it; only a limit lowered since could bring this here.
             tracing::error!(%error, "could not raise a thread back from idle CPU priority");
         }
-        HELD.lock().unwrap_or_else(|p| p.into_inner()).retain(|held| held.tid != tid);
+        registry().held.retain(|held| held.tid != tid);
     }
 }
 
-/// Registers this thread with the monitor, then lowers it; returns its id and what it is
-/// given back, or `None` when nothing was changed.
-fn lower(bound: Duration) -> Option<(libc::pid_t, SchedAttr)> {
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// When the process first asked: the origin of [`Watch::busy_since`].
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Now, in nanoseconds after [`epoch`] (never 0, which means idle).
+fn since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A thread that stays at idle priority for its whole life, waiting for work included, so
+/// that waking it preempts no one; each piece of its work is bounded as a guard's is (see
+/// the module's note). Made on the thread it lowers; not `Send`.
+pub struct IdleResident {
+    watch: Arc<Watch>,
+    _on_this_thread: PhantomData<*const ()>,
+}
+
+/// What other threads tell a resident's monitor: that work waits for it.
+#[derive(Clone)]
+pub struct ResidentHandle {
+    watch: Arc<Watch>,
+}
+
+impl IdleResident {
+    /// Lowers this thread to idle priority for good; `None` (nothing changed) when it could
+    /// not be raised back or the monitor could not start. Call it from an ordinary thread.
+    pub fn settle() -> Option<Self> {
+        let (tid, ordinary) = lowerable_thread()?;
+        let watch =
+            Arc::new(Watch { tid, ordinary, pending: AtomicU64::new(0), busy_since: AtomicU64::new(0), raised: AtomicBool::new(false) });
+        // Registered while still ordinary: the registry's lock is never taken at idle priority.
+        registry().residents.push(watch.clone());
+        let resident = Self { watch, _on_this_thread: PhantomData };
+        if !resident.lower() {
+            registry().residents.retain(|w| !Arc::ptr_eq(w, &resident.watch));
+            return None;
+        }
+        Some(resident)
+    }
+
+    /// For the threads that queue work for this one.
+    pub fn handle(&self) -> ResidentHandle {
+        ResidentHandle { watch: self.watch.clone() }
+    }
+
+    /// Says one piece of queued work is done: the bound starts again for the next one, if
+    /// any, and a resident the monitor raised lowers itself back. Counted as one run at idle
+    /// priority (and as raised back, by the monitor, if it was).
+    pub fn work_done(&self) {
+        let watch = &self.watch;
+        let since = watch.busy_since.load(Ordering::SeqCst);
+        if watch.pending.fetch_sub(1, Ordering::SeqCst) > 1 {
+            watch.busy_since.store(since_epoch(), Ordering::SeqCst);
+        } else {
+            // Unless work queued meanwhile has started a new bound.
+            let _ = watch.busy_since.compare_exchange(since, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        if watch.raised.swap(false, Ordering::SeqCst) {
+            self.lower();
+        }
+        ENTERED.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Before waiting for work: a resident raised just after its last piece was done goes
+    /// back to idle priority, so that waking it preempts no one.
+    pub fn settle_before_waiting(&self) {
+        if self.watch.pending.load(Ordering::SeqCst) == 0 && self.watch.raised.swap(false, Ordering::SeqCst) {
+            self.lower();
+        }
+    }
+
+    fn lower(&self) -> bool {
+        set_attr(0, &SchedAttr { policy: libc::SCHED_IDLE as u32, runtime: 0, ..self.watch.ordinary }).is_ok()
+    }
+}
+
+impl Drop for IdleResident {
+    fn drop(&mut self) {
+        // Back to ordinary before taking the registry's lock.
+        let _ = set_attr(0, &self.watch.ordinary);
+        registry().residents.retain(|w| !Arc::ptr_eq(w, &self.watch));
+    }
+}
+
+impl ResidentHandle {
+    /// Counts one more piece of work for the resident, unless `at_most` are pending already
+    /// (then false): its bound starts now if it had none. Call it before handing the work
+    /// over, from an ordinary thread (it may wake the monitor), and have the resident call
+    /// [`IdleResident::work_done`] for it.
+    pub fn work_queued(&self, at_most: u64) -> bool {
+        let watch = &self.watch;
+        let Ok(before) = watch.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < at_most).then_some(n + 1)) else {
+            return false;
+        };
+        // Every submitter starts the bound if none runs: the one that took `pending` from 0
+        // may not have stored it yet when the resident already takes this piece.
+        let started = watch.busy_since.compare_exchange(0, since_epoch(), Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if before == 0 || started {
+            let _registry = registry();
+            if MONITOR_ASLEEP.load(Ordering::Relaxed) {
+                CHANGED.notify_one();
+            }
+        }
+        true
+    }
+}
+
+/// This thread's id and attributes, if it may go to idle priority: an ordinary (or batch)
+/// thread that could be raised back, with the monitor running.
+fn lowerable_thread() -> Option<(libc::pid_t, SchedAttr)> {
     let attr = this_thread_attr().ok()?;
     if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
         return None;
@@ -102,17 +243,23 @@ fn lower(bound: Duration) -> Option<(libc::pid_t, SchedAttr)> {
         return None;
     }
     // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
+    Some((unsafe { libc::gettid() }, attr))
+}
+
+/// Registers this thread with the monitor, then lowers it; returns its id and what it is
+/// given back, or `None` when nothing was changed.
+fn lower(bound: Duration) -> Option<(libc::pid_t, SchedAttr)> {
+    let (tid, attr) = lowerable_thread()?;
     {
-        let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
-        held.push(Held { tid, previous: attr, until: Instant::now() + bound, raised: false });
+        let mut registry = registry();
+        registry.held.push(Held { tid, previous: attr, until: Instant::now() + bound, raised: false });
         if MONITOR_ASLEEP.load(Ordering::Relaxed) {
             CHANGED.notify_one();
         }
     }
     // An idle thread takes no slice request.
     if set_attr(0, &SchedAttr { policy: libc::SCHED_IDLE as u32, runtime: 0, ..attr }).is_err() {
-        HELD.lock().unwrap_or_else(|p| p.into_inner()).retain(|held| held.tid != tid);
+        registry().held.retain(|held| held.tid != tid);
         return None;
     }
     ENTERED.fetch_add(1, Ordering::Relaxed);
@@ -125,38 +272,60 @@ fn monitor_running() -> bool {
 }
 
 /// The monitor: raises back every thread held past its bound, again every
-/// [`RAISE_AGAIN_EVERY`] until its guard drops. It wakes at the earliest bound of those it
-/// watches; with none, every [`IDLE_AT_MOST`] for [`LINGER`], then only when woken. A thread
-/// registered while it waits on a time-out has a bound later than that time-out, since every
-/// bound is [`IDLE_AT_MOST`] (tests use shorter ones, and the monitor's next wake-up finds them).
+/// [`RAISE_AGAIN_EVERY`] until its guard drops, and a busy resident past its bound once
+/// (until it lowers itself). It wakes at the earliest bound of those it watches; with none,
+/// every [`IDLE_AT_MOST`] for [`LINGER`], then only when woken. A thread registered while it
+/// waits on a time-out has a bound later than that time-out, since every bound is
+/// [`IDLE_AT_MOST`] (tests use shorter ones, and the monitor's next wake-up finds them).
 fn raise_overdue() {
-    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    let mut registry = registry();
     let mut last_watched = Instant::now();
     loop {
         let now = Instant::now();
-        if !held.is_empty() {
+        let busy_residents = registry.residents.iter().any(|w| w.pending.load(Ordering::SeqCst) != 0);
+        if !registry.held.is_empty() || busy_residents {
             last_watched = now;
         }
         let mut wait: Option<Duration> = (now.duration_since(last_watched) < LINGER).then_some(IDLE_AT_MOST);
-        for entry in held.iter_mut() {
-            let next = if entry.until <= now {
+        let mut sooner = |next: Duration| wait = Some(wait.map_or(next, |w| w.min(next)));
+        for entry in registry.held.iter_mut() {
+            if entry.until <= now {
                 if set_attr(entry.tid, &entry.previous).is_ok() && !entry.raised {
                     entry.raised = true;
                     RAISED.fetch_add(1, Ordering::Relaxed);
                 }
-                RAISE_AGAIN_EVERY
+                sooner(RAISE_AGAIN_EVERY);
             } else {
-                entry.until - now
-            };
-            wait = Some(wait.map_or(next, |w| w.min(next)));
+                sooner(entry.until - now);
+            }
         }
-        held = match wait {
-            Some(wait) => CHANGED.wait_timeout(held, wait).unwrap_or_else(|p| p.into_inner()).0,
+        let now_ns = since_epoch();
+        for watch in &registry.residents {
+            let since = watch.busy_since.load(Ordering::SeqCst);
+            if since == 0 {
+                continue;
+            }
+            let busy_for = Duration::from_nanos(now_ns.saturating_sub(since));
+            if busy_for >= IDLE_AT_MOST {
+                // Again every few milliseconds while overdue, as a guard's thread is: a
+                // resident lowering itself just as it was raised is caught at the next look.
+                // Raised first, then marked: one that finishes in between stays ordinary for
+                // one more piece of work (or until it next waits), never for good.
+                if set_attr(watch.tid, &watch.ordinary).is_ok() && !watch.raised.swap(true, Ordering::SeqCst) {
+                    RAISED.fetch_add(1, Ordering::Relaxed);
+                }
+                sooner(RAISE_AGAIN_EVERY);
+            } else {
+                sooner(IDLE_AT_MOST - busy_for);
+            }
+        }
+        registry = match wait {
+            Some(wait) => CHANGED.wait_timeout(registry, wait).unwrap_or_else(|p| p.into_inner()).0,
             None => {
                 MONITOR_ASLEEP.store(true, Ordering::Relaxed);
-                let held = CHANGED.wait(held).unwrap_or_else(|p| p.into_inner());
+                let registry = CHANGED.wait(registry).unwrap_or_else(|p| p.into_inner());
                 MONITOR_ASLEEP.store(false, Ordering::Relaxed);
-                held
+                registry
             }
         };
     }
@@ -219,8 +388,8 @@ pub fn idle_priority_available() -> bool {
     available
 }
 
-/// Guards that put a thread at idle priority so far, and how many of them the monitor
-/// raised back before they dropped.
+/// Work run at idle priority so far (guards that lowered a thread, and residents' pieces of
+/// work done), and how much of it the monitor raised back before it was done.
 pub fn idle_counts() -> (u64, u64) {
     (ENTERED.load(Ordering::Relaxed), RAISED.load(Ordering::Relaxed))
 }
@@ -274,7 +443,42 @@ mod tests {
             assert!(idle_counts().1 > raised, "counted as raised back");
             drop(idle);
             assert_eq!(attr_now(), before);
-            assert!(HELD.lock().unwrap().iter().all(|held| held.tid != unsafe { libc::gettid() }), "unregistered when dropped");
+            assert!(registry().held.iter().all(|held| held.tid != unsafe { libc::gettid() }), "unregistered when dropped");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_resident_waits_at_idle_priority_is_raised_when_its_work_outlasts_the_bound_and_lowers_itself_after() {
+        std::thread::spawn(|| {
+            let ordinary = attr_now();
+            let resident = IdleResident::settle().expect("the tests run as root, who may raise a thread's priority again");
+            assert_eq!(attr_now().0, IDLE, "idle while it waits for work");
+            let handle = resident.handle();
+            assert!(handle.work_queued(2) && handle.work_queued(2), "room for two");
+            assert!(!handle.work_queued(2), "a third is refused");
+            let (entered, raised) = idle_counts();
+            // The first piece outlasts the bound (counted from when it was queued).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while attr_now().0 == IDLE {
+                assert!(Instant::now() < deadline, "the monitor never raised the resident back");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(attr_now(), ordinary, "raised back to what it had");
+            assert!(idle_counts().1 > raised, "counted as raised back");
+            resident.work_done();
+            assert_eq!(attr_now().0, IDLE, "lowered again once that piece is done");
+            // The second is done within its new bound.
+            resident.work_done();
+            assert_eq!(attr_now().0, IDLE);
+            assert!(idle_counts().0 >= entered + 2, "each piece is counted as run at idle priority");
+            assert_eq!(resident.watch.busy_since.load(Ordering::SeqCst), 0, "no bound runs while nothing is queued");
+            assert!(handle.work_queued(2), "room again");
+            resident.work_done();
+            drop(resident);
+            assert_eq!(attr_now(), ordinary, "ordinary again when it stops being a resident");
+            assert!(registry().residents.iter().all(|w| w.tid != unsafe { libc::gettid() }), "unregistered");
         })
         .join()
         .unwrap();

@@ -13,12 +13,13 @@
 //! A long slice is only a request: a woken thread that has lately run more than its share
 //! still waits for the next tick. Work done for a caller beyond its share (a flood's searches:
 //! the query's embedding and the search, [`Urgency::Background`]) runs at idle priority
-//! instead ([`IdlePriority`], bounded in time), which every other thread preempts the moment
-//! it wakes.
+//! instead, on a thread that stays there while it waits too ([`IdleResident`], the engine's
+//! background lane) or lowered around one computation ([`IdlePriority`]); every other thread
+//! preempts it the moment it wakes, and the time it is held there is bounded.
 
 mod idle;
 
-pub use idle::{IdlePriority, idle_counts, idle_priority_available};
+pub use idle::{IdlePriority, IdleResident, ResidentHandle, idle_counts, idle_priority_available};
 
 use std::cell::Cell;
 use std::marker::PhantomData;
