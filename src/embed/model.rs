@@ -104,6 +104,11 @@ pub struct SentenceModel {
 
 impl SentenceModel {
     pub fn load(files: &ModelFiles, max_length: usize) -> Result<Self> {
+        // Each model is one thread's, by design: tokenizing on rayon's pool would run that
+        // part outside the priority chosen for the thread (nice +5, or idle for a flood's
+        // search), wake a pool thread for every text, and a pool first started from an idle
+        // thread would stay idle for good.
+        tokenizers::utils::parallelism::set_parallelism(false);
         let environment = runtime(&files.runtime_library)?;
         let read = |name: &str| -> Result<Vec<u8>> {
             let path = files.model_dir.join(name);
