@@ -145,10 +145,16 @@ fn verify_and_search_floods_stay_bounded_and_recording_goes_on() {
 fn one_clients_flood_waits_its_turn_and_another_client_goes_ahead() {
     let stats = flood_from_one_client_then_ask("SemanticSearch", |i| format!("uplink lost carrier {i}"), 5);
     // The flood's calls beyond its share (all but its first, or first few if one finished
-    // before the next arrived) ran at idle CPU priority, twice each (the query's embedding,
-    // then the search); the other client's did not.
+    // before the next arrived) ran whole on the background lane at idle CPU priority, the
+    // query's embedding and the search together; the other client's did not. Each was
+    // either done at idle priority or raised back past its bound (the lane's first search
+    // loads its model; on a host busy with other tests a third may be raised).
     let idle = stats["idle_priority"]["entered"].as_u64().expect("a count of work at idle priority");
-    assert!((180..=198).contains(&idle), "{idle} idle-priority runs for the flood's 100 searches: {stats}");
+    let raised = stats["idle_priority"]["raised_back"].as_u64().expect("a count of work raised back");
+    assert!(
+        (90..=99).contains(&idle) && raised <= idle,
+        "{idle} idle-priority runs ({raised} raised back) for the flood's 100 searches: {stats}"
+    );
 }
 
 /// The same for the other reads that take a search slot: a flood of GetElementHistory calls

@@ -112,8 +112,8 @@ impl Backend {
 
     /// A search now; the caller has waited for freshness first ([`wait_until_fresh`]), and a
     /// `min_seq` still not covered is refused as stale. On a primary, a background `urgency`
-    /// runs the query's embedding and the search at idle CPU priority; a replica's search
-    /// runs as any other.
+    /// runs the query's embedding and the search on the background lane, at idle CPU
+    /// priority; a replica's search runs as any other.
     ///
     /// [`wait_until_fresh`]: Self::wait_until_fresh
     pub async fn search(&self, query: &str, limit: usize, filters: Filters, select: OriginSelect, urgency: Urgency) -> Result<Answer> {

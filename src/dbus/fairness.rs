@@ -9,7 +9,7 @@
 //! Waiting is bounded per caller and in all; beyond that a call is refused as busy at once.
 //! A call that waited because its caller was already at its share is background work when
 //! its turn comes ([`Admitted::urgency`]): on a primary its computing yields the cores to
-//! everyone else (`sched::IdlePriority`).
+//! everyone else (the engine's background lane at idle priority, `sched`).
 
 use super::error::AgentError;
 use crate::sched::Urgency;

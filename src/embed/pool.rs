@@ -2,9 +2,10 @@
 //! served) and events (critical … low, oldest first within a class) — and a bounded cache so
 //! identical texts are embedded once. Queries go first, but never more than
 //! [`QUERY_BURST`] in a row while events wait, so a flood of searches cannot starve
-//! recording. A query for a caller beyond its share (a flood's, [`Urgency::Background`]) is
-//! embedded at idle CPU priority (bounded in time, `sched`), so that it yields the cores to
-//! every other thread on the host.
+//! recording. A flood's queries are embedded on the engine's background lane, with this pool's
+//! cache ([`EmbedPool::embed_query_on`]); where the lane could not start, a query for a caller
+//! beyond its share ([`Urgency::Background`]) is embedded here at idle CPU priority (bounded
+//! in time, `sched`), and so are an analysis's.
 //!
 //! Backpressure: both queues are bounded. When the event queue is full `submit_event` says
 //! so and the caller keeps the event in its backlog (the index), feeding it again when there
@@ -235,6 +236,15 @@ impl EmbedPool {
         Ok(rx)
     }
 
+    /// Embeds a query on the caller's own `model` (the background lane's), through the
+    /// pool's cache, counted with the pool's queries.
+    pub fn embed_query_on(&self, model: &mut SentenceModel, text: &str) -> Result<Arc<[f32]>> {
+        let started = Instant::now();
+        let vector = embed_cached(&self.shared, text, |text| model.embed(&[text]));
+        self.shared.query_latency.record(started.elapsed());
+        vector.map_err(|e| anyhow!(e))
+    }
+
     /// False when a worker thread has ended while the pool runs (a panic).
     pub fn workers_alive(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
@@ -294,26 +304,7 @@ fn work(mut model: SentenceModel, shared: &Shared) {
             }
         };
         let started = Instant::now();
-        let key = TextCache::key(&job.text);
-        let cached = shared.cache.lock().expect("cache lock").get(key);
-        let vector = match cached {
-            Some(v) => {
-                shared.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                Ok(v)
-            }
-            None => match embed_at(&mut model, &job) {
-                Ok(mut vs) => {
-                    let v: Arc<[f32]> = vs.pop().expect("one text, one vector").into();
-                    shared.cache.lock().expect("cache lock").insert(key, v.clone());
-                    shared.stats.embedded.fetch_add(1, Ordering::Relaxed);
-                    Ok(v)
-                }
-                Err(e) => {
-                    shared.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    Err(e.to_string())
-                }
-            },
-        };
+        let vector = embed_cached(shared, &job.text, |text| embed_at(&mut model, text, job.work.is_background()));
         match job.work {
             Work::Query { reply, .. } => {
                 shared.query_latency.record(started.elapsed());
@@ -327,10 +318,32 @@ fn work(mut model: SentenceModel, shared: &Shared) {
     }
 }
 
-/// Embeds `job`'s text, at idle CPU priority for a background query.
-fn embed_at(model: &mut SentenceModel, job: &Job) -> Result<Vec<Vec<f32>>> {
-    let _idle = job.work.is_background().then(IdlePriority::enter);
-    model.embed(&[job.text.as_str()])
+/// `text`'s vector from the cache, or embedded by `embed` and remembered; counted.
+fn embed_cached(shared: &Shared, text: &str, embed: impl FnOnce(&str) -> Result<Vec<Vec<f32>>>) -> Result<Arc<[f32]>, String> {
+    let key = TextCache::key(text);
+    let cached = shared.cache.lock().expect("cache lock").get(key);
+    if let Some(v) = cached {
+        shared.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(v);
+    }
+    match embed(text) {
+        Ok(mut vs) => {
+            let v: Arc<[f32]> = vs.pop().expect("one text, one vector").into();
+            shared.cache.lock().expect("cache lock").insert(key, v.clone());
+            shared.stats.embedded.fetch_add(1, Ordering::Relaxed);
+            Ok(v)
+        }
+        Err(e) => {
+            shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Embeds `text`, at idle CPU priority for a background query.
+fn embed_at(model: &mut SentenceModel, text: &str, background: bool) -> Result<Vec<Vec<f32>>> {
+    let _idle = background.then(IdlePriority::enter);
+    model.embed(&[text])
 }
 
 #[cfg(test)]

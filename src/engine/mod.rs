@@ -3,11 +3,13 @@
 //! daemon, `import`, `reembed` and the tests drive it through this one type; it knows
 //! nothing of D-Bus or of snapshots (those reach it through [`Engine::cut`]).
 
+mod background;
 mod follower;
 mod indexer;
 mod scheduler;
 mod vectors;
 
+use background::BackgroundLane;
 use indexer::Wake;
 pub use indexer::{Cut, EMBEDDING_STAGE, INDEX_STAGE, IndexerStats, stage_event};
 
@@ -46,6 +48,8 @@ pub struct Engine {
     writer: LedgerWriter,
     writer_thread: Mutex<Option<WriterThread>>,
     pool: Arc<EmbedPool>,
+    /// Where a flood's searches run, when idle priority is available.
+    lane: Option<BackgroundLane>,
     search: Arc<SearchState>,
     indexer_tx: Mutex<Sender<IndexerMsg>>,
     indexer_thread: Mutex<Option<JoinHandle<Result<()>>>>,
@@ -76,8 +80,6 @@ impl Engine {
         let index = dataset.take_index();
         index.bind_model(&files.model_id(), &files.model_sha256)?;
 
-        // Starts the monitor that bounds idle priority from this ordinary thread (`sched`).
-        crate::sched::idle_priority_available();
         let (indexer_tx, indexer_rx) = channel();
         let results_tx = Mutex::new(indexer_tx.clone());
         let pool = Arc::new(EmbedPool::start(
@@ -87,6 +89,13 @@ impl Engine {
                 let _ = results_tx.lock().expect("results lock").send(IndexerMsg::Embedded(e));
             }),
         )?);
+
+        // Starts the monitor that bounds idle priority from this ordinary thread (`sched`).
+        let lane = if crate::sched::idle_priority_available() {
+            BackgroundLane::start(&files, config.embedding.max_length, pool.clone())?
+        } else {
+            None
+        };
 
         let started = Instant::now();
         let mut catalog = Catalog::default();
@@ -168,6 +177,7 @@ impl Engine {
             writer,
             writer_thread: Mutex::new(Some(writer_thread)),
             pool,
+            lane,
             search,
             indexer_tx: Mutex::new(indexer_tx),
             indexer_thread: Mutex::new(Some(indexer_thread)),
@@ -268,14 +278,27 @@ impl Engine {
         urgency: Urgency,
     ) -> Result<Answer> {
         let plan = plan(query, now_ns, utc_offset_s)?;
-        let vector = if plan.semantic.is_empty() { None } else { Some(self.pool.embed_query_for(&plan.semantic, urgency).await?) };
         let search = self.search.clone();
-        let _slot = self.search.slots.acquire().await?;
-        let mut answer = tokio::task::spawn_blocking(move || {
-            let _idle = (urgency == Urgency::Background).then(IdlePriority::enter);
-            search.hybrid(&plan, vector.as_deref(), limit, &filters)
-        })
-        .await??;
+        let mut answer = match (&self.lane, urgency) {
+            // No search slot: the lane runs one search at a time, and one waiting there must
+            // not hold a slot another caller's search needs.
+            (Some(lane), Urgency::Background) => {
+                lane.run(move |model| {
+                    let vector = if plan.semantic.is_empty() { None } else { Some(model.embed_query(&plan.semantic)?) };
+                    search.hybrid(&plan, vector.as_deref(), limit, &filters)
+                })
+                .await??
+            }
+            _ => {
+                let vector = if plan.semantic.is_empty() { None } else { Some(self.pool.embed_query_for(&plan.semantic, urgency).await?) };
+                let _slot = self.search.slots.acquire().await?;
+                tokio::task::spawn_blocking(move || {
+                    let _idle = (urgency == Urgency::Background).then(IdlePriority::enter);
+                    search.hybrid(&plan, vector.as_deref(), limit, &filters)
+                })
+                .await??
+            }
+        };
         let head = self.writer.head().borrow().0;
         answer.note_unvectorized(head.saturating_sub(*self.vectorized.borrow()), "they are being embedded now");
         Ok(answer)
@@ -311,6 +334,9 @@ impl Engine {
         }
         if !self.pool.workers_alive() {
             return Some("embedding worker");
+        }
+        if self.lane.as_ref().is_some_and(|lane| !lane.alive()) {
+            return Some("background search lane");
         }
         None
     }
