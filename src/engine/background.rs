@@ -9,8 +9,9 @@
 //! After each search the lane rests as long as that search ran (at most [`REST_AT_MOST`]), so
 //! a flood takes at most half of one core. Measured, not assumed: at idle priority alone a
 //! flood that kept one core busy left another client's Ping p99 at 2.6–2.9 ms against a
-//! quiet 0.9–1.4 ms; resting as long as it ran brought it to 0.9–1.1 ms, the flood's 10,000
-//! searches taking 110 s instead of 49 (docs/decisions.md).
+//! quiet 0.9–1.4 ms; resting as long as it ran kept it within 3× of the quiet p99 in every
+//! flood measured (0.77–3.00 ms against 0.82–2.64 ms), the flood's 10,000 searches taking
+//! 76–105 s instead of 49 (docs/decisions.md).
 //!
 //! The model is loaded on the first background search (no flood, no memory spent), and the
 //! embedding cache is the pool's, so a text embedded once is not embedded again.
