@@ -70,7 +70,7 @@ struct Registry {
     residents: Vec<Arc<Watch>>,
 }
 
-static HELD: Mutex<Registry> = Mutex::new(Registry { held: Vec::new(), residents: Vec::new() });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { held: Vec::new(), residents: Vec::new() });
 /// Wakes the monitor from its sleep without a time-out.
 static CHANGED: Condvar = Condvar::new();
 /// Whether the monitor sleeps without a time-out (written and read under the registry's lock).
@@ -119,8 +119,21 @@ impl Drop for IdlePriority {
     }
 }
 
+/// Wakes the monitor if it sleeps without a time-out; called with the registry's lock held
+/// (the monitor reads the registry and decides to sleep under it).
+fn wake_monitor(_registry: &Registry) {
+    if MONITOR_ASLEEP.load(Ordering::Relaxed) {
+        CHANGED.notify_one();
+    }
+}
+
+/// `attr` at idle priority (an idle thread takes no slice request).
+fn idle_attr(attr: &SchedAttr) -> SchedAttr {
+    SchedAttr { policy: libc::SCHED_IDLE as u32, runtime: 0, ..*attr }
+}
+
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    HELD.lock().unwrap_or_else(|p| p.into_inner())
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// When the process first asked: the origin of [`Watch::busy_since`].
@@ -197,7 +210,7 @@ impl IdleResident {
     }
 
     fn lower(&self) -> bool {
-        set_attr(0, &SchedAttr { policy: libc::SCHED_IDLE as u32, runtime: 0, ..self.watch.ordinary }).is_ok()
+        set_attr(0, &idle_attr(&self.watch.ordinary)).is_ok()
     }
 }
 
@@ -223,10 +236,7 @@ impl ResidentHandle {
         // may not have stored it yet when the resident already takes this piece.
         let started = watch.busy_since.compare_exchange(0, since_epoch(), Ordering::SeqCst, Ordering::SeqCst).is_ok();
         if before == 0 || started {
-            let _registry = registry();
-            if MONITOR_ASLEEP.load(Ordering::Relaxed) {
-                CHANGED.notify_one();
-            }
+            wake_monitor(&registry());
         }
         true
     }
@@ -253,12 +263,9 @@ fn lower(bound: Duration) -> Option<(libc::pid_t, SchedAttr)> {
     {
         let mut registry = registry();
         registry.held.push(Held { tid, previous: attr, until: Instant::now() + bound, raised: false });
-        if MONITOR_ASLEEP.load(Ordering::Relaxed) {
-            CHANGED.notify_one();
-        }
+        wake_monitor(&registry);
     }
-    // An idle thread takes no slice request.
-    if set_attr(0, &SchedAttr { policy: libc::SCHED_IDLE as u32, runtime: 0, ..attr }).is_err() {
+    if set_attr(0, &idle_attr(&attr)).is_err() {
         registry().held.retain(|held| held.tid != tid);
         return None;
     }
@@ -272,8 +279,8 @@ fn monitor_running() -> bool {
 }
 
 /// The monitor: raises back every thread held past its bound, again every
-/// [`RAISE_AGAIN_EVERY`] until its guard drops, and a busy resident past its bound once
-/// (until it lowers itself). It wakes at the earliest bound of those it watches; with none,
+/// [`RAISE_AGAIN_EVERY`] until its guard drops, and a busy resident past its bound likewise
+/// until that piece of work is done. It wakes at the earliest bound of those it watches; with none,
 /// every [`IDLE_AT_MOST`] for [`LINGER`], then only when woken. A thread registered while it
 /// waits on a time-out has a bound later than that time-out, since every bound is
 /// [`IDLE_AT_MOST`] (tests use shorter ones, and the monitor's next wake-up finds them).
@@ -289,15 +296,8 @@ fn raise_overdue() {
         let mut wait: Option<Duration> = (now.duration_since(last_watched) < LINGER).then_some(IDLE_AT_MOST);
         let mut sooner = |next: Duration| wait = Some(wait.map_or(next, |w| w.min(next)));
         for entry in registry.held.iter_mut() {
-            if entry.until <= now {
-                if set_attr(entry.tid, &entry.previous).is_ok() && !entry.raised {
-                    entry.raised = true;
-                    RAISED.fetch_add(1, Ordering::Relaxed);
-                }
-                sooner(RAISE_AGAIN_EVERY);
-            } else {
-                sooner(entry.until - now);
-            }
+            let left = entry.until.saturating_duration_since(now);
+            sooner(raise_when_due(entry.tid, &entry.previous, left, || !std::mem::replace(&mut entry.raised, true)));
         }
         let now_ns = since_epoch();
         for watch in &registry.residents {
@@ -305,19 +305,11 @@ fn raise_overdue() {
             if since == 0 {
                 continue;
             }
-            let busy_for = Duration::from_nanos(now_ns.saturating_sub(since));
-            if busy_for >= IDLE_AT_MOST {
-                // Again every few milliseconds while overdue, as a guard's thread is: a
-                // resident lowering itself just as it was raised is caught at the next look.
-                // Raised first, then marked: one that finishes in between stays ordinary for
-                // one more piece of work (or until it next waits), never for good.
-                if set_attr(watch.tid, &watch.ordinary).is_ok() && !watch.raised.swap(true, Ordering::SeqCst) {
-                    RAISED.fetch_add(1, Ordering::Relaxed);
-                }
-                sooner(RAISE_AGAIN_EVERY);
-            } else {
-                sooner(IDLE_AT_MOST - busy_for);
-            }
+            let left = IDLE_AT_MOST.saturating_sub(Duration::from_nanos(now_ns.saturating_sub(since)));
+            // Raised first, then marked: a resident that finishes in between stays ordinary
+            // for one more piece of work (or until it next waits), never for good; one that
+            // lowers itself just as it was raised is caught at the next look.
+            sooner(raise_when_due(watch.tid, &watch.ordinary, left, || !watch.raised.swap(true, Ordering::SeqCst)));
         }
         registry = match wait {
             Some(wait) => CHANGED.wait_timeout(registry, wait).unwrap_or_else(|p| p.into_inner()).0,
@@ -329,6 +321,19 @@ fn raise_overdue() {
             }
         };
     }
+}
+
+/// Raises thread `tid` back to `attr` once its time `left` at idle priority is up, counting
+/// the first raise (`first_raise` marks it raised and says whether it was not yet); returns
+/// how soon to look at it again.
+fn raise_when_due(tid: libc::pid_t, attr: &SchedAttr, left: Duration, first_raise: impl FnOnce() -> bool) -> Duration {
+    if !left.is_zero() {
+        return left;
+    }
+    if set_attr(tid, attr).is_ok() && first_raise() {
+        RAISED.fetch_add(1, Ordering::Relaxed);
+    }
+    RAISE_AGAIN_EVERY
 }
 
 /// Whether this thread, at nice `nice`, may be raised back from idle priority: its
@@ -407,6 +412,15 @@ mod tests {
 
     const IDLE: u32 = libc::SCHED_IDLE as u32;
 
+    /// Waits (up to 5 s) for the monitor to raise this thread back from idle priority.
+    fn wait_until_raised() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while attr_now().0 == IDLE {
+            assert!(Instant::now() < deadline, "the monitor never raised the thread back");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn idle_priority_is_held_for_the_guards_life_and_the_thread_gets_its_own_back() {
         std::thread::spawn(|| {
@@ -434,11 +448,7 @@ mod tests {
             let idle = IdlePriority::enter_for(Duration::from_millis(20));
             assert!(idle.held());
             assert_eq!(attr_now().0, IDLE);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while attr_now().0 == IDLE {
-                assert!(Instant::now() < deadline, "the monitor never raised the thread back");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_until_raised();
             assert_eq!(attr_now(), before, "raised back to what it had");
             assert!(idle_counts().1 > raised, "counted as raised back");
             drop(idle);
@@ -460,11 +470,7 @@ mod tests {
             assert!(!handle.work_queued(2), "a third is refused");
             let (entered, raised) = idle_counts();
             // The first piece outlasts the bound (counted from when it was queued).
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while attr_now().0 == IDLE {
-                assert!(Instant::now() < deadline, "the monitor never raised the resident back");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_until_raised();
             assert_eq!(attr_now(), ordinary, "raised back to what it had");
             assert!(idle_counts().1 > raised, "counted as raised back");
             resident.work_done();
