@@ -38,6 +38,15 @@ pub struct PrivateDaemon {
     _bus_dir: tempfile::TempDir,
 }
 
+/// The daemon's resident memory with `n` events (the model, the graph and SQLite's cache
+/// loaded), whole and per event.
+fn daemon_memory(daemon: &PrivateDaemon, n: usize, when: &str, report: &mut Report) {
+    let (peak, now) = crate::report::rss_mib_of(&daemon.daemon.id().to_string());
+    report.add(&format!("daemon RSS, {n} events, {when}"), now, "MiB");
+    report.add(&format!("daemon RSS per event, {n} events, {when}"), now * 1048576.0 / n as f64, "B");
+    report.add(&format!("daemon peak RSS (VmHWM), {n} events, {when}"), peak, "MiB");
+}
+
 impl PrivateDaemon {
     /// Starts a bus and the daemon on `state` and waits until it answers Ping.
     pub fn start(state: &Path) -> Self {
@@ -224,7 +233,10 @@ pub fn run(dir: &Path, n: usize) {
         }
     });
     one_client("idle", &mut report);
+    daemon_memory(&daemon, n, "after the searches above", &mut report);
     flood(&rt, &address, n, &mut report);
+    // The flood loads the background lane's model of its own: what that costs.
+    daemon_memory(&daemon, n, "after the floods", &mut report);
     drop(daemon);
     let _ = std::fs::remove_dir_all(&state);
     report.finish();

@@ -116,7 +116,12 @@ fn fmt(v: f64) -> String {
 
 /// Peak and current resident memory of this process, in MiB.
 pub fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mib_of("self")
+}
+
+/// The peak and current resident memory of process `pid` ("self" for this one), in MiB.
+pub fn rss_mib_of(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
