@@ -1,5 +1,5 @@
-//! The fault suite (issue 15): ovsdb-server, and NetworkManager, killed and restarted in the
-//! middle of a burst of changes (ports added with ovs-vsctl; veth devices appearing). What
+//! The fault suite (issue 15): ovsdb-server crashed (SIGKILL), and NetworkManager stopped and
+//! then crashed, each restarted in the middle of a burst of changes (ports added with ovs-vsctl; veth devices appearing). What
 //! happens while they are down cannot be seen live; once the source reconnects by itself it
 //! reconciles, so every port and device of the burst is in the ledger (live or reconciled)
 //! and none is missed.
@@ -38,13 +38,13 @@ fn ovsdb_server_killed_mid_burst_misses_nothing() {
     let mut restarted = false;
     for i in 0..PORTS {
         if i == PORTS / 3 {
-            ovs.stop_ovsdb(); // killed (SIGTERM to its pid) mid-burst
+            ovs.kill_ovsdb(); // SIGKILLed mid-burst: a crash, its socket file left behind
         }
         if i == PORTS / 3 + 20 {
             ovs.start_ovsdb();
             restarted = true;
         }
-        if ovs.socket().exists() && (restarted || i < PORTS / 3) {
+        if restarted || i < PORTS / 3 {
             ovs.vsctl_no_wait(&["add-port", "br0", &format!("burst{i}")]);
         } else {
             std::thread::sleep(Duration::from_millis(20)); // the burst's client waits out the outage
@@ -56,7 +56,9 @@ fn ovsdb_server_killed_mid_burst_misses_nothing() {
     }
     let records = wait_for_records(&state, 60, "every port of the burst", |r| ports_recorded(r).len() == PORTS);
     let reconciled = records.iter().filter(|r| r.action == "reconciled.added" && r.element_id.starts_with("ovs-port:burst")).count();
-    eprintln!("{PORTS} ports added around an ovsdb-server restart: all {PORTS} recorded, {reconciled} of them by reconciliation");
+    eprintln!(
+        "{PORTS} ports added around an ovsdb-server crash (SIGKILL) and restart: all {PORTS} recorded, {reconciled} of them by reconciliation"
+    );
 }
 
 /// The interfaces the ledger knows appeared, live or by reconciliation.
@@ -96,10 +98,16 @@ fn networkmanager_killed_mid_burst_misses_nothing() {
     // The first third is seen live before NetworkManager goes away.
     let live = |r: &[Record]| r.iter().filter(|e| e.element_id.starts_with("interface:vb") && e.action == "device.added").count();
     wait_for_records(&state, 30, "the first devices, live", |r| live(r) == DEVICES / 3);
-    nm.stop_nm(); // devices keep appearing while NetworkManager is gone
+    // Two outages while devices keep appearing: NetworkManager stopped (SIGTERM), then
+    // crashed (SIGKILL), each time started again.
+    nm.stop_nm();
     (DEVICES / 3..DEVICES / 2).for_each(add);
     nm.start_nm();
-    (DEVICES / 2..DEVICES).for_each(add);
+    (DEVICES / 2..2 * DEVICES / 3).for_each(add);
+    nm.kill_nm();
+    (2 * DEVICES / 3..5 * DEVICES / 6).for_each(add);
+    nm.start_nm();
+    (5 * DEVICES / 6..DEVICES).for_each(add);
     let records = wait_for_records(&state, 60, "every device of the burst", |r| devices_recorded(r, "interface:vb").len() == DEVICES);
     // NetworkManager, stopping, withdraws every device (DeviceRemoved): that is not a removal,
     // and its announcing them again on return is not an addition.
@@ -108,5 +116,5 @@ fn networkmanager_killed_mid_burst_misses_nothing() {
     let additions = burst.iter().filter(|r| matches!(r.action.as_str(), "device.added" | "reconciled.added")).count();
     assert_eq!(additions, DEVICES, "each device added once, live or reconciled");
     let reconciled = records.iter().filter(|r| r.action == "reconciled.added" && r.element_id.starts_with("interface:vb")).count();
-    eprintln!("{DEVICES} veth devices around a NetworkManager restart: all recorded, {reconciled} by reconciliation");
+    eprintln!("{DEVICES} veth devices around a NetworkManager stop and a crash: all recorded, {reconciled} by reconciliation");
 }

@@ -66,8 +66,17 @@ exec NetworkManager --no-daemon --config={d}/NetworkManager.conf --config-dir={d
     }
 
     pub fn stop_nm(&mut self) {
+        self.signal_nm(libc::SIGTERM);
+    }
+
+    /// NetworkManager crashes (SIGKILL): it withdraws nothing and leaves its pid file behind.
+    pub fn kill_nm(&mut self) {
+        self.signal_nm(libc::SIGKILL);
+    }
+
+    fn signal_nm(&mut self, signal: libc::c_int) {
         if let Some(mut child) = self.nm.take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as i32, signal) };
             let _ = child.wait();
         }
     }

@@ -62,11 +62,21 @@ impl OvsSandbox {
         self.kill_pidfile("ovsdb-server.pid");
     }
 
+    /// ovsdb-server crashes (SIGKILL): no clean shutdown, its socket file and pidfile stay.
+    pub fn kill_ovsdb(&self) {
+        self.signal_pidfile("ovsdb-server.pid", libc::SIGKILL);
+    }
+
     fn kill_pidfile(&self, name: &str) {
+        self.signal_pidfile(name, libc::SIGTERM);
+    }
+
+    /// Sends `signal` to the process in pidfile `name` and waits (up to 2 s) for it to exit.
+    fn signal_pidfile(&self, name: &str, signal: libc::c_int) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(name))
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            unsafe { libc::kill(pid, signal) };
             for _ in 0..100 {
                 if unsafe { libc::kill(pid, 0) } != 0 {
                     break;
