@@ -45,16 +45,12 @@ fn client(bus: String, id: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<St
     }
 }
 
-fn stats(daemon: &AgentDaemon) -> serde_json::Value {
-    daemon.stats()
-}
-
 /// Waits until the daemon's vectors and the replica have caught up with its head; how long
 /// that took, and the head.
 fn wait_converged(daemon: &AgentDaemon, rep_dir: &std::path::Path, what: &str) -> (Duration, u64, u64) {
     let started = Instant::now();
     loop {
-        let s = stats(daemon);
+        let s = daemon.stats();
         let (head, vectorized) = (s["head_seq"].as_u64().unwrap(), s["vectorized_seq"].as_u64().unwrap());
         if vectorized == head && replica_head(rep_dir) >= head {
             return (started.elapsed(), head, vectorized);
@@ -107,7 +103,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged_and_everything_converges
             .collect();
         let moment = Duration::from_millis(rng.gen_range(150..1500));
         std::thread::sleep(moment);
-        let at_kill = stats(&daemon);
+        let at_kill = daemon.stats();
         let head = at_kill["head_seq"].as_u64().unwrap();
         embedding_behind += usize::from(at_kill["vectorized_seq"].as_u64().unwrap() < head);
         replica_behind += usize::from(replica_head(&rep_dir) < head);
